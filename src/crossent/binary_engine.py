@@ -1,0 +1,183 @@
+r"""The binary / multi-label engine: the term engine at ``K = 2`` per element (DESIGN §1).
+
+For a logit ``z`` and a target ``y`` in [0, 1] (smoothed to ``y (1 - eps) + eps / 2``):
+
+.. math::
+
+    s_1 = \log\sigma(z), \quad s_0 = \log\sigma(-z), \quad P = (1 - y, y),
+
+    \ell = a_1 F(s_1, y) + a_0 F(s_0, 1 - y),
+
+    \frac{\partial \ell}{\partial z} = a_1 G(s_1, y)\, \sigma(-z) - a_0 G(s_0, 1 - y)\, \sigma(z),
+
+with ``a_1 = weight * pos_weight * c_1`` and ``a_0 = weight * c_0``: ``weight`` rescales each
+element and ``pos_weight`` the positive term (PyTorch's ``binary_cross_entropy_with_logits``),
+``(c_0, c_1)`` are balancing factors such as RetinaNet's ``(1 - alpha, alpha)``. ``mean`` is
+the plain mean over elements, as in PyTorch. The gradient is formed in the forward pass in
+blocks of rows, like the multiclass engine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from crossent import _checks, config
+from crossent._checks import fail
+from crossent.engine import compute_dtype, run
+from crossent.terms import Term
+
+# Elements per block of rows (bounds float32 temporaries).
+BLOCK_ELEMENTS = 1 << 20
+
+
+@dataclass(frozen=True)
+class _BinaryProblem:
+    """One binary engine call (see :class:`crossent._autograd.Problem`)."""
+
+    target: Tensor
+    term: Term
+    weight: Tensor | None
+    pos_weight: Tensor | None
+    balance: tuple[float, float] | None
+    reduction: str
+    label_smoothing: float
+    inplace_backward: bool = False
+
+    def _factors(self, rows: slice, shape: torch.Size, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+        """``(a_0, a_1)`` for a block of rows, broadcastable to the block."""
+        device = self.target.device
+        a0 = torch.ones((), dtype=dtype, device=device)
+        a1 = a0
+        if self.weight is not None:
+            w = self.weight.to(dtype).broadcast_to(shape)[rows]
+            a0, a1 = w, w
+        if self.pos_weight is not None:
+            a1 = a1 * self.pos_weight.to(dtype).broadcast_to(shape)[rows]
+        if self.balance is not None:
+            a0, a1 = a0 * self.balance[0], a1 * self.balance[1]
+        return a0, a1
+
+    def _block(self, z: Tensor, rows: slice, want_grad: bool) -> tuple[Tensor, Tensor | None]:
+        cdt = compute_dtype(z.dtype)
+        x = z[rows].to(cdt)
+        y = self.target[rows].to(cdt)
+        if self.label_smoothing:
+            y = y * (1 - self.label_smoothing) + self.label_smoothing / 2
+        a0, a1 = self._factors(rows, z.shape, cdt)
+        # log(sigmoid(z)) and log(1 - sigmoid(z)) = log(sigmoid(-z)), both stable.
+        s1, s0 = F.logsigmoid(x), F.logsigmoid(-x)
+        f1, f0 = self.term.value(s1, y), self.term.value(s0, 1 - y)
+        if self.term.vanishes_where_target_zero:
+            f1 = torch.where(y == 0, torch.zeros_like(f1), f1)
+            f0 = torch.where(y == 1, torch.zeros_like(f0), f0)
+        loss = _weighted(a1, f1) + _weighted(a0, f0)
+        if not want_grad:
+            return loss, None
+        g1, g0 = self.term.grad(s1, y), self.term.grad(s0, 1 - y)
+        if self.term.vanishes_where_target_zero:
+            g1 = torch.where(y == 0, torch.zeros_like(g1), g1)
+            g0 = torch.where(y == 1, torch.zeros_like(g0), g0)
+        # dl/dz = a1 G(s1, y) e^{s0} - a0 G(s0, 1-y) e^{s1},  e^{s0} = sigmoid(-z)
+        grad = _weighted(a1, g1) * torch.exp(s0) - _weighted(a0, g0) * torch.exp(s1)
+        return loss, grad
+
+    def compute(self, z: Tensor, want_grad: bool) -> tuple[Tensor, Tensor | None]:
+        cdt = compute_dtype(z.dtype)
+        losses = torch.empty(z.shape, dtype=cdt, device=z.device)
+        grad = (z if self.inplace_backward else torch.empty_like(z)) if want_grad else None
+        scale = 1.0 / z.numel() if (self.reduction == "mean" and z.numel()) else 1.0
+        rows = max(1, BLOCK_ELEMENTS // max(1, z[0].numel())) if z.dim() else 1
+        n = z.shape[0] if z.dim() else 1
+        for r0 in range(0, n, rows):
+            block = slice(r0, r0 + rows) if z.dim() else slice(None)
+            loss, g = self._block(z, block, want_grad)
+            losses[block] = loss
+            if g is not None:
+                grad[block] = g * scale
+        return self._reduce(losses), grad
+
+    def differentiable(self, z: Tensor) -> Tensor:
+        loss, _ = self._block(z, slice(None), want_grad=False)
+        return self._reduce(loss)
+
+    def _reduce(self, losses: Tensor) -> Tensor:
+        if self.reduction == "none":
+            return losses
+        if self.reduction == "sum":
+            return losses.sum()
+        return losses.mean() if losses.numel() else losses.sum()
+
+    def none_factor(self, grad_output: Tensor, grad: Tensor) -> Tensor:
+        return grad_output
+
+
+def _weighted(a: Tensor, f: Tensor) -> Tensor:
+    """``a * f`` with 0 where ``a == 0`` even if ``f`` is inf."""
+    return torch.where(a == 0, torch.zeros_like(f), a * f)
+
+
+def _check_broadcast(name: str, value: Tensor | None, shape: torch.Size) -> Tensor | None:
+    if value is None:
+        return None
+    _checks.check_tensor(name, value)
+    try:
+        torch.broadcast_shapes(value.shape, shape)
+    except RuntimeError:
+        raise fail(name, f"to broadcast to the input shape {tuple(shape)}", value) from None
+    if torch.broadcast_shapes(value.shape, shape) != shape:
+        raise fail(name, f"to broadcast to the input shape {tuple(shape)}", value)
+    return value
+
+
+def binary_term_loss(
+    input: Tensor,
+    target: Tensor,
+    term: Term,
+    *,
+    weight: Tensor | None = None,
+    pos_weight: Tensor | None = None,
+    balance: tuple[float, float] | None = None,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+    inplace_backward: bool = False,
+) -> Tensor:
+    """Any per-class term as a binary / multi-label loss on single logits.
+
+    Args:
+        input: logits of any shape.
+        target: targets in [0, 1] of the same shape (0/1 labels or soft targets).
+        term: the per-class term (:class:`crossent.terms.Term`).
+        weight: per-element rescaling, broadcastable to ``input``.
+        pos_weight: multiplier of the positive term, broadcastable to ``input`` (e.g. ``(C,)``).
+        balance: ``(c_0, c_1)`` factors of the negative and positive terms, or ``None``.
+        reduction: ``"none" | "mean" | "sum"`` (``mean`` is the plain mean over elements).
+        label_smoothing: ``eps`` in [0, 1]; targets move towards 1/2: ``y (1 - eps) + eps/2``.
+        inplace_backward: write the gradient into ``input``'s storage.
+
+    Returns:
+        The reduced loss (float32 for half inputs), or per-element losses for ``"none"``.
+    """
+    _checks.check_tensor("input", input)
+    _checks.check_floating("input", input)
+    _checks.check_tensor("target", target)
+    reduction = _checks.check_reduction(reduction)
+    eps = _checks.check_real("label_smoothing", label_smoothing, low=0.0, high=1.0)
+    if target.shape != input.shape:
+        raise fail("target", f"to have the shape of `input` {tuple(input.shape)}", target)
+    if not target.is_floating_point():
+        target = target.to(compute_dtype(input.dtype))
+    elif config.validate_args() and bool(((target < 0) | (target > 1)).any()):
+        raise fail("target", "to hold values in [0, 1]", target)
+    weight = _check_broadcast("weight", weight, input.shape)
+    pos_weight = _check_broadcast("pos_weight", pos_weight, input.shape)
+    if inplace_backward and not input.is_contiguous():
+        raise fail("input", "to be contiguous with inplace_backward=True", input)
+    problem = _BinaryProblem(
+        target, term, weight, pos_weight, balance, reduction, eps, bool(inplace_backward)
+    )
+    soft = target if target.requires_grad else None
+    return run(problem, input, soft)

@@ -1,0 +1,411 @@
+r"""The term engine: one chunked pass computes any per-class loss and its analytic gradient.
+
+For logits ``z`` of one element (``K`` classes), target distribution ``P``, class weights
+``w`` and a term ``(F, G)`` from :mod:`crossent.terms` (DESIGN §1):
+
+.. math::
+
+    s = z - \operatorname{lse}(z), \quad q = e^{s}, \quad
+    \ell = \sum_k w_k F(s_k, P_k) + \lambda\,\operatorname{lse}(z)^2,
+
+    \frac{\partial \ell}{\partial z_j} = w_j G(s_j, P_j) - q_j \sum_k w_k G(s_k, P_k)
+        + 2 \lambda \operatorname{lse}(z)\, q_j .
+
+Design (chosen by measurement, see ``benchmarks/bench_cross_entropy.py`` and the README):
+the gradient is formed **in the forward pass**, chunk by chunk while the chunk is in cache,
+and stored; backward returns it untouched when ``grad_output == 1`` (the usual scalar loss)
+and scales a copy otherwise, so a second backward (``retain_graph=True``) is correct. On this
+CPU the exponential dominates: forming the gradient in forward needs one ``exp`` per logit,
+the save-statistics-and-recompute design needs two and measured ~1.4x slower. Nothing of
+logits size is kept besides the gradient itself (no log-softmax beside the logits).
+
+* One-hot fast path: for class-index targets without smoothing and a term that vanishes
+  where ``P = 0``, a row needs only ``lse`` and the target logit; the gradient is
+  ``q_j c + [j = t] w_t G_t`` with one coefficient ``c`` per row.
+* ``inplace_backward=True`` writes the gradient into the logits' storage (no new buffer);
+  the logits' version counter is bumped so that any other saved use fails loudly, and a
+  second backward raises.
+* Half inputs (fp16/bf16) are computed in float32; the loss is returned in float32 and the
+  gradient in the input dtype. float64 stays float64.
+* Under ``torch.no_grad()`` (or when the logits do not require grad) only the loss is
+  computed. Probability targets that require grad, and double backward, go through a
+  differentiable formula written from ``F`` (slower, same values).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from crossent import _checks
+from crossent._autograd import EngineFunction, Problem
+from crossent._targets import (
+    Targets,
+    check_input,
+    check_smoothing,
+    prepare_targets,
+    smoothed_target_chunk,
+    warn_if_probabilities,
+)
+from crossent.terms import Term
+
+# Elements per chunk: ~1M float32 (4 MiB) keeps a chunk's temporaries in cache; measured
+# best among 2^18..2^22 at (4096, 32000) on the 2-core benchmark machine.
+CHUNK_ELEMENTS = 1 << 20
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """Settings of one engine call (already validated)."""
+
+    term: Term
+    weight: Tensor | None
+    class_scale: Tensor | None
+    ignore_index: int
+    reduction: str
+    label_smoothing: float
+    smoothing: str
+    z_loss: float
+    inplace_backward: bool
+
+    def fast_path(self, targets: Targets) -> bool:
+        """Whether the one-hot fast path applies (one gather per row)."""
+        return (
+            targets.index is not None
+            and self.label_smoothing == 0
+            and self.term.vanishes_where_target_zero
+        )
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """float64 stays float64; every other floating dtype is computed in float32."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def iter_chunks(n: int, k: int, d: int) -> Iterator[tuple[slice, slice]]:
+    """Row and position slices of ``(N, K, D)`` covering ~``CHUNK_ELEMENTS`` logits each."""
+    if k * d <= CHUNK_ELEMENTS:
+        rows = max(1, CHUNK_ELEMENTS // (k * d))
+        for n0 in range(0, n, rows):
+            yield slice(n0, min(n, n0 + rows)), slice(0, d)
+    else:
+        span = max(1, CHUNK_ELEMENTS // k)
+        for n0 in range(n):
+            for d0 in range(0, d, span):
+                yield slice(n0, n0 + 1), slice(d0, min(d, d0 + span))
+
+
+@dataclass
+class _RowStats:
+    """Per-element statistics of a chunk: ``e = exp(z - m)`` and ``lse = m + log(sum e)``."""
+
+    e: Tensor  # (R, K, Dc) exp(z - m), in the compute dtype (may live in the output buffer)
+    d_safe: Tensor  # (R, 1, Dc) sum of e, 1 where the row is fully masked
+    lse: Tensor  # (R, 1, Dc) log-sum-exp, -inf where the row is fully masked
+    lse_safe: Tensor  # (R, 1, Dc) lse with 0 for fully masked rows (so s = z - lse stays -inf)
+
+
+def _row_stats(x: Tensor, out: Tensor | None) -> _RowStats:
+    """Exponentials and log-sum-exp of a chunk ``x`` (compute dtype), ``e`` into ``out``."""
+    m = x.amax(dim=1, keepdim=True)
+    # A fully masked row (all -inf) has m = -inf; shift by 0 instead so no -inf - -inf = NaN.
+    m = torch.where(torch.isinf(m) & (m < 0), torch.zeros_like(m), m)
+    e = torch.sub(x, m, out=out) if out is not None else x - m
+    e.exp_()
+    d = e.sum(dim=1, keepdim=True)
+    empty = d == 0
+    lse = m + torch.log(d)
+    lse_safe = torch.where(empty, torch.zeros_like(lse), lse)
+    return _RowStats(e, torch.where(empty, torch.ones_like(d), d), lse, lse_safe)
+
+
+def _fast_chunk(
+    x: Tensor, t: Tensor, ew: Tensor, scale: Tensor, opts: EngineOptions, out: Tensor | None
+) -> tuple[Tensor, Tensor | None]:
+    """Loss ``(R, Dc)`` and, if ``out`` is given, the gradient of a one-hot chunk.
+
+    ``t`` are target indices ``(R, 1, Dc)``, ``ew`` the per-element weights ``w_t`` (0 where
+    ignored) ``(R, 1, Dc)``, ``scale`` the reduction's factor per element (1/denominator for
+    mean) ``(R, 1, Dc)``.
+    """
+    z_t = x.gather(1, t)  # before `out` (possibly x itself, in place) is overwritten
+    stats = _row_stats(x, out)
+    s_t = z_t - stats.lse_safe
+    one = torch.ones((), dtype=x.dtype, device=x.device)
+    f_t = opts.term.value(s_t, one)
+    # Zero-weight and ignored elements contribute 0 even where F is inf (masked target).
+    loss = torch.where(ew == 0, torch.zeros_like(f_t), ew * f_t)
+    if opts.z_loss:
+        loss = loss + torch.where(ew == 0, torch.zeros_like(f_t), opts.z_loss * stats.lse**2)
+    if out is None:
+        return loss.squeeze(1), None
+    wg_t = torch.where(ew == 0, torch.zeros_like(f_t), ew * opts.term.grad(s_t, one)) * scale
+    # dl/dz_j = q_j * c + [j = t] w_t G_t,  c = 2 lam lse - w_t G_t,  q_j = e_j / d
+    coef = -wg_t
+    if opts.z_loss:
+        valid = (ew != 0).to(x.dtype)
+        coef = coef + 2 * opts.z_loss * stats.lse_safe * scale * valid
+    grad = stats.e.mul_(coef / stats.d_safe)
+    grad.scatter_add_(1, t, wg_t)
+    return loss.squeeze(1), grad
+
+
+def _full_chunk(
+    x: Tensor,
+    p: Tensor,
+    valid: Tensor,
+    scale: Tensor,
+    opts: EngineOptions,
+    mult: Tensor | None,
+    want_grad: bool,
+) -> tuple[Tensor, Tensor | None]:
+    """Loss ``(R, Dc)`` and optionally the gradient for a chunk with a full target ``p``.
+
+    ``mult`` is the per-class multiplier ``w_k * class_scale_k`` as ``(1, K, 1)`` or ``None``;
+    ``valid`` ``(R, 1, Dc)`` is ``False`` for ignored elements.
+    """
+    stats = _row_stats(x, None)
+    s = x - stats.lse_safe
+    term = opts.term
+    f = term.value(s, p)
+    if term.vanishes_where_target_zero:
+        f = torch.where(p == 0, torch.zeros_like(f), f)
+    if mult is not None:
+        f = f * mult
+    loss = f.sum(dim=1, keepdim=True)
+    if opts.z_loss:
+        loss = loss + opts.z_loss * stats.lse**2
+    loss = torch.where(valid, loss, torch.zeros_like(loss))
+    if not want_grad:
+        return loss.squeeze(1), None
+    g = term.grad(s, p)
+    if term.vanishes_where_target_zero:
+        g = torch.where(p == 0, torch.zeros_like(g), g)
+    if mult is not None:
+        g = g * mult
+    q = stats.e.div_(stats.d_safe)
+    # dl/dz_j = w_j G_j - q_j sum_k w_k G_k (+ 2 lam lse q_j)
+    row = g.sum(dim=1, keepdim=True)
+    if opts.z_loss:
+        row = row - 2 * opts.z_loss * stats.lse_safe
+    grad = g.sub_(q.mul_(row))
+    grad.mul_(torch.where(valid, scale, torch.zeros_like(scale)))
+    return loss.squeeze(1), grad
+
+
+def _reduction_scale(targets: Targets, reduction: str, dtype: torch.dtype) -> Tensor:
+    """The factor each element's gradient gets from the reduction (a 0-dim tensor)."""
+    if reduction == "mean":
+        denom = targets.denominator.to(dtype)
+        # All targets ignored / all weights zero: loss 0 and zero gradient (PyTorch: NaN).
+        return torch.where(denom == 0, torch.zeros_like(denom), 1 / denom)
+    return torch.ones((), dtype=dtype, device=targets.valid.device)
+
+
+def forward_pass(
+    z: Tensor, targets: Targets, opts: EngineOptions, want_grad: bool
+) -> tuple[Tensor, Tensor | None]:
+    """Chunked loss per element ``(N, D)`` and gradient ``(N, K, D)`` (or ``None``).
+
+    ``z`` is the ``(N, K, D)`` view of the contiguous logits.
+    """
+    n, k, d = z.shape
+    cdt = compute_dtype(z.dtype)
+    losses = torch.empty(n, d, dtype=cdt, device=z.device)
+    grad = None
+    if want_grad:
+        grad = z if opts.inplace_backward else torch.empty_like(z)
+    scale = _reduction_scale(targets, opts.reduction, cdt)
+    fast = opts.fast_path(targets)
+    mult = _class_multiplier(opts, k, cdt, z.device)
+    for rows, cols in iter_chunks(n, k, d):
+        zc = z[rows, :, cols]
+        x = zc.to(cdt)
+        # e = exp(z - m) may be written straight into the gradient buffer when dtypes agree.
+        out = grad[rows, :, cols] if (grad is not None and x.dtype == z.dtype) else None
+        if fast:
+            t = targets.index[rows, cols].unsqueeze(1)
+            ew = targets.elem_weight[rows, cols].unsqueeze(1).to(cdt)
+            if want_grad and out is None:
+                out = torch.empty_like(x)
+            loss, g = _fast_chunk(x, t, ew, scale, opts, out if want_grad else None)
+        else:
+            p = smoothed_target_chunk(
+                targets, rows, cols, k, opts.label_smoothing, opts.smoothing, cdt
+            )
+            valid = targets.valid[rows, cols].unsqueeze(1)
+            loss, g = _full_chunk(x, p, valid, scale, opts, mult, want_grad)
+        losses[rows, cols] = loss
+        if g is not None and g.data_ptr() != grad[rows, :, cols].data_ptr():
+            grad[rows, :, cols] = g
+    return losses, grad
+
+
+def _class_multiplier(
+    opts: EngineOptions, k: int, dtype: torch.dtype, device: torch.device
+) -> Tensor | None:
+    """``w_k * class_scale_k`` as ``(1, K, 1)`` for the full path, or ``None``."""
+    mult = None
+    for vec in (opts.weight, opts.class_scale):
+        if vec is not None:
+            v = vec.to(dtype=dtype, device=device).view(1, k, 1)
+            mult = v if mult is None else mult * v
+    return mult
+
+
+def reduce_losses(losses: Tensor, targets: Targets, reduction: str) -> Tensor:
+    """Apply ``reduction`` to per-element losses ``(N, D)``."""
+    if reduction == "none":
+        return losses
+    total = losses.sum()
+    if reduction == "sum":
+        return total
+    denom = targets.denominator.to(total.dtype)
+    return torch.where(denom == 0, torch.zeros_like(total), total / denom)
+
+
+def differentiable_loss(z: Tensor, targets: Targets, opts: EngineOptions) -> Tensor:
+    """The same loss written from ``F`` with autograd-differentiable ops (no custom gradient).
+
+    Used when a probability target requires grad and for double backward
+    (``create_graph=True``); materialises ``(N, K, D)`` temporaries, so it is slower.
+    Returns the per-element losses ``(N, D)``.
+    """
+    n, k, d = z.shape
+    x = z.to(compute_dtype(z.dtype))
+    lse = torch.logsumexp(x, dim=1, keepdim=True)
+    lse_safe = torch.where(torch.isinf(lse) & (lse < 0), torch.zeros_like(lse), lse)
+    s = x - lse_safe
+    p = smoothed_target_chunk(
+        targets, slice(None), slice(None), k, opts.label_smoothing, opts.smoothing, x.dtype
+    )
+    f = opts.term.value(s, p)
+    if opts.term.vanishes_where_target_zero:
+        f = torch.where(p == 0, torch.zeros_like(f), f)
+    mult = _class_multiplier(opts, k, x.dtype, x.device)
+    if mult is not None:
+        f = f * mult
+    loss = f.sum(dim=1)
+    if opts.z_loss:
+        loss = loss + opts.z_loss * lse.squeeze(1) ** 2
+    return torch.where(targets.valid, loss, torch.zeros_like(loss))
+
+
+@dataclass(frozen=True)
+class _MulticlassProblem:
+    """One multiclass engine call (see :class:`crossent._autograd.Problem`)."""
+
+    targets: Targets
+    opts: EngineOptions
+
+    @property
+    def reduction(self) -> str:
+        return self.opts.reduction
+
+    @property
+    def inplace_backward(self) -> bool:
+        return self.opts.inplace_backward
+
+    def compute(self, z: Tensor, want_grad: bool) -> tuple[Tensor, Tensor | None]:
+        losses, grad = forward_pass(z, self.targets, self.opts, want_grad)
+        return reduce_losses(losses, self.targets, self.reduction), grad
+
+    def differentiable(self, z: Tensor) -> Tensor:
+        return reduce_losses(
+            differentiable_loss(z, self.targets, self.opts), self.targets, self.reduction
+        )
+
+    def none_factor(self, grad_output: Tensor, grad: Tensor) -> Tensor:
+        return grad_output.reshape(grad.shape[0], 1, -1)
+
+
+def term_loss(
+    input: Tensor,
+    target: Tensor,
+    term: Term,
+    *,
+    weight: Tensor | None = None,
+    class_scale: Tensor | None = None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+    smoothing: str = "uniform",
+    z_loss: float = 0.0,
+    inplace_backward: bool = False,
+) -> Tensor:
+    """Any per-class term's loss from logits, with PyTorch's target and reduction semantics.
+
+    Args:
+        input: logits ``(C,)``, ``(N, C)`` or ``(N, C, d1, ..., dn)``.
+        target: class indices ``()``, ``(N,)`` or ``(N, d1, ..., dn)`` (integer), or
+            probabilities shaped like ``input`` (float).
+        term: the per-class term (:class:`crossent.terms.Term`).
+        weight: class weights ``(C,)``; ``mean`` divides by the sum of the target classes'
+            weights over non-ignored elements (PyTorch's weighted mean).
+        class_scale: per-class multiplier ``(C,)`` of each element's loss that does *not*
+            enter the mean's denominator (focal's ``alpha``); validated by the caller.
+        ignore_index: class index whose elements contribute nothing (index targets only).
+        reduction: ``"none" | "mean" | "sum"``.
+        label_smoothing: ``eps`` in [0, 1].
+        smoothing: ``"uniform"`` (``eps/K`` to every class) or ``"others"`` (``eps/(K-1)`` to
+            every non-target class).
+        z_loss: coefficient ``lam`` of ``lam * lse(z)^2`` added per element (unweighted).
+        inplace_backward: write the gradient into ``input``'s storage.
+
+    Returns:
+        The reduced loss (float32 for half inputs), or per-element losses for ``"none"``.
+    """
+    input = check_input(input)
+    reduction = _checks.check_reduction(reduction)
+    z_loss = _checks.check_real("z_loss", z_loss, low=0.0)
+    if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
+        raise TypeError(f"Expected `ignore_index` to be an int, but got {ignore_index!r}")
+    target = _checks.check_tensor("target", target)
+    unbatched = input.dim() == 1
+    if unbatched:
+        input, target = input.unsqueeze(0), target.unsqueeze(0)
+    k = input.shape[1]
+    eps = check_smoothing(label_smoothing, smoothing, k)
+    weight = _checks.check_class_weight(weight, k)
+    if inplace_backward and not input.is_contiguous():
+        raise _checks.fail("input", "to be contiguous with inplace_backward=True", input)
+    warn_if_probabilities(input)
+    targets = prepare_targets(input, target, weight, class_scale, ignore_index, eps, smoothing)
+    opts = EngineOptions(
+        term,
+        weight,
+        class_scale,
+        ignore_index,
+        reduction,
+        eps,
+        smoothing,
+        z_loss,
+        bool(inplace_backward),
+    )
+    problem = _MulticlassProblem(targets, opts)
+    z = input.contiguous().reshape(input.shape[0], k, -1)
+    loss = run(problem, z, targets.probs)
+    if reduction == "none":
+        loss = loss.reshape(input.shape[0], *input.shape[2:])
+        if unbatched:
+            loss = loss.squeeze(0)
+    return loss
+
+
+def run(problem: Problem, z: Tensor, soft_target: Tensor | None) -> Tensor:
+    """Dispatch one problem: differentiable fallback, analytic gradient, or loss only.
+
+    * a probability target that requires grad: the differentiable formula (gradients to both);
+    * logits that require grad under grad mode: :class:`EngineFunction` (analytic gradient);
+    * otherwise (``no_grad``, inference): the loss alone, no gradient work.
+    """
+    grad_mode = torch.is_grad_enabled()
+    if grad_mode and soft_target is not None and soft_target.requires_grad:
+        return problem.differentiable(z)
+    if grad_mode and z.requires_grad:
+        return EngineFunction.apply(z, problem)
+    loss, _ = problem.compute(z.detach(), want_grad=False)
+    return loss

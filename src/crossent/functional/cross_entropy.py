@@ -1,0 +1,230 @@
+r"""Cross-entropy and binary cross-entropy from logits, drop-in for PyTorch's.
+
+Also the two reference levels every training curve is read against: the chance loss
+``ln K`` and the minimum achievable loss under label smoothing.
+"""
+
+from __future__ import annotations
+
+import math
+
+from torch import Tensor
+
+from crossent import _checks
+from crossent._targets import check_smoothing
+from crossent.binary_engine import binary_term_loss
+from crossent.engine import term_loss
+from crossent.terms import CrossEntropyTerm
+
+_CE = CrossEntropyTerm()
+
+
+def cross_entropy(
+    input: Tensor,
+    target: Tensor,
+    weight: Tensor | None = None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+    smoothing: str = "uniform",
+    z_loss: float = 0.0,
+    inplace_backward: bool = False,
+) -> Tensor:
+    r"""Cross-entropy between logits and class indices or class probabilities.
+
+    Equal to :func:`torch.nn.functional.cross_entropy` (values and gradients, to float
+    rounding) for every combination of its arguments, with less memory and an analytic
+    gradient. Per element, with ``s = log_softmax(z)`` and target distribution ``P``:
+
+    .. math::
+
+        \ell = -\sum_k w_k P_k s_k + \lambda\,\operatorname{lse}(z)^2
+
+    * class indices ``t``: ``P = onehot(t)``; with ``label_smoothing = eps``,
+      ``smoothing="uniform"`` gives ``P = (1-eps) onehot(t) + eps/K`` (PyTorch, Szegedy et
+      al.) and ``smoothing="others"`` gives ``1-eps`` on ``t`` and ``eps/(K-1)`` elsewhere;
+    * probabilities: ``P = (1-eps) P + eps/K``.
+
+    Reductions: ``mean`` divides by the sum of the target classes' weights over non-ignored
+    elements for class indices (PyTorch's weighted mean), by the element count
+    ``N * d1 * ... * dn`` for probabilities; ``sum``; ``none``.
+
+    Term: ``F(s, P) = -P s``, ``G(s, P) = -P``; gradient ``dl/dz = softmax(z) - P`` unweighted.
+
+    Documented deviations from PyTorch:
+
+    * a batch whose targets are all ``ignore_index`` (or whose target weights are all zero)
+      gives loss 0 and a zero gradient with ``mean`` (PyTorch: NaN);
+    * fp16/bf16 logits give a float32 loss (PyTorch's half loss overflows near the fp16
+      range); the gradient keeps the input dtype;
+    * negative class weights raise (PyTorch accepts them);
+    * integer targets of any integer dtype are accepted (PyTorch requires int64).
+
+    Args:
+        input: logits ``(C,)``, ``(N, C)`` or ``(N, C, d1, ..., dn)``.
+        target: class indices ``()``, ``(N,)`` or ``(N, d1, ..., dn)`` in ``[0, C)`` or
+            ``ignore_index``; or probabilities shaped like ``input``.
+        weight: class weights ``(C,)``, finite and non-negative. Default: all ones.
+        ignore_index: class index that contributes nothing (class-index targets). Default -100.
+        reduction: ``"none" | "mean" | "sum"``. Default ``"mean"``.
+        label_smoothing: ``eps`` in [0, 1]. Default 0.
+        smoothing: ``"uniform"`` or ``"others"`` (needs ``K >= 2`` and ``eps <= (K-1)/K``,
+            class-index targets only). Default ``"uniform"``.
+        z_loss: ``lam >= 0``; adds ``lam * logsumexp(z)^2`` per non-ignored element
+            (unweighted; PaLM's auxiliary loss). Default 0.
+        inplace_backward: write the gradient into ``input``'s storage during the forward pass
+            (saves one logits-sized buffer). The logits are unusable afterwards; their version
+            counter is bumped so an operation that saved them fails loudly. Default False.
+
+    Shape:
+        - input: ``(C)``, ``(N, C)`` or ``(N, C, d1, ..., dn)``
+        - target: ``()``, ``(N)`` or ``(N, d1, ..., dn)`` indices, or the shape of ``input``
+        - output: scalar, or ``(N, d1, ..., dn)`` with ``reduction="none"``
+
+    Returns:
+        The loss.
+
+    Example:
+        >>> import torch
+        >>> from crossent import cross_entropy
+        >>> logits = torch.log(torch.tensor([[0.7, 0.2, 0.1]]))
+        >>> round(cross_entropy(logits, torch.tensor([0])).item(), 3)
+        0.357
+
+    References:
+        Szegedy et al., `Rethinking the Inception Architecture for Computer Vision
+        <https://arxiv.org/abs/1512.00567>`_, 2016 (label smoothing);
+        Chowdhery et al., `PaLM <https://arxiv.org/abs/2204.02311>`_, 2022 (z-loss).
+    """
+    return term_loss(
+        input,
+        target,
+        _CE,
+        weight=weight,
+        ignore_index=ignore_index,
+        reduction=reduction,
+        label_smoothing=label_smoothing,
+        smoothing=smoothing,
+        z_loss=z_loss,
+        inplace_backward=inplace_backward,
+    )
+
+
+def binary_cross_entropy_with_logits(
+    input: Tensor,
+    target: Tensor,
+    weight: Tensor | None = None,
+    pos_weight: Tensor | None = None,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+) -> Tensor:
+    r"""Binary / multi-label cross-entropy from logits, equal to PyTorch's.
+
+    .. math::
+
+        \ell = -w \left[p\, y \log\sigma(z) + (1 - y) \log\sigma(-z)\right],
+        \qquad y \leftarrow y (1 - \varepsilon) + \varepsilon / 2
+
+    ``w`` is ``weight`` (per element, broadcast), ``p`` is ``pos_weight`` (broadcast, e.g.
+    ``(C,)`` per class). ``mean`` is the plain mean over all elements. It is the engine at
+    ``K = 2`` per element: equal to two-class :func:`cross_entropy` on logits ``(0, z)``.
+    Targets may be soft (in [0, 1]); a target that requires grad gets its gradient.
+
+    Args:
+        input: logits, any shape.
+        target: targets in [0, 1], same shape as ``input``.
+        weight: per-element rescaling, broadcastable to ``input``. Default None.
+        pos_weight: weight of positive examples, broadcastable to ``input``. Default None.
+        reduction: ``"none" | "mean" | "sum"``. Default ``"mean"``.
+        label_smoothing: ``eps`` in [0, 1], moving targets towards 1/2. Default 0.
+
+    Shape:
+        - input: ``(*)``; target: ``(*)``; output: scalar, or ``(*)`` with ``"none"``.
+
+    Returns:
+        The loss (float32 for half inputs).
+
+    Example:
+        >>> import torch
+        >>> from crossent import binary_cross_entropy_with_logits
+        >>> loss = binary_cross_entropy_with_logits(torch.tensor([0.0]), torch.tensor([1.0]))
+        >>> round(loss.item(), 4)
+        0.6931
+
+    References:
+        PyTorch ``torch.nn.functional.binary_cross_entropy_with_logits``.
+    """
+    return binary_term_loss(
+        input,
+        target,
+        _CE,
+        weight=weight,
+        pos_weight=pos_weight,
+        reduction=reduction,
+        label_smoothing=label_smoothing,
+    )
+
+
+def chance_loss(num_classes: int) -> float:
+    r"""Cross-entropy of a uniform guess over ``K`` classes: ``ln K``.
+
+    A model whose loss stays at ``ln K`` has learnt nothing.
+
+    Args:
+        num_classes: ``K >= 1``.
+
+    Returns:
+        ``ln K``.
+
+    Example:
+        >>> round(chance_loss(10), 4)
+        2.3026
+    """
+    k = _check_num_classes(num_classes)
+    return math.log(k)
+
+
+def min_achievable_loss(
+    num_classes: int, label_smoothing: float, smoothing: str = "uniform"
+) -> float:
+    r"""The smallest cross-entropy reachable against smoothed targets: their entropy.
+
+    .. math::
+
+        H(P) = -\sum_k P_k \ln P_k
+
+    with ``P`` the smoothed one-hot target (see :func:`cross_entropy`). For ``K = 10`` and
+    ``eps = 0.1`` this is 0.5448 with ``"others"`` (an article quotes 0.544 after rounding
+    0.1/9 to 0.0111) and 0.5003 with ``"uniform"``. Without smoothing it is 0.
+
+    Args:
+        num_classes: ``K >= 1``.
+        label_smoothing: ``eps`` in [0, 1].
+        smoothing: ``"uniform"`` or ``"others"``.
+
+    Returns:
+        The entropy of the smoothed target, in nats.
+
+    Example:
+        >>> round(min_achievable_loss(10, 0.1, "others"), 4)
+        0.5448
+    """
+    k = _check_num_classes(num_classes)
+    eps = check_smoothing(label_smoothing, smoothing, k)
+    if smoothing == "others" and k > 1:
+        on, off = 1.0 - eps, eps / (k - 1)
+    else:
+        on, off = 1.0 - eps + eps / k, eps / k
+    return -_xlogx(on) - (k - 1) * _xlogx(off)
+
+
+def _xlogx(p: float) -> float:
+    return p * math.log(p) if p > 0 else 0.0
+
+
+def _check_num_classes(num_classes: object) -> int:
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int):
+        raise TypeError(f"Expected `num_classes` to be an int, but got {num_classes!r}")
+    if num_classes < 1:
+        raise _checks.fail("num_classes", ">= 1", num_classes)
+    return num_classes
