@@ -157,6 +157,12 @@ def prepare_targets(
             )
         if smoothing == "others" and label_smoothing > 0:
             raise fail("smoothing", "'uniform' for probability targets", smoothing)
+        if ignore_index != -100:
+            raise fail(
+                "ignore_index",
+                "to be left at -100 for probability targets (as PyTorch)",
+                ignore_index,
+            )
         probs = target.reshape(n, k, -1)
         valid = torch.ones(n, probs.shape[2], dtype=torch.bool, device=input.device)
         denominator = torch.tensor(float(n * probs.shape[2]), device=input.device)

@@ -1,0 +1,126 @@
+"""Bad input is test data: (kwargs, exception, message regex)."""
+
+import warnings
+
+import pytest
+import torch
+
+import crossent
+from crossent import ProbabilityInputWarning
+
+X = torch.randn(4, 5)
+T = torch.tensor([0, 1, 2, 3])
+
+CASES = [
+    (dict(target=torch.tensor([0, 1, 7, 3])), ValueError, r"`target`.*\[0, 5\).*index 7"),
+    (dict(target=torch.tensor([0, -3, 1, 2])), ValueError, r"negative index -3.*not ignore_index"),
+    (dict(target=torch.tensor([0, 1, 2])), ValueError, r"`target`.*shape \(4,\)"),
+    (dict(target=torch.rand(4, 6)), ValueError, r"`target`.*shape of `input`"),
+    (dict(target=torch.ones(4, dtype=torch.bool)), TypeError, r"`target`"),
+    (dict(target=[0, 1, 2, 3]), TypeError, r"`target`.*torch.Tensor"),
+    (dict(input=torch.tensor([[1, 2]])), TypeError, r"`input`.*floating"),
+    (dict(input=torch.tensor(1.0)), ValueError, r"`input`"),
+    (dict(weight=torch.ones(3)), ValueError, r"`weight`.*\(5,\)"),
+    (dict(weight=torch.tensor([1.0, -1, 1, 1, 1])), ValueError, r"`weight`.*>= 0"),
+    (dict(weight=torch.tensor([1.0, float("nan"), 1, 1, 1])), ValueError, r"`weight`.*finite"),
+    (dict(label_smoothing=1.5), ValueError, r"`label_smoothing`.*\[0, 1\].*1.5"),
+    (dict(label_smoothing=-0.1), ValueError, r"`label_smoothing`.*\[0, 1\]"),
+    (dict(label_smoothing=0.9, smoothing="others"), ValueError, r"\(K-1\)/K = 0.8"),
+    (dict(smoothing="both"), ValueError, r"`smoothing`.*'uniform', 'others'.*'both'"),
+    (dict(reduction="avg"), ValueError, r"`reduction`.*'none', 'mean', 'sum'.*'avg'"),
+    (dict(z_loss=-1.0), ValueError, r"`z_loss`"),
+    (
+        dict(
+            input=torch.randn(3, 1),
+            target=torch.zeros(3, dtype=torch.long),
+            label_smoothing=0.1,
+            smoothing="others",
+        ),
+        ValueError,
+        r"`smoothing`.*K = 1",
+    ),
+    (
+        dict(target=torch.softmax(torch.randn(4, 5), 1), label_smoothing=0.1, smoothing="others"),
+        ValueError,
+        r"`smoothing`.*'uniform' for probability targets",
+    ),
+    (dict(ignore_index=1.5), TypeError, r"`ignore_index`"),
+]
+
+
+@pytest.mark.parametrize("kwargs,exc,pattern", CASES)
+def test_cross_entropy_rejects(kwargs, exc, pattern):
+    args = dict(input=X, target=T)
+    args.update(kwargs)
+    with pytest.raises(exc, match=pattern):
+        crossent.cross_entropy(**args)
+
+
+@pytest.mark.parametrize(
+    "kwargs,exc,pattern",
+    [
+        c
+        for c in CASES
+        if "target" not in c[0] and "input" not in c[0] and "ignore_index" not in c[0]
+    ],
+)
+def test_module_rejects_at_call_or_construction(kwargs, exc, pattern):
+    with pytest.raises(exc, match=pattern):
+        crossent.nn.CrossEntropyLoss(**kwargs)(X, T)
+
+
+def test_validation_switch_skips_content_checks():
+    crossent.set_validation(False)
+    # negative class weights are only detected by reading the tensor
+    crossent.cross_entropy(X, T, weight=torch.tensor([1.0, -1, 1, 1, 1]))
+
+
+BCE_CASES = [
+    (dict(target=torch.rand(3)), ValueError, r"`target`.*shape of `input`"),
+    (dict(target=torch.tensor([0.0, 2.0, 0.5, 1.0])), ValueError, r"`target`.*\[0, 1\]"),
+    (dict(pos_weight=torch.ones(3)), ValueError, r"`pos_weight`.*broadcast"),
+    (dict(weight=torch.ones(2, 4, 1)), ValueError, r"`weight`.*broadcast"),
+    (dict(reduction="mean "), ValueError, r"`reduction`"),
+    (dict(label_smoothing=2), ValueError, r"`label_smoothing`"),
+]
+
+
+@pytest.mark.parametrize("kwargs,exc,pattern", BCE_CASES)
+def test_bce_rejects(kwargs, exc, pattern):
+    args = dict(input=torch.randn(4), target=torch.rand(4))
+    args.update(kwargs)
+    with pytest.raises(exc, match=pattern):
+        crossent.binary_cross_entropy_with_logits(**args)
+
+
+def _probs_call():
+    return crossent.cross_entropy(torch.softmax(torch.randn(8, 5), 1), torch.randint(0, 5, (8,)))
+
+
+def test_double_softmax_warning_once_per_call_site():
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        for _ in range(3):
+            _probs_call()
+    hits = [w for w in caught if issubclass(w.category, ProbabilityInputWarning)]
+    assert len(hits) == 1
+    assert "logits" in str(hits[0].message)
+    assert hits[0].filename == __file__  # points at the caller, not at crossent
+
+
+def test_double_softmax_warning_never_changes_result_and_can_be_disabled():
+    p = torch.softmax(torch.randn(8, 5), 1)
+    t = torch.randint(0, 5, (8,))
+    with pytest.warns(ProbabilityInputWarning):
+        warned = crossent.cross_entropy(p, t)
+    crossent.set_probability_warning(False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        silent = crossent.cross_entropy(p, t)
+    assert torch.equal(warned, silent)
+
+
+def test_no_warning_for_ordinary_logits():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        crossent.cross_entropy(torch.randn(8, 5), torch.randint(0, 5, (8,)))

@@ -1,0 +1,79 @@
+"""binary_cross_entropy_with_logits against PyTorch and the reference."""
+
+import itertools
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import crossent
+from tests import reference
+
+
+@pytest.mark.parametrize(
+    "reduction,eps,weighted,pos",
+    list(itertools.product(["none", "mean", "sum"], [0, 0.2], [0, 1], [0, 1])),
+)
+def test_matches_pytorch(reduction, eps, weighted, pos):
+    x = (4 * torch.randn(6, 3, dtype=torch.float64)).requires_grad_()
+    y = torch.rand(6, 3, dtype=torch.float64)
+    w = torch.rand(6, 1, dtype=torch.float64) if weighted else None
+    pw = torch.rand(3, dtype=torch.float64) + 0.5 if pos else None
+    ours = crossent.binary_cross_entropy_with_logits(
+        x, y, weight=w, pos_weight=pw, reduction=reduction, label_smoothing=eps
+    )
+    theirs = F.binary_cross_entropy_with_logits(
+        x, y * (1 - eps) + eps / 2, weight=w, pos_weight=pw, reduction=reduction
+    )
+    torch.testing.assert_close(ours, theirs)
+    torch.testing.assert_close(
+        torch.autograd.grad(ours.sum(), x)[0], torch.autograd.grad(theirs.sum(), x)[0]
+    )
+
+
+def test_against_reference_and_gradcheck():
+    x = torch.randn(10, dtype=torch.float64, requires_grad=True)
+    y = (torch.rand(10) > 0.5).double()
+    pw = torch.tensor(2.0, dtype=torch.float64)
+    ours = crossent.binary_cross_entropy_with_logits(x, y, pos_weight=pw, reduction="none")
+    torch.testing.assert_close(
+        ours, reference.binary_cross_entropy_with_logits(x, y, pos_weight=pw)
+    )
+    assert torch.autograd.gradcheck(
+        lambda x: crossent.binary_cross_entropy_with_logits(x, y, pos_weight=pw), (x,)
+    )
+
+
+def test_equals_two_class_cross_entropy():
+    z = torch.randn(12, dtype=torch.float64)
+    y = torch.randint(0, 2, (12,))
+    two = torch.stack([torch.zeros_like(z), z], 1)
+    torch.testing.assert_close(
+        crossent.binary_cross_entropy_with_logits(z, y.double()), crossent.cross_entropy(two, y)
+    )
+
+
+def test_target_gradient_matches_pytorch():
+    x = torch.randn(5, dtype=torch.float64, requires_grad=True)
+    y = torch.rand(5, dtype=torch.float64, requires_grad=True)
+    a = torch.autograd.grad(crossent.binary_cross_entropy_with_logits(x, y), (x, y))
+    b = torch.autograd.grad(F.binary_cross_entropy_with_logits(x, y), (x, y))
+    torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+def test_extreme_logits_finite(dtype):
+    x = torch.tensor([-1e4, 1e4, 0.0, 30.0, -30.0]).to(dtype).requires_grad_()
+    loss = crossent.binary_cross_entropy_with_logits(x, torch.tensor([1.0, 0, 1, 1, 0]).to(dtype))
+    loss.backward()
+    assert loss.dtype == torch.float32
+    assert torch.isfinite(loss) and torch.isfinite(x.grad).all()
+
+
+def test_module_equals_function():
+    x, y = torch.randn(4, 3), torch.rand(4, 3)
+    pw = torch.ones(3) * 2
+    m = crossent.nn.BCEWithLogitsLoss(pos_weight=pw, label_smoothing=0.1)
+    torch.testing.assert_close(
+        m(x, y), crossent.binary_cross_entropy_with_logits(x, y, pos_weight=pw, label_smoothing=0.1)
+    )

@@ -1,0 +1,127 @@
+"""dtypes, masked classes, extreme logits, all-ignored batches."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import crossent
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("eps", [0.0, 0.1])
+def test_half_inputs_float32_loss_input_dtype_gradient(dtype, eps):
+    base = torch.randn(16, 37) * 4
+    t = torch.randint(0, 37, (16,))
+    x = base.to(dtype).requires_grad_()
+    loss = crossent.cross_entropy(x, t, label_smoothing=eps)
+    assert loss.dtype == torch.float32
+    loss.backward()
+    assert x.grad.dtype == dtype
+    ref_x = base.to(dtype).float().requires_grad_()
+    ref = F.cross_entropy(ref_x, t, label_smoothing=eps)
+    ref.backward()
+    torch.testing.assert_close(loss, ref, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(x.grad.float(), ref_x.grad, rtol=1e-2, atol=1e-3)
+
+
+def test_float64_stays_float64():
+    x = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
+    loss = crossent.cross_entropy(x, torch.tensor([0, 1, 2]))
+    assert loss.dtype == torch.float64
+    loss.backward()
+    assert x.grad.dtype == torch.float64
+
+
+@pytest.mark.parametrize("eps", [0.0, 0.1])
+def test_masked_class_contributes_nothing(eps):
+    x = torch.randn(4, 6, dtype=torch.float64)
+    x[:, 2] = float("-inf")
+    x.requires_grad_()
+    t = torch.tensor([0, 1, 3, 5])
+    loss = crossent.cross_entropy(x, t)
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert torch.all(x.grad[:, 2] == 0)
+    assert torch.isfinite(x.grad).all()
+    keep = [0, 1, 3, 4, 5]
+    torch.testing.assert_close(
+        loss, F.cross_entropy(x.detach()[:, keep], torch.tensor([0, 1, 2, 4]))
+    )
+
+
+def test_masked_target_gives_inf_loss_finite_gradient():
+    x = torch.randn(2, 4, dtype=torch.float64)
+    x[0, 1] = float("-inf")
+    x.requires_grad_()
+    loss = crossent.cross_entropy(x, torch.tensor([1, 0]))
+    assert loss.item() == float("inf")
+    assert loss.item() == F.cross_entropy(x.detach(), torch.tensor([1, 0])).item()
+    loss.backward()
+    assert torch.isfinite(x.grad).all()
+
+
+def test_fully_masked_row_never_nan_gradient():
+    x = torch.full((2, 3), float("-inf"))
+    x[1] = torch.randn(3)
+    x.requires_grad_()
+    loss = crossent.cross_entropy(x, torch.tensor([0, 1]), reduction="none")
+    assert loss[0].item() == float("inf")
+    assert torch.isfinite(loss[1])
+    loss[1].backward()
+    assert not torch.isnan(x.grad).any()
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+@pytest.mark.parametrize("eps", [0.0, 0.1])
+def test_extreme_logits_finite(dtype, eps):
+    big = 6e4 if dtype == torch.float16 else 1e4
+    x = torch.tensor([[big, -big, 0.0], [-big, big, big], [0.0, 0.0, -big]], dtype=dtype)
+    x.requires_grad_()
+    loss = crossent.cross_entropy(x, torch.tensor([1, 0, 2]), label_smoothing=eps, z_loss=1e-9)
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert torch.isfinite(x.grad).all()
+
+
+def test_fp16_whole_range_finite():
+    x = torch.linspace(-65504, 65504, 64 * 9).reshape(64, 9).half().requires_grad_()
+    loss = crossent.cross_entropy(x, torch.randint(0, 9, (64,)))
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(x.grad).all()
+
+
+@pytest.mark.parametrize("eps", [0.0, 0.1])
+def test_all_ignored_gives_zero_loss_and_gradient(eps):
+    x = torch.randn(3, 4, requires_grad=True)
+    t = torch.full((3,), -100)
+    loss = crossent.cross_entropy(x, t, label_smoothing=eps)
+    assert loss.item() == 0.0
+    assert torch.isnan(F.cross_entropy(x, t, label_smoothing=eps))  # PyTorch: NaN
+    loss.backward()
+    assert torch.equal(x.grad, torch.zeros_like(x))
+
+
+def test_all_target_weights_zero_gives_zero():
+    x = torch.randn(3, 4, requires_grad=True)
+    w = torch.tensor([0.0, 1.0, 1.0, 1.0])
+    loss = crossent.cross_entropy(x, torch.zeros(3, dtype=torch.long), weight=w)
+    assert loss.item() == 0.0
+    loss.backward()
+    assert torch.equal(x.grad, torch.zeros_like(x))
+
+
+def test_z_loss_adds_squared_lse():
+    x = torch.randn(5, 4, dtype=torch.float64)
+    t = torch.tensor([0, 1, -100, 3, 2])
+    base = crossent.cross_entropy(x, t, reduction="none")
+    with_z = crossent.cross_entropy(x, t, reduction="none", z_loss=0.1)
+    lse = torch.logsumexp(x, 1)
+    expected = base + 0.1 * lse**2 * (t != -100)
+    torch.testing.assert_close(with_z, expected)
+
+
+def test_does_not_write_into_callers_logits():
+    x = torch.randn(8, 10, requires_grad=True)
+    before = x.detach().clone()
+    crossent.cross_entropy(x, torch.randint(0, 10, (8,)), label_smoothing=0.1).backward()
+    assert torch.equal(x.detach(), before)
