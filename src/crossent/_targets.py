@@ -65,14 +65,17 @@ def warn_if_probabilities(input: Tensor) -> None:
     if not config.warn_probabilities() or input.dim() < 2 or input.shape[1] < 2:
         return
     with torch.no_grad():
-        probe = input[:_PROBE_ROWS].detach()
+        probe = input.detach()[:_PROBE_ROWS]
         if probe.numel() == 0:
             return
-        probe = probe.reshape(probe.shape[0], probe.shape[1], -1)[..., :_PROBE_ROWS].float()
-        in_range = bool(((probe >= 0) & (probe <= 1)).all())
-        if not in_range:
+        probe = probe.reshape(probe.shape[0], probe.shape[1], -1)[..., :_PROBE_ROWS]
+        # Logits almost always have a negative entry in their first row: one cheap look.
+        low, high = torch.aminmax(probe[0, :, 0])
+        if bool(low < 0) or bool(high > 1):
             return
-        sums_to_one = bool(((probe.sum(1) - 1).abs() <= 1e-3).all())
+        probe = probe.float()
+        in_range = bool(((probe >= 0) & (probe <= 1)).all())
+        sums_to_one = in_range and bool(((probe.sum(1) - 1).abs() <= 1e-3).all())
     if sums_to_one:
         warnings.warn(
             "The loss received inputs whose rows are in [0, 1] and sum to 1: they look like "
@@ -192,6 +195,13 @@ def prepare_targets(
     return Targets(index, None, valid, elem_weight, denominator)
 
 
+def smoothing_levels(eps: float, smoothing: str, num_classes: int) -> tuple[float, float]:
+    """``(off, on)``: the smoothed one-hot target's value off and on the true class."""
+    if smoothing == "others" and num_classes > 1:
+        return eps / (num_classes - 1), 1.0 - eps
+    return eps / num_classes, 1.0 - eps + eps / num_classes
+
+
 def smoothed_target_chunk(
     targets: Targets,
     rows: slice,
@@ -213,9 +223,6 @@ def smoothed_target_chunk(
         return p * (1 - eps) + eps / num_classes if eps > 0 else p
     index = targets.index[rows, cols].unsqueeze(1)
     r, dc = index.shape[0], index.shape[2]
-    if smoothing == "others" and num_classes > 1:
-        off, on = eps / (num_classes - 1), 1.0 - eps
-    else:
-        off, on = eps / num_classes, 1.0 - eps + eps / num_classes
+    off, on = smoothing_levels(eps, smoothing, num_classes)
     p = torch.full((r, num_classes, dc), off, dtype=dtype, device=index.device)
     return p.scatter_(1, index, on)
