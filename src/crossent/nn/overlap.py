@@ -1,0 +1,190 @@
+"""Modules for the overlap losses (see :mod:`crossent.overlap` for the math and arguments).
+
+Each module checks its settings when it is built, so a bad hyper-parameter fails at
+construction (and in :func:`crossent.get_loss`), not at the first batch.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from crossent import _checks
+from crossent._overlap_sets import check_overlap_args, check_tversky_args, check_unified_args
+from crossent.overlap import (
+    dice_loss,
+    focal_tversky_loss,
+    tversky_loss,
+    unified_focal_loss,
+)
+
+
+class _OverlapLoss(torch.nn.Module):
+    """Settings shared by every overlap loss."""
+
+    def __init__(
+        self, mode: str, smooth: float, per_image: bool, ignore_index: int, reduction: str
+    ) -> None:
+        super().__init__()
+        check_overlap_args(mode, smooth, per_image, reduction)
+        self.mode = mode
+        self.smooth = float(smooth)
+        self.per_image = per_image
+        self.ignore_index = ignore_index
+        self.reduction = reduction
+
+    def _common(self) -> dict[str, object]:
+        return {
+            "mode": self.mode,
+            "smooth": self.smooth,
+            "per_image": self.per_image,
+            "ignore_index": self.ignore_index,
+            "reduction": self.reduction,
+        }
+
+    def extra_repr(self) -> str:
+        """Settings shown by ``repr``."""
+        return ", ".join(f"{k}={v!r}" for k, v in self._settings().items())
+
+    def _settings(self) -> dict[str, object]:
+        return self._common()
+
+
+class DiceLoss(_OverlapLoss):
+    """Module form of :func:`crossent.overlap.dice_loss`.
+
+    Example:
+        >>> import torch
+        >>> DiceLoss()(torch.zeros(1, 2, 2), torch.tensor([[0, 1]])).item()
+        0.25
+    """
+
+    def __init__(
+        self,
+        mode: str = "multiclass",
+        smooth: float = 1.0,
+        per_image: bool = False,
+        ignore_index: int = -100,
+        reduction: str = "mean",
+    ) -> None:
+        super().__init__(mode, smooth, per_image, ignore_index, reduction)
+
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        """Compute the loss (see :func:`crossent.overlap.dice_loss`)."""
+        return dice_loss(input, target, **self._common())
+
+
+class TverskyLoss(_OverlapLoss):
+    """Module form of :func:`crossent.overlap.tversky_loss`.
+
+    Example:
+        >>> import torch
+        >>> loss = TverskyLoss(alpha=0.3, beta=0.7, mode="binary")
+        >>> round(loss(torch.zeros(1, 1, 4), torch.tensor([[[1.0, 1, 0, 0]]])).item(), 4)
+        0.3333
+    """
+
+    def __init__(
+        self,
+        alpha: float = 0.3,
+        beta: float = 0.7,
+        mode: str = "multiclass",
+        smooth: float = 1.0,
+        per_image: bool = False,
+        ignore_index: int = -100,
+        reduction: str = "mean",
+    ) -> None:
+        super().__init__(mode, smooth, per_image, ignore_index, reduction)
+        check_tversky_args(alpha, beta)
+        self.alpha = float(alpha)
+        self.beta = float(beta)
+
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        """Compute the loss (see :func:`crossent.overlap.tversky_loss`)."""
+        return tversky_loss(input, target, alpha=self.alpha, beta=self.beta, **self._common())
+
+    def _settings(self) -> dict[str, object]:
+        return {"alpha": self.alpha, "beta": self.beta, **self._common()}
+
+
+class FocalTverskyLoss(_OverlapLoss):
+    """Module form of :func:`crossent.overlap.focal_tversky_loss`.
+
+    Example:
+        >>> import torch
+        >>> loss = FocalTverskyLoss(gamma=0.75, mode="binary")
+        >>> round(loss(torch.zeros(1, 1, 4), torch.tensor([[[1.0, 1, 0, 0]]])).item(), 4)
+        0.4387
+    """
+
+    def __init__(
+        self,
+        alpha: float = 0.3,
+        beta: float = 0.7,
+        gamma: float = 0.75,
+        mode: str = "multiclass",
+        smooth: float = 1.0,
+        per_image: bool = False,
+        ignore_index: int = -100,
+        reduction: str = "mean",
+    ) -> None:
+        super().__init__(mode, smooth, per_image, ignore_index, reduction)
+        check_tversky_args(alpha, beta)
+        self.alpha = float(alpha)
+        self.beta = float(beta)
+        self.gamma = _checks.check_real("gamma", gamma, low=0.0)
+
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        """Compute the loss (see :func:`crossent.overlap.focal_tversky_loss`)."""
+        return focal_tversky_loss(
+            input, target, alpha=self.alpha, beta=self.beta, gamma=self.gamma, **self._common()
+        )
+
+    def _settings(self) -> dict[str, object]:
+        return {"alpha": self.alpha, "beta": self.beta, "gamma": self.gamma, **self._common()}
+
+
+class UnifiedFocalLoss(_OverlapLoss):
+    """Module form of :func:`crossent.overlap.unified_focal_loss`.
+
+    Example:
+        >>> import torch
+        >>> loss = UnifiedFocalLoss(weight=0.5, delta=0.6, gamma=0.5)
+        >>> loss(torch.randn(2, 2, 8, 8), torch.randint(0, 2, (2, 8, 8))).shape
+        torch.Size([])
+    """
+
+    def __init__(
+        self,
+        weight: float = 0.5,
+        delta: float = 0.6,
+        gamma: float = 0.5,
+        asymmetric: bool = True,
+        mode: str = "multiclass",
+        smooth: float = 1.0,
+        per_image: bool = False,
+        ignore_index: int = -100,
+        reduction: str = "mean",
+    ) -> None:
+        super().__init__(mode, smooth, per_image, ignore_index, reduction)
+        check_unified_args(weight, delta, gamma, asymmetric)
+        self.weight = float(weight)
+        self.delta = float(delta)
+        self.gamma = float(gamma)
+        self.asymmetric = asymmetric
+
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        """Compute the loss (see :func:`crossent.overlap.unified_focal_loss`)."""
+        return unified_focal_loss(
+            input,
+            target,
+            weight=self.weight,
+            delta=self.delta,
+            gamma=self.gamma,
+            asymmetric=self.asymmetric,
+            **self._common(),
+        )
+
+    def _settings(self) -> dict[str, object]:
+        hyper = {"weight": self.weight, "delta": self.delta, "gamma": self.gamma}
+        return {**hyper, "asymmetric": self.asymmetric, **self._common()}
