@@ -21,7 +21,6 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _measure  # noqa: E402
-
 import crossent  # noqa: E402
 
 SHAPES = [(4096, 32000), (1024, 128256)]
