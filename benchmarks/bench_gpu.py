@@ -21,6 +21,7 @@ Cut Cross-Entropy only offers the fused linear + loss, benchmarked with the fuse
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import json
 import os
@@ -210,51 +211,88 @@ def bench_workload(n: int, k: int, name: str, args: argparse.Namespace) -> dict:
 
 
 # --------------------------------------------------------------------------- tuning
-def tune_configs(k: int) -> list[_launch.TileConfig]:
-    configs = []
-    for block in (4096, 8192, 16384):
-        for warps in (8, 16, 32):
-            configs.append(_launch.TileConfig(False, 1, block, warps))
-        configs.append(_launch.TileConfig(False, 1, block, 16, reverse=False))
-        for pps in (1, 2):
-            configs.append(_launch.TileConfig(False, 1, block, 16, persistent=True, programs_per_sm=pps))
-    if k <= 32768:
-        configs.append(_launch.TileConfig(True, 1, triton_pow2(k), 32))
-        configs.append(_launch.TileConfig(True, 1, triton_pow2(k), 16))
-    return configs
+TUNE_CASES = {  # path -> (loss name, keyword arguments of loss_and_grad_inplace)
+    "fast": ("ce", {}),
+    "linear": ("ce", {"label_smoothing": SMOOTH}),
+    "soft": ("forward_kl", {}),
+}
 
 
-def triton_pow2(k: int) -> int:
-    return 1 << (k - 1).bit_length()
+def tune_configs(path: str) -> list[_launch.TileConfig]:
+    """Candidate tile shapes (the best of earlier sweeps on an H100, see docs/gpu.md)."""
+    cfg = _launch.TileConfig
+    if path == "fast":
+        return [
+            cfg(False, 1, 16384, 32),
+            cfg(False, 1, 16384, 32, reverse=False),
+            cfg(False, 1, 16384, 32, reverse=False, lane=True),
+            cfg(False, 1, 16384, 32, persistent=True),
+            cfg(False, 1, 8192, 32),
+            cfg(False, 1, 4096, 16),
+        ]
+    return [
+        cfg(False, 1, 8192, 32),
+        cfg(False, 1, 8192, 32, reverse=False),
+        cfg(False, 1, 8192, 32, lane=True),
+        cfg(False, 1, 8192, 32, persistent=True),
+        cfg(False, 1, 4096, 16),
+    ]
+
+
+def with_config(cfg: _launch.TileConfig, fn: Callable) -> None:
+    saved = _launch.tile_config
+    _launch.tile_config = lambda *a: cfg
+    try:
+        fn()
+    finally:
+        _launch.tile_config = saved
 
 
 def tune(args: argparse.Namespace) -> dict:
-    """The kernel alone (CE, in place) for each tile shape; the default choice marked."""
-    results = {}
-    term = CrossEntropyTerm()
+    """The kernel alone (in place) for each tile shape and path; the best kept per K."""
+    results, best = {}, {}
     for n, k in args.shapes:
-        base, target = make_inputs(n, k, "ce")
-        buf = torch.empty_like(base)
-        sides = {}
-        default = _launch.tile_config(k, _launch.PATH_FAST)
-        for cfg in [default, *tune_configs(k)]:
-            def step(cfg=cfg):
-                _launch.tile_config, saved = (lambda kk, path: cfg), _launch.tile_config
-                try:
-                    loss_and_grad_inplace(buf, target, term, grad_scale=1.0 / n)
-                finally:
-                    _launch.tile_config = saved
+        for path, (name, kw) in TUNE_CASES.items():
+            base, target = make_inputs(n, k, name)
+            term = ForwardKLTerm() if name == "forward_kl" else CrossEntropyTerm()
+            buf = torch.empty_like(base)
+            configs = {repr(c)[10:]: c for c in tune_configs(path)}
+            sides = {}
+            for label, cfg in configs.items():
 
-            label = ("DEFAULT " if cfg is default else "") + repr(cfg).replace("TileConfig", "")
-            sides[label] = (lambda: buf.copy_(base), step)
-        sides["clone"] = (no_prepare, lambda: base.clone())
-        res = time_sides(sides, args.iters, args.warmup)
-        results[f"{n}x{k}"] = res
-        for label, r in sorted(res.items(), key=lambda kv: kv[1].get("median_ms", 1e9)):
-            print(f"{n}x{k} {r.get('median_ms', float('nan')):8.3f} ms  {label}", flush=True)
-        del base, buf
-        torch.cuda.empty_cache()
+                def step(cfg=cfg, term=term, kw=kw, target=target):
+                    with_config(
+                        cfg, lambda: loss_and_grad_inplace(buf, target, term, grad_scale=1 / n, **kw)
+                    )
+
+                sides[label] = (lambda base=base: buf.copy_(base), step)
+            if path == "fast":
+                sides["clone"] = (no_prepare, lambda base=base: base.clone())
+            res = time_sides(sides, args.iters, args.warmup)
+            results[f"{path} {n}x{k}"] = res
+            ranked = sorted(res.items(), key=lambda kv: kv[1].get("median_ms", 1e9))
+            for label, r in ranked:
+                print(f"{path:6s} {n}x{k} {r.get('median_ms', float('nan')):8.3f} ms  {label}")
+            winner = next(label for label, _ in ranked if label in configs)
+            best.setdefault(path, {})[str(k)] = dataclasses.asdict(configs[winner])
+            del base, buf, target
+            torch.cuda.empty_cache()
+    results["best"] = best
     return results
+
+
+def use_configs(path: str) -> None:
+    """Run the benchmark with the tile shapes a ``--tune`` run found best (per path and K)."""
+    best = json.loads(Path(path).read_text())["tune"]["best"]
+    default = _launch.tile_config
+
+    def chosen(k: int, p: int, soft: bool = False) -> _launch.TileConfig:
+        name = "fast" if p == _launch.PATH_FAST else ("soft" if soft else "linear")
+        if p != _launch.PATH_FULL and str(k) in best.get(name, {}):
+            return _launch.TileConfig(**best[name][str(k)])
+        return default(k, p, soft)
+
+    _launch.tile_config = chosen
 
 
 # --------------------------------------------------------------------------- main
@@ -292,6 +330,11 @@ def print_table(rows: list[dict]) -> None:
         print(f"| {row['loss']} ({row['n']}, {row['k']}) | " + " | ".join(cells) + " |")
 
 
+def write(out: dict, path: str) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(out, indent=1))
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--shapes", default=",".join(f"{n}x{k}" for n, k in SHAPES))
@@ -301,6 +344,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--iters", type=int, default=20)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--tune", action="store_true")
+    p.add_argument("--configs", help="tile shapes from a --tune run's JSON")
     p.add_argument("--out", default=str(Path(__file__).parent / "results" / "gpu.json"))
     args = p.parse_args(argv)
     args.shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
@@ -316,6 +360,8 @@ def main(argv: list[str] | None = None) -> None:
     crossent.set_validation(False)
     crossent.set_probability_warning(False)
     kernels.set_backend("triton")
+    if args.configs:
+        use_configs(args.configs)
     out = {"environment": environment(), "settings": {"iters": args.iters, "warmup": args.warmup}}
     if args.tune:
         out["tune"] = tune(args)
@@ -328,10 +374,10 @@ def main(argv: list[str] | None = None) -> None:
                 rows.append({"loss": name, "n": n, "k": k, "results": res})
                 print_table(rows[-1:])
                 print(f"({time.perf_counter() - t0:.0f} s)", flush=True)
-        out["rows"] = rows
+                out["rows"] = rows
+                write(out, args.out)  # after every workload: a cut-off run keeps what it did
         print_table(rows)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=1))
+    write(out, args.out)
     print(f"\nwrote {args.out}; environment: {out['environment']}")
 
 

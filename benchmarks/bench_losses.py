@@ -122,15 +122,15 @@ def side_fn(case: str, side: str) -> LossFn:
     return ours if side == "crossent" else naive
 
 
-def child_time(case: str, shape: tuple[int, int], iters: int) -> dict:
-    torch.set_num_threads(2)
+def child_time(case: str, shape: tuple[int, int], iters: int, threads: int) -> dict:
+    torch.set_num_threads(threads)
     base, target = inputs(shape, CASES[case][1])
     sides = {s: make_step(side_fn(case, s), base, target) for s in SIDES}
     return {"times": _measure.interleaved_times(sides, iters), "env": _measure.environment()}
 
 
-def child_memory(case: str, shape: tuple[int, int], side: str) -> dict:
-    torch.set_num_threads(2)
+def child_memory(case: str, shape: tuple[int, int], side: str, threads: int) -> dict:
+    torch.set_num_threads(threads)
     base, target = inputs(shape, CASES[case][1])
     prepare = make_step(side_fn(case, side), base, target)
     prepare()()  # warm-up (allocator, thread pool)
@@ -143,6 +143,9 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=10)
     parser.add_argument("--quick", action="store_true", help="small shapes, for a smoke run")
     parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
+    parser.add_argument(
+        "--threads", type=int, default=2, help="torch threads (2 is the reference setting)"
+    )
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "losses.json"))
     args = parser.parse_args()
@@ -150,9 +153,9 @@ def main() -> None:
         kind, case, n, k, *rest = args.child
         shape = (int(n), int(k))
         if kind == "time":
-            result = child_time(case, shape, int(rest[0]))
+            result = child_time(case, shape, int(rest[0]), args.threads)
         else:
-            result = child_memory(case, shape, rest[0])
+            result = child_memory(case, shape, rest[0], args.threads)
         print(json.dumps(result))
         return
     me = str(Path(__file__).resolve())
@@ -162,16 +165,22 @@ def main() -> None:
         shape, kind, _, _ = CASES[case]
         shape = QUICK_SHAPES[kind] if args.quick else shape
         dims = [str(shape[0]), str(shape[1])]
-        timed = _measure.run_child(me, ["--child", "time", case, *dims, str(args.iters)], {})
+        threads = ["--threads", str(args.threads)]
+        timed = _measure.run_child(
+            me, [*threads, "--child", "time", case, *dims, str(args.iters)], {}
+        )
         memory = {
             side: _measure.run_child(
-                me, ["--child", "memory", case, *dims, side], {"MALLOC_MMAP_THRESHOLD_": "131072"}
+                me,
+                [*threads, "--child", "memory", case, *dims, side],
+                {"MALLOC_MMAP_THRESHOLD_": "131072"},
             )["peak_extra_bytes"]
             for side in SIDES
         }
         rec = {
             "case": case,
             "shape": list(shape),
+            "threads": args.threads,
             "times_s": timed["times"],
             "median_s": {s: _measure.median(v) for s, v in timed["times"].items()},
             "peak_extra_bytes": memory,

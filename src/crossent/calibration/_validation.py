@@ -1,0 +1,178 @@
+"""Argument and input checks of :mod:`crossent.calibration`, built on :mod:`crossent._checks`.
+
+Shape, dtype and value checks of Python arguments always run. Checks that read tensor contents
+(finiteness, probabilities in ``[0, 1]``, rows summing to one, label range) run chunk by chunk
+inside the metric's single pass over the data, so they cost a few cheap reductions of data that
+is already in cache; ``validate_args=False`` (or :func:`crossent.set_validation`) skips them.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import torch
+
+from crossent import config
+from crossent._checks import check_choice, check_floating, check_tensor, fail
+
+#: Rows of a probability matrix must sum to one within this absolute tolerance (or the dtype's
+#: machine epsilon where that is larger, i.e. for bfloat16): loose enough for float16 softmax
+#: outputs and CSV files rounded to four decimals, tight enough to catch logits and scores.
+ROW_SUM_ATOL = 1e-3
+
+#: Fewer rows than this cannot support a calibration fit.
+MIN_FIT_ROWS = 20
+
+
+def bad(name: str, expected: str, got: str) -> ValueError:
+    """Like :func:`crossent._checks.fail`, with ``got`` written as plain text (no ``repr``)."""
+    return ValueError(f"Expected `{name}` {expected}, but got {got}")
+
+
+def check_n_bins(n_bins: object) -> int:
+    """Return ``n_bins`` after checking it is an integer >= 1."""
+    if isinstance(n_bins, bool) or not isinstance(n_bins, int):
+        raise TypeError(f"Expected `n_bins` to be an int, but got {type(n_bins).__name__}")
+    if n_bins < 1:
+        raise fail("n_bins", ">= 1", n_bins)
+    return n_bins
+
+
+def check_bool(name: str, value: object) -> bool:
+    """Return ``value`` after checking it is a ``bool``."""
+    if not isinstance(value, bool):
+        raise TypeError(f"Expected `{name}` to be a bool, but got {type(value).__name__}")
+    return value
+
+
+def check_options(binning: object, norm: object, mode: object, debiased: object) -> None:
+    """Check the option arguments of the calibration-error functions."""
+    check_choice("binning", binning, ("uniform", "quantile"))
+    check_choice("norm", norm, ("l1", "l2", "max"))
+    check_choice("mode", mode, ("top_label", "classwise"))
+    if check_bool("debiased", debiased) and norm != "l2":
+        raise fail("norm", "to be 'l2' when `debiased=True` (Kumar et al.'s estimator)", norm)
+
+
+def content_checks(validate_args: object) -> bool:
+    """Whether checks that read tensor contents run (per-call switch and global switch)."""
+    return check_bool("validate_args", validate_args) and config.validate_args()
+
+
+def check_inputs(probs: torch.Tensor, labels: torch.Tensor, name: str = "probs") -> int:
+    """Check shapes and dtypes of ``(probs, labels)`` and return the number of classes.
+
+    ``probs`` is ``(N, K)`` with ``K >= 2``, or ``(N,)`` positive-class values of a binary
+    problem (then 2 is returned); ``labels`` is an integer or bool ``(N,)`` tensor, ``N >= 1``.
+    """
+    probs = check_tensor(name, probs)
+    labels = check_tensor("labels", labels)
+    check_floating(name, probs)
+    if probs.dim() not in (1, 2):
+        raise bad(name, "to have shape (N, K) or (N,)", f"shape {tuple(probs.shape)}")
+    if probs.dim() == 2 and probs.shape[1] < 2:
+        raise bad(name, "to have at least 2 columns (classes)", f"shape {tuple(probs.shape)}")
+    if probs.shape[0] < 1:
+        raise bad(name, "to have at least one row", f"shape {tuple(probs.shape)}")
+    if labels.is_floating_point() or labels.is_complex():
+        raise TypeError(f"Expected `labels` to have an integer dtype, but got {labels.dtype}")
+    if labels.shape != probs.shape[:1]:
+        raise bad(
+            "labels",
+            f"to have shape ({probs.shape[0]},) to match `{name}`",
+            f"shape {tuple(labels.shape)}",
+        )
+    return 2 if probs.dim() == 1 else probs.shape[1]
+
+
+def check_labels_chunk(labels: torch.Tensor, num_classes: int) -> None:
+    """Raise unless every label lies in ``[0, num_classes)``."""
+    low, high = torch.aminmax(labels.long())
+    if low < 0 or high >= num_classes:
+        value = int(low) if low < 0 else int(high)
+        raise fail("labels", f"to be class indices in [0, {num_classes - 1}]", value)
+
+
+def check_probs_chunk(probs: torch.Tensor, name: str = "probs") -> None:
+    """Raise unless ``probs`` holds finite probabilities whose rows (if 2-D) sum to one."""
+    low, high = torch.aminmax(probs)
+    if not bool(torch.isfinite(low) & torch.isfinite(high)):
+        raise fail(name, "to be finite", float(high if torch.isfinite(low) else low))
+    if low < 0 or high > 1:
+        value = float(low) if low < 0 else float(high)
+        raise fail(
+            name, "to hold probabilities in [0, 1] (pass from_logits=True for logits)", value
+        )
+    if probs.dim() == 2:
+        dtype = torch.float64 if probs.dtype == torch.float64 else torch.float32
+        low, high = torch.aminmax(probs.sum(dim=1, dtype=dtype))
+        tol = max(ROW_SUM_ATOL, torch.finfo(probs.dtype).eps)
+        if low < 1 - tol or high > 1 + tol:
+            total = float(low) if 1 - low > high - 1 else float(high)
+            raise bad(
+                name,
+                f"rows to sum to 1 (within {tol:g}; pass from_logits=True for logits)",
+                f"a row summing to {total:.6g}",
+            )
+
+
+def check_finite_lse(lse: torch.Tensor, name: str = "probs") -> None:
+    """Raise unless every row's log-sum-exp of the logits is finite (no NaN/+inf, not all -inf)."""
+    if not bool(torch.isfinite(lse).all()):
+        raise bad(
+            name,
+            "(logits, from_logits=True) to be finite with at least one finite logit per row",
+            "a row with NaN, +inf or only -inf",
+        )
+
+
+def warn_if_probabilities(logits: torch.Tensor) -> None:
+    """Warn (never change the result) when ``from_logits=True`` data look like probabilities."""
+    # a few binary logits in [0, 1] are no evidence; a row summing to 1 is
+    if not config.warn_probabilities() or logits.numel() < (16 if logits.dim() == 1 else 1):
+        return
+    low, high = torch.aminmax(logits)
+    if low >= 0 and high <= 1:
+        sums = logits.sum(dim=1) if logits.dim() == 2 else None
+        if sums is None or bool(torch.all((sums - 1).abs() <= ROW_SUM_ATOL)):
+            warnings.warn(
+                "from_logits=True but the inputs look like probabilities (all in [0, 1]"
+                + (" and rows sum to 1" if sums is not None else "")
+                + "); a softmax/sigmoid will be applied anyway",
+                stacklevel=4,
+            )
+
+
+def check_fit_inputs(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    dims: tuple[int, ...] = (1, 2),
+    allow_masked: bool = False,
+    name: str = "logits",
+) -> int:
+    """Check the data given to a scaler's ``fit`` and return the number of classes.
+
+    Raises ``ValueError`` with fewer than :data:`MIN_FIT_ROWS` rows, a single class in
+    ``labels``, a shape not allowed by ``dims`` (1: ``(N,)``, 2: ``(N, K)``), NaN or infinite
+    logits (``-inf`` is allowed with ``allow_masked``) or out-of-range labels; the content checks
+    obey the global switch :func:`crossent.set_validation`.
+    """
+    num_classes = check_inputs(logits, labels, name=name)
+    if logits.dim() not in dims:
+        expected = "(N,) (binary scores)" if dims == (1,) else "(N, K)"
+        raise bad(name, f"to have shape {expected}", f"shape {tuple(logits.shape)}")
+    if logits.shape[0] < MIN_FIT_ROWS:
+        raise bad(name, f"to have at least {MIN_FIT_ROWS} rows to fit", f"{logits.shape[0]} rows")
+    if config.validate_args():
+        check_labels_chunk(labels, num_classes)
+        # NaN < inf and inf < inf are both False: one comparison finds NaN and +inf.
+        finite = logits < math.inf if allow_masked else torch.isfinite(logits)
+        if not bool(finite.all()):
+            allowed = " (or -inf for masked classes)" if allow_masked else ""
+            raise bad(name, f"to be finite{allowed}", "NaN or infinite values")
+    classes = torch.unique(labels)
+    if classes.numel() < 2:
+        raise bad("labels", "to contain at least two classes", f"only class {int(classes[0])}")
+    return num_classes

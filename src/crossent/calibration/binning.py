@@ -1,0 +1,375 @@
+"""Per-bin sufficient statistics of calibration: one chunked pass, memory independent of N.
+
+Every calibration error in :mod:`crossent.calibration` is a function of three numbers per bin:
+the number of predictions ``n_b``, the sum of their confidences ``S_b`` and the number of hits
+``A_b`` (correct top-label predictions, or positives for binary ``(N,)`` inputs). This module
+computes them, and :func:`calibration_bins` hands them to users and to the reliability diagrams.
+
+Uniform bins are ``(lo, hi]`` over ``[0, 1]`` (Guo et al. 2017; scikit-learn's
+``calibration_curve``), with a confidence of 0 in the first bin and 1.0 in the last. The edges
+are those of ``numpy.linspace(0, 1, B + 1)`` and every comparison is exact, so a confidence
+is binned as scikit-learn bins it (0.1 in float64 is the edge and stays in the lower bin; the
+float32 number nearest 0.1 lies above it and goes up). Quantile bins sort the confidences and
+split them into ``B`` contiguous groups whose sizes differ by at most one, the larger groups
+first (as ``numpy.array_split``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from functools import cached_property, lru_cache
+from typing import NamedTuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from crossent._checks import check_choice
+from crossent.calibration import _validation as V
+
+#: Rows per chunk: at most ``CHUNK_ROWS`` rows and ``CHUNK_ELEMENTS`` elements of the input.
+#: Per-row temporaries then stay below ~50 MiB and per-element (classwise) ones below ~100 MiB,
+#: while the chunks stay few: every chunk costs a dozen tensor operations, and each operation
+#: a hand-off between threads, which is slow when other processes share the cores.
+CHUNK_ROWS = 1 << 20
+CHUNK_ELEMENTS = 1 << 22
+
+
+def chunk_rows(probs: torch.Tensor, per_element: bool) -> int:
+    """Rows per chunk for ``probs``: fewer when the temporaries are per element (classwise)."""
+    width = probs.shape[1] if probs.dim() == 2 else 1
+    if per_element:
+        return max(1, CHUNK_ELEMENTS // width)
+    return max(1, min(CHUNK_ROWS, 4 * CHUNK_ELEMENTS // width))
+
+
+class Batch:
+    """One chunk of predictions, converted to probabilities and checked.
+
+    Attributes:
+        probs: ``(R, K)`` or ``(R,)`` probabilities (float32 or float64).
+        labels: ``(R,)`` labels.
+        logits: the logits the probabilities came from, or ``None``.
+        lse: ``logsumexp`` of ``(R, K)`` logits per row, or ``None``.
+    """
+
+    def __init__(
+        self,
+        probs: torch.Tensor,
+        labels: torch.Tensor,
+        logits: torch.Tensor | None = None,
+        lse: torch.Tensor | None = None,
+    ) -> None:
+        self.probs, self.labels, self.logits, self.lse = probs, labels, logits, lse
+
+    @cached_property
+    def top_label(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Confidence and hit per row: top-label for ``(R, K)``, positive class for ``(R,)``."""
+        if self.probs.dim() == 1:
+            return self.probs, self.labels == 1
+        conf, pred = self.probs.max(dim=1)
+        return conf, pred == self.labels
+
+    def classwise(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-class confidences and hits, ``(R, K)`` (binary ``(R,)`` becomes two columns)."""
+        probs = self.probs
+        if probs.dim() == 1:
+            probs = torch.stack((1 - probs, probs), dim=1)
+        classes = torch.arange(probs.shape[1], device=probs.device)
+        return probs, self.labels.unsqueeze(1) == classes
+
+    def correct(self) -> torch.Tensor:
+        """Whether the prediction (argmax; ``p > 0.5`` for ``(R,)``) equals the label."""
+        if self.probs.dim() == 1:
+            return (self.probs > 0.5) == (self.labels == 1)
+        return self.top_label[1]
+
+    @cached_property
+    def prob_true(self) -> torch.Tensor:
+        """``p_y`` per row (``p`` for a positive and ``1 - p`` for a negative ``(R,)`` row)."""
+        if self.probs.dim() == 1:
+            return torch.where(self.labels == 1, self.probs, 1 - self.probs)
+        return self.probs.gather(1, self.labels.long().unsqueeze(1)).squeeze(1)
+
+    def nll_sum(self) -> torch.Tensor:
+        """``-sum_i log p_y`` in float64 (exact from logits, ``p_y`` clipped at eps from probs)."""
+        if self.logits is not None and self.lse is not None:
+            # log softmax(z)_y = z_y - logsumexp(z)
+            z_y = self.logits.gather(1, self.labels.long().unsqueeze(1)).squeeze(1)
+            return (self.lse - z_y).sum(dtype=torch.float64)
+        if self.logits is not None:
+            # log sigmoid(z) for y = 1, log(1 - sigmoid(z)) = log sigmoid(-z) for y = 0
+            signed = torch.where(self.labels == 1, self.logits, -self.logits)
+            return -F.logsigmoid(signed).sum(dtype=torch.float64)
+        eps = torch.finfo(self.probs.dtype).eps
+        return -self.prob_true.clamp_min(eps).log_().sum(dtype=torch.float64)
+
+    def brier_sum(self) -> torch.Tensor:
+        """``sum_i sum_k (p_ik - y_ik)^2`` in float64 (``sum_i (p_i - y_i)^2`` for ``(R,)``).
+
+        Squares are formed in the input precision (float32 squares of float32 probabilities are
+        as accurate as the probabilities themselves); every sum is float64.
+        """
+        if self.probs.dim() == 1:
+            return (self.probs - self.labels).square_().sum(dtype=torch.float64)
+        squares = torch.linalg.vecdot(self.probs, self.probs, dim=1).sum(dtype=torch.float64)
+        # sum_k (p_k - y_k)^2 = sum_k p_k^2 - 2 p_y + 1, summed over the rows
+        return squares - 2 * self.prob_true.sum(dtype=torch.float64) + self.probs.shape[0]
+
+
+def iter_batches(
+    probs: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    from_logits: bool,
+    check: bool,
+    num_classes: int,
+    per_element: bool = False,
+) -> Iterator[Batch]:
+    """Yield checked probability chunks of ``(probs, labels)``, converting logits on the way.
+
+    ``per_element`` asks for chunks sized for temporaries of the chunk's shape (classwise).
+    """
+    rows = chunk_rows(probs, per_element)
+    if from_logits and check:
+        V.warn_if_probabilities(probs[:rows])
+    for start in range(0, probs.shape[0], rows):
+        x = probs[start : start + rows]
+        y = labels[start : start + rows]
+        if check:
+            V.check_labels_chunk(y, num_classes)
+        if check and not from_logits:
+            V.check_probs_chunk(x)  # before upcasting: the row-sum tolerance follows the dtype
+        if x.dtype in (torch.float16, torch.bfloat16):
+            x = x.float()
+        if not from_logits:
+            yield Batch(x, y, None, None)
+        elif x.dim() == 1:
+            if check and bool(torch.isnan(x).any()):
+                raise V.bad("probs", "(logits, from_logits=True) not to contain NaN", "NaN")
+            yield Batch(torch.sigmoid(x), y, x, None)
+        else:
+            lse = torch.logsumexp(x, dim=1)
+            if check:
+                V.check_finite_lse(lse)
+            yield Batch(torch.exp(x - lse.unsqueeze(1)), y, x, lse)
+
+
+@lru_cache(maxsize=64)
+def _inner_edges(n_bins: int, dtype: torch.dtype) -> torch.Tensor:
+    """The inner edges of ``numpy.linspace(0, 1, B + 1)``, as ``dtype`` values rounded down.
+
+    For a ``dtype`` confidence ``c`` and a float64 edge ``e``, ``c > e`` holds exactly when
+    ``c`` exceeds the largest ``dtype`` value ``<= e``: comparing in ``dtype`` gives the same
+    bins as scikit-learn's float64 comparison, with no rounding error.
+    """
+    edges = []
+    for edge in np.linspace(0.0, 1.0, n_bins + 1)[1:-1].tolist():
+        value = torch.tensor(edge, dtype=torch.float64).to(dtype)
+        if value.item() > edge:
+            value = torch.nextafter(value, torch.zeros((), dtype=dtype))
+        edges.append(value)
+    return torch.stack(edges) if edges else torch.empty(0, dtype=dtype)
+
+
+def uniform_key(conf: torch.Tensor, hits: torch.Tensor, n_bins: int) -> torch.Tensor:
+    """Key ``bin + n_bins * hit`` of each confidence for ``(lo, hi]`` bins over ``[0, 1]``.
+
+    A confidence of 0 (or below, when the content checks are off) goes to the first bin, 1.0
+    (or above) to the last. ``(R, G)`` inputs (one group per column) get ``2 * n_bins * g``
+    added for group ``g``.
+    """
+    edges = _inner_edges(n_bins, conf.dtype).to(conf.device)
+    # bucketize(right=False) counts the edges strictly below c: c's bin among (lo, hi]
+    key = torch.bucketize(conf, edges).add_(hits, alpha=n_bins)
+    if key.dim() == 2:
+        key += torch.arange(key.shape[1], device=key.device) * (2 * n_bins)
+    return key
+
+
+def quantile_bin(n: int, n_bins: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bin of each sorted position ``0..n-1`` for equal-count bins, and each bin's end."""
+    sizes = torch.full((n_bins,), n // n_bins, dtype=torch.long, device=device)
+    sizes[: n % n_bins] += 1
+    ends = sizes.cumsum(0)
+    positions = torch.arange(n, device=device)
+    return torch.bucketize(positions, ends, right=True), ends
+
+
+def add_counts(stats: torch.Tensor, key: torch.Tensor, conf: torch.Tensor) -> None:
+    """Add counts, confidence sums and hit counts into ``stats`` of shape ``(3, G, B)``.
+
+    ``key`` is ``bin + B * hit + 2 * B * g`` for every confidence in ``conf`` (same shape).
+    Two ``index_add_`` calls (serial loops, unlike ``bincount``, whose extra min/max passes each
+    wait for a second thread) accumulate the counts and the confidence sums in float64.
+    """
+    groups, n_bins = stats.shape[1], stats.shape[2]
+    key = key.reshape(-1)
+    weights = conf.reshape(-1).double()
+    totals = torch.zeros(2, groups * 2 * n_bins, dtype=torch.float64, device=stats.device)
+    totals[0].index_add_(
+        0, key, torch.ones((), dtype=torch.float64, device=key.device).expand_as(key)
+    )
+    totals[1].index_add_(0, key, weights)
+    counts, sums = totals.view(2, groups, 2, n_bins).unbind(0)
+    stats[0] += counts.sum(dim=1)
+    stats[1] += sums.sum(dim=1)
+    stats[2] += counts[:, 1]
+
+
+def binned_stats(
+    probs: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    n_bins: int,
+    binning: str,
+    classwise: bool,
+    from_logits: bool,
+    check: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-bin statistics ``(3, G, B)`` (counts, confidence sums, hits) and edges ``(G, B + 1)``.
+
+    ``G`` is 1 for top-label (or binary positive-class) binning and ``K`` for classwise.
+    Inputs must already have passed :func:`~crossent.calibration._validation.check_inputs`.
+    """
+    num_classes = 2 if probs.dim() == 1 else probs.shape[1]
+    groups = num_classes if classwise else 1
+    batches = iter_batches(
+        probs,
+        labels,
+        from_logits=from_logits,
+        check=check,
+        num_classes=num_classes,
+        per_element=classwise,
+    )
+    stats = torch.zeros(3, groups, n_bins, dtype=torch.float64, device=probs.device)
+    if binning == "uniform":
+        for batch in batches:
+            conf, hits = batch.classwise() if classwise else batch.top_label
+            add_counts(stats, uniform_key(conf, hits, n_bins), conf)
+        edges = torch.linspace(0, 1, n_bins + 1, dtype=torch.float64, device=probs.device)
+        return stats, edges.expand(groups, -1)
+    pairs = [batch.classwise() if classwise else batch.top_label for batch in batches]
+    conf = torch.cat([c for c, _ in pairs]).reshape(probs.shape[0], -1)
+    hits = torch.cat([h for _, h in pairs]).reshape(probs.shape[0], -1)
+    conf, order = torch.sort(conf, dim=0, stable=True)
+    bins, ends = quantile_bin(conf.shape[0], n_bins, probs.device)
+    offsets = torch.arange(groups, device=probs.device) * (2 * n_bins)
+    key = bins.unsqueeze(1) + hits.gather(0, order) * n_bins + offsets
+    add_counts(stats, key, conf)
+    last = (ends - 1).clamp_(min=0)
+    edges = torch.cat((conf[:1], conf[last]), dim=0).t().double()
+    return stats, edges
+
+
+def calibration_error_from_stats(stats: torch.Tensor, norm: str, debiased: bool) -> torch.Tensor:
+    """Calibration error (float64 scalar) from per-bin statistics ``(3, G, B)``.
+
+    Per group, with ``N = sum_b n_b``, ``acc_b = A_b / n_b`` and ``conf_b = S_b / n_b``:
+    ``l1 = sum_b |A_b - S_b| / N``, ``l2 = sqrt(sum_b (n_b / N)(acc_b - conf_b)^2)``,
+    ``max = max_{n_b > 0} |acc_b - conf_b|``. Groups (classes) combine as
+    ``(mean_g ce_g^p)^(1/p)``: the mean for l1, root-mean-square for l2, maximum for max.
+    Kumar et al.'s debiased l2 subtracts ``acc_b (1 - acc_b) / (n_b - 1)`` in every bin with
+    ``n_b >= 2``, drops bins with fewer, and clips the sum at 0 before the square root.
+    """
+    counts, conf_sum, hit_sum = stats[0], stats[1], stats[2]
+    total = counts.sum(dim=1)
+    gap = hit_sum - conf_sum
+    nonempty = counts > 0
+    safe = counts.clamp(min=1)
+    if norm == "l1":
+        return (gap.abs().sum(dim=1) / total).mean()
+    if norm == "max":
+        return torch.where(nonempty, gap.abs() / safe, 0).amax()
+    # n_b (acc_b - conf_b)^2 = (A_b - S_b)^2 / n_b
+    square = torch.where(nonempty, gap.square() / safe, 0)
+    if debiased:
+        acc = hit_sum / safe
+        variance = acc * (1 - acc) * counts / (counts - 1).clamp(min=1)
+        square = torch.where(counts >= 2, square - variance, 0)
+    per_group = (square.sum(dim=1) / total).clamp(min=0)
+    return per_group.mean().sqrt()
+
+
+class CalibrationBins(NamedTuple):
+    """Per-bin arrays of a reliability diagram (from :func:`calibration_bins`).
+
+    Attributes:
+        edges: ``(B + 1,)`` float64 bin edges; uniform bins are ``(edges[b], edges[b + 1]]``.
+            For quantile bins, ``edges[0]`` is the smallest confidence and ``edges[b + 1]`` the
+            largest confidence in bin ``b``.
+        counts: ``(B,)`` int64 number of predictions per bin.
+        confidence: ``(B,)`` float64 mean confidence per bin (NaN for an empty bin).
+        accuracy: ``(B,)`` float64 fraction of hits per bin (NaN for an empty bin): correct
+            top-label predictions for ``(N, K)`` inputs, positives for binary ``(N,)`` inputs.
+    """
+
+    edges: torch.Tensor
+    counts: torch.Tensor
+    confidence: torch.Tensor
+    accuracy: torch.Tensor
+
+
+def calibration_bins(
+    probs: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    n_bins: int = 15,
+    binning: str = "uniform",
+    from_logits: bool = False,
+    validate_args: bool = True,
+) -> CalibrationBins:
+    r"""Per-bin counts, mean confidence and accuracy: the arrays behind a reliability diagram.
+
+    For ``(N, K)`` inputs a row's confidence is its largest probability and it is a hit when
+    that class (the first on ties) is the label; for binary ``(N,)`` inputs the confidence is
+    the positive-class probability and a hit is a positive label (the convention of
+    scikit-learn's ``calibration_curve``). With :math:`B_b` the rows in bin :math:`b`,
+
+    .. math::
+        \mathrm{conf}_b = \frac{1}{|B_b|} \sum_{i \in B_b} c_i, \qquad
+        \mathrm{acc}_b = \frac{1}{|B_b|} \sum_{i \in B_b} h_i .
+
+    Args:
+        probs: ``(N, K)`` probabilities, or ``(N,)`` positive-class probabilities; logits with
+            ``from_logits=True``.
+        labels: ``(N,)`` integer class indices.
+        n_bins: number of bins (default 15).
+        binning: ``"uniform"`` (``(lo, hi]`` over ``[0, 1]``, default) or ``"quantile"``
+            (equal counts).
+        from_logits: apply a softmax (sigmoid for ``(N,)``) first (default ``False``).
+        validate_args: run the content checks (finite values, rows summing to 1 within
+            1e-3, labels in range); default ``True``.
+
+    Returns:
+        :class:`CalibrationBins` with ``edges``, ``counts``, ``confidence`` and ``accuracy``.
+
+    Example:
+        >>> probs = torch.tensor([1.0, 1.0, 0.95, 0.95])
+        >>> bins = calibration_bins(probs, torch.tensor([1, 0, 1, 1]), n_bins=10)
+        >>> bins.counts[-1].item(), bins.accuracy[-1].item(), round(bins.confidence[-1].item(), 6)
+        (4, 0.75, 0.975)
+
+    References:
+        Guo et al., `On Calibration of Modern Neural Networks
+        <https://arxiv.org/abs/1706.04599>`_, 2017.
+    """
+    V.check_inputs(probs, labels)
+    n_bins = V.check_n_bins(n_bins)
+    check_choice("binning", binning, ("uniform", "quantile"))
+    V.check_bool("from_logits", from_logits)
+    check = V.content_checks(validate_args)
+    stats, edges = binned_stats(
+        probs,
+        labels,
+        n_bins=n_bins,
+        binning=binning,
+        classwise=False,
+        from_logits=from_logits,
+        check=check,
+    )
+    counts, conf_sum, hit_sum = stats[:, 0]
+    empty = counts == 0
+    confidence = torch.where(empty, torch.nan, conf_sum / counts)
+    accuracy = torch.where(empty, torch.nan, hit_sum / counts)
+    return CalibrationBins(edges[0].clone(), counts.long(), confidence, accuracy)

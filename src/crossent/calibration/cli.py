@@ -1,0 +1,187 @@
+"""``crossent calibrate``: calibration metrics, temperature scaling and diagrams of a file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+if TYPE_CHECKING:
+    import torch
+
+_ROWS = (
+    ("accuracy", "Accuracy"),
+    ("nll", "NLL"),
+    ("brier", "Brier"),
+    ("ece", "ECE"),
+    ("mce", "MCE"),
+    ("rmsce", "RMSCE"),
+    ("ace", "ACE"),
+    ("f1_threshold", "F1-optimal threshold"),
+    ("f1", "F1 at that threshold"),
+    ("average_precision", "Average precision"),
+)
+
+
+def _one_line(err: Exception) -> str:
+    return " ".join(str(err).split())
+
+
+def _load(
+    predictions: Path, labels_file: Path | None, from_logits: bool | None
+) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """Predictions, labels and their kind (the flag wins over the file's key names)."""
+    from crossent.calibration.io import PredictionFileError, read_labels, read_predictions
+
+    try:
+        content = read_predictions(predictions)
+        labels = read_labels(labels_file) if labels_file is not None else content.labels
+    except PredictionFileError as err:
+        raise click.ClickException(_one_line(err)) from err
+    if labels is None:
+        raise click.ClickException(f"{predictions}: the file holds no labels: pass --labels FILE")
+    if len(labels) != len(content.values):
+        raise click.ClickException(
+            f"{labels_file}: {len(labels)} labels for {len(content.values)} predictions "
+            f"in {predictions}"
+        )
+    kind = from_logits if from_logits is not None else bool(content.from_logits)
+    return content.values, labels, kind
+
+
+def _print_table(report: dict, title: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    temperature = report["temperature"]
+    after = report["after"] or {}
+    table = Table(title=title)
+    table.add_column("metric")
+    table.add_column("before", justify="right")
+    table.add_column(
+        "after T-scaling" if temperature is None else f"after T = {temperature:.4g}",
+        justify="right",
+    )
+    for key, name in _ROWS:
+        if key in report["before"]:
+            value = after.get(key)
+            table.add_row(
+                name, f"{report['before'][key]:.4f}", "-" if value is None else f"{value:.4f}"
+            )
+    console = Console()
+    console.print(table)
+    if temperature is None:
+        console.print(f"temperature scaling skipped: {report['temperature_error']}")
+    else:
+        console.print(
+            f"temperature T = {temperature:.4f} (fitted and evaluated on the same rows: "
+            "fit on held-out data for an honest estimate)"
+        )
+
+
+def _write_outputs(
+    out: Path, values: torch.Tensor, labels: torch.Tensor, report: dict, n_bins: int
+) -> list[str]:
+    """Write reliability diagrams (and the PR curve for binary data) as PNG; return names."""
+    from crossent.calibration.plots import reliability_diagram
+    from crossent.calibration.report import (
+        as_logits,
+        f1_optimal_threshold,
+        positive_scores,
+        pr_curve_figure,
+        precision_recall_curve,
+    )
+
+    out.mkdir(parents=True, exist_ok=True)
+    from_logits = report["input"] == "logits"
+    figures = {
+        "reliability_before.png": reliability_diagram(
+            values, labels, n_bins=n_bins, from_logits=from_logits, title="Before scaling"
+        )
+    }
+    if report["temperature"] is not None:
+        scaled = as_logits(values, from_logits).double() / report["temperature"]
+        figures["reliability_after.png"] = reliability_diagram(
+            scaled,
+            labels,
+            n_bins=n_bins,
+            from_logits=True,
+            title=f"After temperature scaling (T = {report['temperature']:.3g})",
+        )
+    if "f1" in report["before"]:
+        curve = precision_recall_curve(positive_scores(values, from_logits), labels.numpy() == 1)
+        figures["pr_curve.png"] = pr_curve_figure(
+            curve, f1_optimal_threshold(curve), "Precision-recall (positive class)"
+        )
+    for name, figure in figures.items():
+        figure.savefig(out / name)
+    return list(figures)
+
+
+@click.command("calibrate")
+@click.argument("predictions", type=click.Path(path_type=Path, dir_okay=False))
+@click.option(
+    "--labels",
+    "labels_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="File with the labels, if PREDICTIONS has none (.npy/.npz/.pt/.csv/.parquet/.txt).",
+)
+@click.option(
+    "--logits/--probs",
+    "from_logits",
+    default=None,
+    help="Read the predictions as logits or probabilities "
+    "[default: from the file's key or column names, else probabilities].",
+)
+@click.option(
+    "--bins",
+    "n_bins",
+    type=click.IntRange(min=1),
+    default=15,
+    show_default=True,
+    help="Number of bins of ECE/MCE/ACE and of the diagrams.",
+)
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Directory for calibration.json and the PNG diagrams (nothing is written without it).",
+)
+def calibrate(
+    predictions: Path,
+    labels_file: Path | None,
+    from_logits: bool | None,
+    n_bins: int,
+    out: Path | None,
+) -> None:
+    """Measure the calibration of PREDICTIONS and fit temperature scaling.
+
+    PREDICTIONS is a .npz, .npy, .pt, .csv or .parquet file of (N, K) probabilities or logits,
+    or (N,) positive-class values for a binary problem; the layouts are described in
+    docs/calibration.md. Prints accuracy, NLL, Brier, ECE, MCE, RMSCE and ACE before and after
+    temperature scaling with the fitted T (for binary predictions also the F1-optimal threshold
+    and average precision) and, with --out, writes calibration.json, reliability_before.png,
+    reliability_after.png and, for binary predictions, pr_curve.png.
+    """
+    import json
+
+    from crossent.calibration.report import calibration_report
+
+    values, labels, kind = _load(predictions, labels_file, from_logits)
+    try:
+        report = calibration_report(values, labels, from_logits=kind, n_bins=n_bins)
+    except (ValueError, TypeError) as err:
+        source = predictions if labels_file is None else f"{predictions} / {labels_file}"
+        raise click.ClickException(f"{source}: {_one_line(err)}") from err
+    _print_table(report, f"{predictions.name}: {report['n']} predictions, {n_bins} bins")
+    if out is None:
+        return
+    files = _write_outputs(out, values, labels, report, n_bins)
+    report.update(
+        predictions=str(predictions),
+        labels=None if labels_file is None else str(labels_file),
+        files=[*files, "calibration.json"],
+    )
+    (out / "calibration.json").write_text(json.dumps(report, indent=2) + "\n")
+    click.echo(f"wrote {', '.join(report['files'])} to {out}")

@@ -1,0 +1,137 @@
+r"""Normalized losses (Ma et al. 2020): a term's loss divided by its sum over all labels.
+
+.. math::
+
+    \ell = \frac{\sum_k P_k F_1(s_k)}{\sum_j F_1(s_j)}, \qquad F_1(s) = F(s, 1),
+
+e.g. ``F_1(s) = -s`` (normalized cross-entropy) or ``-(1 - e^s)^g s`` (normalized focal).
+The denominator couples all classes through a ratio, so this is not a per-class sum and not
+an engine term; it is built here from the terms' ``F`` and ``G`` with its own analytic
+gradient, and dispatched by the engine's :func:`crossent.engine.run` (same autograd contract:
+no gradient work under ``no_grad``, ``retain_graph``, double backward through a
+differentiable formula). With ``D = sum_j F_1(s_j)`` and ``N`` the numerator,
+
+.. math::
+
+    \frac{\partial \ell}{\partial s_k} = u_k = \frac{(P_k D - N)\, G_1(s_k)}{D^2}, \qquad
+    \frac{\partial \ell}{\partial z_j} = u_j - q_j \sum_k u_k .
+
+A masked class (``-inf`` logit) is left out of both sums (it is not a possible label).
+Computed on the whole tensor at once (logits-sized temporaries), not in chunks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from crossent import _checks
+from crossent._targets import (
+    Targets,
+    check_input,
+    prepare_targets,
+    smoothed_target_chunk,
+    warn_if_probabilities,
+)
+from crossent.engine import compute_dtype, reduce_losses, run
+from crossent.functional._params import check_ignore_index
+from crossent.terms import Term
+
+
+@dataclass
+class _Parts:
+    """Intermediate tensors of one evaluation, ``(N, K, D)`` or ``(N, 1, D)``."""
+
+    loss: Tensor  # (N, D) per-element loss, 0 where ignored
+    s: Tensor  # log-probabilities
+    p: Tensor  # target distribution
+    num: Tensor  # (N, 1, D) sum_k P_k F_1(s_k)
+    den: Tensor  # (N, 1, D) sum_j F_1(s_j), 1 where it is 0
+    keep: Tensor  # (N, 1, D) rows that count: not ignored, denominator > 0
+
+
+@dataclass(frozen=True)
+class NormalizedProblem:
+    """One normalized-loss call (see :class:`crossent._autograd.Problem`)."""
+
+    targets: Targets
+    term: Term
+    reduction: str
+    inplace_backward: bool = False
+
+    def _parts(self, z: Tensor) -> _Parts:
+        x = z.to(compute_dtype(z.dtype))
+        lse = torch.logsumexp(x, dim=1, keepdim=True)
+        # A fully masked row has lse = -inf; shift by 0 so s stays -inf, not NaN.
+        s = x - torch.where(torch.isneginf(lse), torch.zeros_like(lse), lse)
+        p = smoothed_target_chunk(
+            self.targets, slice(None), slice(None), x.shape[1], 0.0, "uniform", x.dtype
+        )
+        one = torch.ones((), dtype=x.dtype, device=x.device)
+        f = self._masked(s, self.term.value(s, one))
+        num = torch.where(p == 0, torch.zeros_like(f), p * f).sum(dim=1, keepdim=True)
+        den = f.sum(dim=1, keepdim=True)
+        # A row with a single possible class has D = 0 (and N = 0): its loss is 0.
+        keep = self.targets.valid.unsqueeze(1) & (den != 0)
+        den = torch.where(keep, den, torch.ones_like(den))
+        loss = torch.where(keep, num / den, torch.zeros_like(num)).squeeze(1)
+        return _Parts(loss, s, p, num, den, keep)
+
+    @staticmethod
+    def _masked(s: Tensor, v: Tensor) -> Tensor:
+        """``v`` with 0 at masked classes (``s = -inf``)."""
+        return torch.where(torch.isneginf(s), torch.zeros_like(v), v)
+
+    def compute(self, z: Tensor, want_grad: bool) -> tuple[Tensor, Tensor | None]:
+        parts = self._parts(z)
+        loss = reduce_losses(parts.loss, self.targets, self.reduction)
+        if not want_grad:
+            return loss, None
+        one = torch.ones((), dtype=parts.s.dtype, device=z.device)
+        g = self._masked(parts.s, self.term.grad(parts.s, one))
+        # dl/ds_k = (P_k D - N) G_1(s_k) / D^2;  dl/dz_j = u_j - q_j sum_k u_k
+        u = (parts.p * parts.den - parts.num) * g / parts.den**2
+        grad = u - torch.exp(parts.s) * u.sum(dim=1, keepdim=True)
+        scale = torch.ones((), dtype=grad.dtype, device=z.device)
+        if self.reduction == "mean":
+            denom = self.targets.denominator.to(grad.dtype)
+            scale = torch.where(denom == 0, torch.zeros_like(denom), 1 / denom)
+        grad = torch.where(parts.keep, grad * scale, torch.zeros_like(grad))
+        return loss, grad.to(z.dtype)
+
+    def differentiable(self, z: Tensor) -> Tensor:
+        return reduce_losses(self._parts(z).loss, self.targets, self.reduction)
+
+    def none_factor(self, grad_output: Tensor, grad: Tensor) -> Tensor:
+        return grad_output.reshape(grad.shape[0], 1, -1)
+
+
+def normalized_loss(
+    input: Tensor, target: Tensor, term: Term, *, ignore_index: int, reduction: str
+) -> Tensor:
+    """The normalized loss of ``term`` (see the module docstring) with PyTorch's reductions.
+
+    ``mean`` divides by the number of non-ignored elements (class indices) or by
+    ``N * d1 * ... * dn`` (probabilities).
+    """
+    input = check_input(input)
+    reduction = _checks.check_reduction(reduction)
+    ignore_index = check_ignore_index(ignore_index)
+    target = _checks.check_tensor("target", target)
+    unbatched = input.dim() == 1
+    if unbatched:
+        input, target = input.unsqueeze(0), target.unsqueeze(0)
+    n, k = input.shape[0], input.shape[1]
+    if k < 2:
+        raise _checks.fail("input", "to have at least 2 classes for a normalized loss", input)
+    warn_if_probabilities(input)
+    targets = prepare_targets(input, target, None, None, ignore_index, 0.0, "uniform")
+    problem = NormalizedProblem(targets, term, reduction)
+    loss = run(problem, input.contiguous().reshape(n, k, -1), targets.probs)
+    if reduction == "none":
+        loss = loss.reshape(n, *input.shape[2:])
+        if unbatched:
+            loss = loss.squeeze(0)
+    return loss

@@ -1,0 +1,89 @@
+r"""Negative log-likelihood of log-probabilities, drop-in for PyTorch's ``nll_loss``."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from crossent import _checks
+from crossent._targets import check_input, prepare_targets
+from crossent.engine import compute_dtype, reduce_losses
+from crossent.functional._params import check_ignore_index
+
+
+def nll_loss(
+    input: Tensor,
+    target: Tensor,
+    weight: Tensor | None = None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+) -> Tensor:
+    r"""Negative log-likelihood loss: input are log-probabilities, as PyTorch's ``nll_loss``.
+
+    Per element, with ``x`` the input and ``t`` the target class:
+
+    .. math::
+
+        \ell = -w_t\, x_t ;
+
+    ``mean`` divides by the sum of the target classes' weights over non-ignored elements
+    (PyTorch's weighted mean), ``sum`` sums, ``none`` keeps ``(N, d1, ..., dn)``.
+
+    It is one gather, computed directly (not as cross-entropy on the input): for normalised
+    log-probabilities ``log_softmax(x) = x`` and the two agree, but ``nll_loss`` must also
+    equal PyTorch's for inputs that are not normalised, where they differ. The gradient,
+    ``-w_t`` at the target and 0 elsewhere, comes from autograd through the gather.
+
+    Documented deviations from PyTorch, as for :func:`crossent.cross_entropy`: all targets
+    ignored (or all target weights zero) gives 0 with ``mean`` (PyTorch: NaN); half inputs
+    give a float32 loss; negative class weights raise; any integer target dtype is accepted.
+
+    Args:
+        input: log-probabilities ``(C,)``, ``(N, C)`` or ``(N, C, d1, ..., dn)``.
+        target: class indices ``()``, ``(N,)`` or ``(N, d1, ..., dn)`` in ``[0, C)`` or
+            ``ignore_index``.
+        weight: class weights ``(C,)``, finite and non-negative. Default None.
+        ignore_index: class index that contributes nothing. Default -100.
+        reduction: ``"none" | "mean" | "sum"``. Default ``"mean"``.
+
+    Shape:
+        - input: ``(C)``, ``(N, C)`` or ``(N, C, d1, ..., dn)``
+        - target: ``()``, ``(N)`` or ``(N, d1, ..., dn)``
+        - output: scalar, or ``(N, d1, ..., dn)`` with ``reduction="none"``
+
+    Returns:
+        The loss.
+
+    Example:
+        >>> import torch
+        >>> from crossent import nll_loss
+        >>> logp = torch.log(torch.tensor([[0.7, 0.2, 0.1]]))
+        >>> round(nll_loss(logp, torch.tensor([0])).item(), 3)
+        0.357
+
+    References:
+        PyTorch ``torch.nn.functional.nll_loss``.
+    """
+    input = check_input(input)
+    reduction = _checks.check_reduction(reduction)
+    ignore_index = check_ignore_index(ignore_index)
+    target = _checks.check_tensor("target", target)
+    if target.is_floating_point():
+        raise TypeError(f"Expected `target` to hold class indices (integers), got {target.dtype}")
+    unbatched = input.dim() == 1
+    if unbatched:
+        input, target = input.unsqueeze(0), target.unsqueeze(0)
+    n, k = input.shape[0], input.shape[1]
+    weight = _checks.check_class_weight(weight, k)
+    targets = prepare_targets(input, target, weight, None, ignore_index, 0.0, "uniform")
+    x = input.reshape(n, k, -1)
+    picked = x.gather(1, targets.index.unsqueeze(1)).squeeze(1).to(compute_dtype(input.dtype))
+    ew = targets.elem_weight.to(picked.dtype)
+    # Ignored and zero-weight elements give 0 even where the input is -inf.
+    losses = torch.where(ew == 0, torch.zeros_like(picked), -ew * picked)
+    loss = reduce_losses(losses, targets, reduction)
+    if reduction == "none":
+        loss = loss.reshape(n, *input.shape[2:])
+        if unbatched:
+            loss = loss.squeeze(0)
+    return loss

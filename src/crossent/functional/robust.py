@@ -1,0 +1,448 @@
+r"""Losses robust to label noise: MAE, unhinged, reverse / symmetric / normalized CE, APL."""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from crossent import _checks
+from crossent.engine import term_loss
+from crossent.functional import _params
+from crossent.functional._normalized import normalized_loss
+from crossent.terms import (
+    CrossEntropyTerm,
+    FocalTerm,
+    MAETerm,
+    ReverseCrossEntropyTerm,
+    UnhingedTerm,
+    WeightedSumTerm,
+)
+
+_A = _params.DEFAULT_A
+
+
+def mae_loss(
+    input: Tensor,
+    target: Tensor,
+    *,
+    weight: Tensor | None = None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+    smoothing: str = "uniform",
+) -> Tensor:
+    r"""Mean absolute error between the target distribution and the softmax.
+
+    .. math::
+
+        \ell = \sum_k w_k \lvert P_k - p_k \rvert = 2 (1 - p_t) \text{ for a one-hot target,}
+
+    symmetric, hence robust to uniform label noise (Ghosh et al. 2017), but slow to fit. Ma
+    et al.'s code calls ``1 - p_t`` (half of this) "MAE": that is :func:`unhinged_loss`.
+
+    Term (:class:`crossent.terms.MAETerm`): ``F = |P - e^s|``, ``G = -sign(P - e^s) e^s``;
+    it acts on every class.
+
+    Args:
+        input: logits ``(C,)``, ``(N, C)`` or ``(N, C, d1, ..., dn)``.
+        target: class indices, or probabilities shaped like ``input``.
+        weight: class weights ``(C,)`` (PyTorch's meaning). Default None.
+        ignore_index: class index that contributes nothing. Default -100.
+        reduction: ``"none" | "mean" | "sum"``. Default ``"mean"``.
+        label_smoothing: ``eps`` in [0, 1]. Default 0.
+        smoothing: ``"uniform"`` or ``"others"``. Default ``"uniform"``.
+
+    Shape:
+        - input: ``(C)``, ``(N, C)`` or ``(N, C, d1, ..., dn)``
+        - target: ``()``, ``(N)`` or ``(N, d1, ..., dn)`` indices, or the shape of ``input``
+        - output: scalar, or ``(N, d1, ..., dn)`` with ``reduction="none"``
+
+    Returns:
+        The loss.
+
+    Example:
+        >>> import torch
+        >>> from crossent import mae_loss
+        >>> mae_loss(torch.log(torch.tensor([[0.75, 0.25]])), torch.tensor([0]))
+        tensor(0.5000)
+
+    References:
+        Ghosh et al., `Robust Loss Functions under Label Noise for Deep Neural Networks
+        <https://arxiv.org/abs/1712.09482>`_, 2017.
+    """
+    return term_loss(
+        input,
+        target,
+        MAETerm(),
+        weight=weight,
+        ignore_index=ignore_index,
+        reduction=reduction,
+        label_smoothing=label_smoothing,
+        smoothing=smoothing,
+    )
+
+
+def unhinged_loss(
+    input: Tensor,
+    target: Tensor,
+    *,
+    weight: Tensor | None = None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+    smoothing: str = "uniform",
+) -> Tensor:
+    r"""Unhinged loss ``1 - p_t`` (the Lq loss at ``q = 1``).
+
+    .. math::
+
+        \ell = \sum_k w_k P_k (1 - p_k) = w_t (1 - p_t) \text{ for a one-hot target.}
+
+    Half of :func:`mae_loss` for one-hot targets; the passive "MAE" of Ma et al.'s code.
+
+    Term (:class:`crossent.terms.UnhingedTerm`): ``F = P (1 - e^s)``, ``G = -P e^s``.
+
+    Args:
+        input: logits ``(C,)``, ``(N, C)`` or ``(N, C, d1, ..., dn)``.
+        target: class indices, or probabilities shaped like ``input``.
+        weight: class weights ``(C,)`` (PyTorch's meaning). Default None.
+        ignore_index: class index that contributes nothing. Default -100.
+        reduction: ``"none" | "mean" | "sum"``. Default ``"mean"``.
+        label_smoothing: ``eps`` in [0, 1]. Default 0.
+        smoothing: ``"uniform"`` or ``"others"``. Default ``"uniform"``.
+
+    Shape:
+        - input: ``(C)``, ``(N, C)`` or ``(N, C, d1, ..., dn)``
+        - target: ``()``, ``(N)`` or ``(N, d1, ..., dn)`` indices, or the shape of ``input``
+        - output: scalar, or ``(N, d1, ..., dn)`` with ``reduction="none"``
+
+    Returns:
+        The loss.
+
+    Example:
+        >>> import torch
+        >>> from crossent import unhinged_loss
+        >>> unhinged_loss(torch.log(torch.tensor([[0.75, 0.25]])), torch.tensor([0]))
+        tensor(0.2500)
+
+    References:
+        van Rooyen et al., `Learning with Symmetric Label Noise: The Importance of Being
+        Unhinged <https://arxiv.org/abs/1505.07634>`_, 2015.
+    """
+    return term_loss(
+        input,
+        target,
+        UnhingedTerm(),
+        weight=weight,
+        ignore_index=ignore_index,
+        reduction=reduction,
+        label_smoothing=label_smoothing,
+        smoothing=smoothing,
+    )
+
+
+def reverse_cross_entropy(
+    input: Tensor,
+    target: Tensor,
+    *,
+    A: float = _A,
+    weight: Tensor | None = None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+    smoothing: str = "uniform",
+) -> Tensor:
+    r"""Reverse cross-entropy (Wang et al. 2019): the prediction and the target swapped.
+
+    .. math::
+
+        \ell = -\sum_k w_k\, p_k \max(\log P_k, A) = -A (1 - p_t) \text{ for a one-hot target.}
+
+    ``log 0`` is replaced by ``A < 0``. The default ``A = log(1e-4) ≈ -9.21`` is what the
+    authors' code uses (it clamps the one-hot label at ``1e-4``) and what their published
+    ``alpha``/``beta`` were tuned with; the paper's text says ``A = -4``. (Their code also
+    clamps the prediction at ``1e-7``; this loss does not.)
+
+    Term (:class:`crossent.terms.ReverseCrossEntropyTerm`): ``F = G = -e^s max(log P, A)``;
+    it acts on every class.
+
+    Args:
+        input: logits ``(C,)``, ``(N, C)`` or ``(N, C, d1, ..., dn)``.
+        target: class indices, or probabilities shaped like ``input``.
+        A: the value of ``log 0``, ``< 0``. Default ``log(1e-4)``.
+        weight: class weights ``(C,)`` (PyTorch's meaning). Default None.
+        ignore_index: class index that contributes nothing. Default -100.
+        reduction: ``"none" | "mean" | "sum"``. Default ``"mean"``.
+        label_smoothing: ``eps`` in [0, 1]. Default 0.
+        smoothing: ``"uniform"`` or ``"others"``. Default ``"uniform"``.
+
+    Shape:
+        - input: ``(C)``, ``(N, C)`` or ``(N, C, d1, ..., dn)``
+        - target: ``()``, ``(N)`` or ``(N, d1, ..., dn)`` indices, or the shape of ``input``
+        - output: scalar, or ``(N, d1, ..., dn)`` with ``reduction="none"``
+
+    Returns:
+        The loss.
+
+    Example:
+        >>> import torch
+        >>> from crossent import reverse_cross_entropy
+        >>> logits = torch.log(torch.tensor([[0.75, 0.25]]))
+        >>> reverse_cross_entropy(logits, torch.tensor([0]), A=-4.0)
+        tensor(1.)
+
+    References:
+        Wang et al., `Symmetric Cross Entropy for Robust Learning with Noisy Labels
+        <https://arxiv.org/abs/1908.06112>`_, 2019.
+    """
+    return term_loss(
+        input,
+        target,
+        ReverseCrossEntropyTerm(_params.check_A(A)),
+        weight=weight,
+        ignore_index=ignore_index,
+        reduction=reduction,
+        label_smoothing=label_smoothing,
+        smoothing=smoothing,
+    )
+
+
+def symmetric_cross_entropy(
+    input: Tensor,
+    target: Tensor,
+    *,
+    alpha: float = 0.1,
+    beta: float = 1.0,
+    A: float = _A,
+    weight: Tensor | None = None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+    smoothing: str = "uniform",
+) -> Tensor:
+    r"""Symmetric cross-entropy (Wang et al. 2019): ``alpha CE + beta RCE``.
+
+    .. math::
+
+        \ell = \alpha\, \mathrm{CE} + \beta\, \mathrm{RCE}
+             = -\sum_k w_k \left[\alpha P_k \log p_k + \beta p_k \max(\log P_k, A)\right].
+
+    ``alpha = 1, beta = 0`` is cross-entropy. The defaults ``alpha = 0.1, beta = 1`` are the
+    paper's CIFAR-10 setting; ``A`` as in :func:`reverse_cross_entropy` (default
+    ``log(1e-4) ≈ -9.21`` from the authors' code, which their ``alpha``/``beta`` were tuned
+    with; the paper's text says ``-4``). Computed in one pass with the sum of both terms.
+
+    Args:
+        input: logits ``(C,)``, ``(N, C)`` or ``(N, C, d1, ..., dn)``.
+        target: class indices, or probabilities shaped like ``input``.
+        alpha: weight of cross-entropy, ``>= 0``. Default 0.1.
+        beta: weight of reverse cross-entropy, ``>= 0``. Default 1.
+        A: the value of ``log 0``, ``< 0``. Default ``log(1e-4)``.
+        weight: class weights ``(C,)`` (PyTorch's meaning). Default None.
+        ignore_index: class index that contributes nothing. Default -100.
+        reduction: ``"none" | "mean" | "sum"``. Default ``"mean"``.
+        label_smoothing: ``eps`` in [0, 1]. Default 0.
+        smoothing: ``"uniform"`` or ``"others"``. Default ``"uniform"``.
+
+    Shape:
+        - input: ``(C)``, ``(N, C)`` or ``(N, C, d1, ..., dn)``
+        - target: ``()``, ``(N)`` or ``(N, d1, ..., dn)`` indices, or the shape of ``input``
+        - output: scalar, or ``(N, d1, ..., dn)`` with ``reduction="none"``
+
+    Returns:
+        The loss.
+
+    Example:
+        >>> import torch
+        >>> from crossent import symmetric_cross_entropy
+        >>> logits = torch.log(torch.tensor([[0.5, 0.5]]))
+        >>> round(symmetric_cross_entropy(logits, torch.tensor([0]), A=-4.0).item(), 4)
+        2.0693
+
+    References:
+        Wang et al., `Symmetric Cross Entropy for Robust Learning with Noisy Labels
+        <https://arxiv.org/abs/1908.06112>`_, 2019.
+    """
+    a = _params.check_nonnegative("alpha", alpha)
+    b = _params.check_nonnegative("beta", beta)
+    term = WeightedSumTerm(
+        [(a, CrossEntropyTerm()), (b, ReverseCrossEntropyTerm(_params.check_A(A)))]
+    )
+    return term_loss(
+        input,
+        target,
+        term,
+        weight=weight,
+        ignore_index=ignore_index,
+        reduction=reduction,
+        label_smoothing=label_smoothing,
+        smoothing=smoothing,
+    )
+
+
+def normalized_cross_entropy(
+    input: Tensor, target: Tensor, *, ignore_index: int = -100, reduction: str = "mean"
+) -> Tensor:
+    r"""Normalized cross-entropy (Ma et al. 2020): CE over the sum of CE to every label.
+
+    .. math::
+
+        \ell = \frac{-\sum_k P_k \log p_k}{-\sum_j \log p_j}
+             = \frac{-\log p_t}{-\sum_j \log p_j} \in [0, 1] .
+
+    The denominator makes it a ratio, not a per-class sum, so it is computed from the
+    cross-entropy term's ``F`` and ``G`` with its own analytic gradient rather than by the
+    engine (see :mod:`crossent.functional._normalized`). Robust to label noise but, alone,
+    underfits: use it as the active part of :func:`active_passive_loss`. Masked classes
+    (``-inf`` logits) are left out of the denominator.
+
+    Args:
+        input: logits ``(C,)``, ``(N, C)`` or ``(N, C, d1, ..., dn)`` with ``C >= 2``.
+        target: class indices, or probabilities shaped like ``input``.
+        ignore_index: class index that contributes nothing. Default -100.
+        reduction: ``"none" | "mean" | "sum"``. Default ``"mean"``.
+
+    Shape:
+        - input: ``(C)``, ``(N, C)`` or ``(N, C, d1, ..., dn)``
+        - target: ``()``, ``(N)`` or ``(N, d1, ..., dn)`` indices, or the shape of ``input``
+        - output: scalar, or ``(N, d1, ..., dn)`` with ``reduction="none"``
+
+    Returns:
+        The loss.
+
+    Example:
+        >>> import torch
+        >>> from crossent import normalized_cross_entropy
+        >>> normalized_cross_entropy(torch.zeros(1, 4), torch.tensor([1]))
+        tensor(0.2500)
+
+    References:
+        Ma et al., `Normalized Loss Functions for Deep Learning with Noisy Labels
+        <https://arxiv.org/abs/2006.13554>`_, 2020.
+    """
+    return normalized_loss(
+        input, target, CrossEntropyTerm(), ignore_index=ignore_index, reduction=reduction
+    )
+
+
+def normalized_focal_loss(
+    input: Tensor,
+    target: Tensor,
+    *,
+    gamma: float = 0.5,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+) -> Tensor:
+    r"""Normalized focal loss (Ma et al. 2020): focal loss over its sum to every label.
+
+    .. math::
+
+        \ell = \frac{-(1 - p_t)^{\gamma} \log p_t}{-\sum_j (1 - p_j)^{\gamma} \log p_j} .
+
+    Built like :func:`normalized_cross_entropy` from the focal term (finite gradient for
+    ``gamma < 1`` at saturated rows). The default ``gamma = 0.5`` is the authors' setting
+    for NFL+RCE / NFL+MAE. Following the paper, the gradient flows through the whole ratio;
+    the authors' code detaches the denominator and ``(1 - p_t)^gamma`` (``.data``), which
+    gives a different gradient.
+
+    Args:
+        input: logits ``(C,)``, ``(N, C)`` or ``(N, C, d1, ..., dn)`` with ``C >= 2``.
+        target: class indices, or probabilities shaped like ``input``.
+        gamma: focusing parameter ``>= 0``. Default 0.5.
+        ignore_index: class index that contributes nothing. Default -100.
+        reduction: ``"none" | "mean" | "sum"``. Default ``"mean"``.
+
+    Shape:
+        - input: ``(C)``, ``(N, C)`` or ``(N, C, d1, ..., dn)``
+        - target: ``()``, ``(N)`` or ``(N, d1, ..., dn)`` indices, or the shape of ``input``
+        - output: scalar, or ``(N, d1, ..., dn)`` with ``reduction="none"``
+
+    Returns:
+        The loss.
+
+    Example:
+        >>> import torch
+        >>> from crossent import normalized_focal_loss
+        >>> normalized_focal_loss(torch.zeros(1, 4), torch.tensor([1]), gamma=2.0)
+        tensor(0.2500)
+
+    References:
+        Ma et al., `Normalized Loss Functions for Deep Learning with Noisy Labels
+        <https://arxiv.org/abs/2006.13554>`_, 2020.
+    """
+    g = _params.check_gamma(gamma, allow_schedule=False)
+    return normalized_loss(
+        input, target, FocalTerm(float(g)), ignore_index=ignore_index, reduction=reduction
+    )
+
+
+def active_passive_loss(
+    input: Tensor,
+    target: Tensor,
+    *,
+    active: str = "nce",
+    passive: str = "rce",
+    alpha: float = 1.0,
+    beta: float = 1.0,
+    gamma: float = 0.5,
+    A: float = _A,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+) -> Tensor:
+    r"""Active passive loss (Ma et al. 2020): ``alpha * active + beta * passive``.
+
+    .. math::
+
+        \ell = \alpha\, L_{\text{active}} + \beta\, L_{\text{passive}},
+
+    with ``active`` one of ``"nce"`` (:func:`normalized_cross_entropy`) or ``"nfl"``
+    (:func:`normalized_focal_loss` with ``gamma``) and ``passive`` one of ``"rce"``
+    (:func:`reverse_cross_entropy` with ``A``) or ``"mae"``. The passive ``"mae"`` is the
+    authors' ``1 - p_t`` (:func:`unhinged_loss`), half of :func:`mae_loss` — their code's
+    "reduced MAE". The defaults ``alpha = beta = 1`` are the paper's CIFAR-10 NCE+RCE
+    setting. The active part is normalized (not an engine term), the passive part runs on
+    the engine; their gradients add.
+
+    Args:
+        input: logits ``(C,)``, ``(N, C)`` or ``(N, C, d1, ..., dn)`` with ``C >= 2``.
+        target: class indices, or probabilities shaped like ``input``.
+        active: ``"nce"`` or ``"nfl"``. Default ``"nce"``.
+        passive: ``"rce"`` or ``"mae"``. Default ``"rce"``.
+        alpha: weight of the active loss, ``>= 0``. Default 1.
+        beta: weight of the passive loss, ``>= 0``. Default 1.
+        gamma: NFL's focusing parameter ``>= 0`` (only with ``active="nfl"``). Default 0.5.
+        A: RCE's ``log 0``, ``< 0`` (only with ``passive="rce"``). Default ``log(1e-4)``.
+        ignore_index: class index that contributes nothing. Default -100.
+        reduction: ``"none" | "mean" | "sum"``. Default ``"mean"``.
+
+    Shape:
+        - input: ``(C)``, ``(N, C)`` or ``(N, C, d1, ..., dn)``
+        - target: ``()``, ``(N)`` or ``(N, d1, ..., dn)`` indices, or the shape of ``input``
+        - output: scalar, or ``(N, d1, ..., dn)`` with ``reduction="none"``
+
+    Returns:
+        The loss.
+
+    Example:
+        >>> import torch
+        >>> from crossent import active_passive_loss
+        >>> loss = active_passive_loss(torch.zeros(1, 4), torch.tensor([1]), passive="mae")
+        >>> loss
+        tensor(1.)
+
+    References:
+        Ma et al., `Normalized Loss Functions for Deep Learning with Noisy Labels
+        <https://arxiv.org/abs/2006.13554>`_, 2020.
+    """
+    _checks.check_choice("active", active, ("nce", "nfl"))
+    _checks.check_choice("passive", passive, ("rce", "mae"))
+    a = _params.check_nonnegative("alpha", alpha)
+    b = _params.check_nonnegative("beta", beta)
+    g = float(_params.check_gamma(gamma, allow_schedule=False))
+    a_ = _params.check_A(A)
+    active_term = CrossEntropyTerm() if active == "nce" else FocalTerm(g)
+    passive_term = ReverseCrossEntropyTerm(a_) if passive == "rce" else UnhingedTerm()
+    act = normalized_loss(
+        input, target, active_term, ignore_index=ignore_index, reduction=reduction
+    )
+    pas = term_loss(input, target, passive_term, ignore_index=ignore_index, reduction=reduction)
+    return a * act + b * pas

@@ -1,0 +1,421 @@
+r"""Fused linear layer + engine loss: the logits exist one chunk of rows at a time.
+
+For hidden states ``X`` ``(N, H)``, a weight ``W`` ``(K, H)`` and a bias ``b`` ``(K,)``, the
+loss of :mod:`crossent.engine` on ``Z = X W^T + b`` and all three gradients are formed in one
+sweep over row chunks ``c`` (Wijmans et al. 2024 call the idea Cut Cross-Entropy; Liger
+Kernel's fused linear cross-entropy uses the same chunk loop):
+
+.. math::
+
+    Z_c = X_c W^T + b, \qquad G_c = \partial \ell / \partial Z_c \;\text{(in place of } Z_c),
+
+    \nabla_X[c] = G_c W, \qquad \nabla_W \mathrel{+}= G_c^T X_c, \qquad
+    \nabla_b \mathrel{+}= \textstyle\sum_r G_c[r].
+
+* The chunk's logits become their gradient in place: by the Triton template's fused entry
+  point (:func:`crossent.kernels.ops.loss_and_grad_inplace`) for CUDA tensors, by the engine's
+  chunk machinery (:func:`crossent.engine.forward_pass` with ``inplace_backward``) elsewhere.
+  One logits buffer of ``rows x K`` is reused by every chunk.
+* ``grad_W`` is accumulated across chunks in ``accumulate_dtype`` (float32 by default:
+  bf16 accumulation has made real training runs diverge, Liger issue 512, OLMo-core PR 370).
+  A wider accumulator is kept in row blocks of ``W`` so that converting it to the weight's
+  dtype at the end needs only one block of extra memory.
+* Everything happens in the forward pass; backward hands the stored gradients out (scaled by
+  ``grad_output`` when it is not 1). ``reduction="none"`` cannot scale a summed ``grad_W``
+  row by row, so there the forward computes the loss alone and backward runs the sweep again
+  with ``grad_output`` folded into each row (one extra matrix product, exact per-row scaling).
+* The stored gradients are saved tensors: released before they reach ``.grad`` unless
+  ``retain_graph=True``, so PyTorch takes them over without a copy.
+
+Chunk size (:func:`choose_chunk_rows`): every chunk reads ``W`` twice and reads and writes the
+``grad_W`` accumulator once, so few large chunks are fast and many small ones are lean.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+from torch.autograd.function import FunctionCtx
+
+from crossent import kernels
+from crossent._autograd import scale_gradient
+from crossent._targets import Targets
+from crossent.engine import (
+    EngineOptions,
+    compute_dtype,
+    differentiable_loss,
+    forward_pass,
+    reduce_losses,
+)
+
+# CPU (and devices without a memory query): a chunk's logits stay within the last-level cache
+# (8 MiB: 64 rows at K = 32000 in float32), so the elementwise pass and the two products
+# that read the gradient find it there; measured in benchmarks/bench_linear.py.
+CPU_CHUNK_BYTES = 8 << 20
+# A float32 accumulator for a narrower weight is kept in this many row blocks of W.
+ACC_BLOCKS = 8
+# Chunks of at least this many rows are rounded down to a multiple of it (matmul tiles).
+_ROW_MULTIPLE = 64
+
+
+@dataclass(frozen=True)
+class FusedProblem:
+    """One fused call, validated: targets, engine settings and the chunking.
+
+    Attributes:
+        targets: prepared targets of the ``(N, C, D)`` logits (global ``mean`` denominator).
+        target: the raw target with batch dims flattened: ``(N, D)`` class indices or
+            ``(N, C, D)`` probabilities (what the GPU kernel reads per chunk).
+        opts: engine settings (``inplace_backward=True``: a chunk's gradient overwrites it).
+        num_classes: ``C``.
+        positions: ``D = d1 * ... * dn`` (1 unless ``linear_weight`` is K-dimensional).
+        chunk_rows: rows per chunk.
+        accumulate_dtype: dtype of the ``grad_W`` and ``grad_b`` accumulators.
+    """
+
+    targets: Targets
+    target: Tensor
+    opts: EngineOptions
+    num_classes: int
+    positions: int
+    chunk_rows: int
+    accumulate_dtype: torch.dtype
+
+    @property
+    def reduction(self) -> str:
+        """``"none" | "mean" | "sum"``."""
+        return self.opts.reduction
+
+
+@dataclass
+class FusedResult:
+    """Per-element losses ``(N, D)`` and the gradients that were asked for (else ``None``)."""
+
+    losses: Tensor
+    grad_input: Tensor | None
+    grad_weight: Tensor | None
+    grad_bias: Tensor | None
+
+
+def _available_ram() -> int | None:
+    """``MemAvailable`` from ``/proc/meminfo`` in bytes, or ``None`` where it is unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def choose_chunk_rows(
+    n: int,
+    hidden: int,
+    classes: int,
+    dtype: torch.dtype,
+    weight_dtype: torch.dtype,
+    accumulate_dtype: torch.dtype,
+    device: torch.device,
+) -> int:
+    """Rows per chunk from ``N``, the hidden size, ``K`` (``C * D``) and free memory.
+
+    * CUDA, accumulator wider than the weight (the default for bf16/fp16): a chunk's logits
+      take a quarter of the accumulator's size (``rows = H * acc_bytes / (4 * bytes)``,
+      2048 rows at H = 4096 in bf16): few chunks, since each one reads and writes the
+      accumulator.
+    * CUDA, accumulation in the weight's dtype (lean): a chunk's logits take the size of the
+      hidden states ``N x H`` (Liger Kernel's rule; 256 rows at 8192 x 4096 -> 128256).
+    * CPU and other devices: :data:`CPU_CHUNK_BYTES` (the cache-sized chunk).
+
+    Every budget is capped at a quarter of the free memory (``torch.cuda.mem_get_info``, or
+    ``MemAvailable`` on the host); the result is in ``[1, N]``.
+    """
+    row_bytes = max(1, classes * dtype.itemsize)
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        if accumulate_dtype.itemsize > weight_dtype.itemsize:
+            budget = classes * hidden * accumulate_dtype.itemsize // 4
+        else:
+            budget = n * hidden * dtype.itemsize
+        budget = min(budget, free // 4)
+    else:
+        budget = CPU_CHUNK_BYTES
+        ram = _available_ram()
+        if ram is not None:
+            budget = min(budget, ram // 4)
+    rows = max(1, min(n, budget // row_bytes))
+    if rows >= _ROW_MULTIPLE:
+        rows -= rows % _ROW_MULTIPLE
+    return rows
+
+
+def _chunk_targets(targets: Targets, rows: slice) -> Targets:
+    """The rows ``rows`` of prepared targets (the ``mean`` denominator stays the batch's)."""
+    return Targets(
+        None if targets.index is None else targets.index[rows],
+        None if targets.probs is None else targets.probs[rows],
+        targets.valid[rows],
+        None if targets.elem_weight is None else targets.elem_weight[rows],
+        targets.denominator,
+    )
+
+
+def _mean_scale(problem: FusedProblem) -> Tensor | float:
+    """The factor of every gradient entry from the reduction (0-dim tensor, no host sync)."""
+    if problem.reduction != "mean":
+        return 1.0
+    denom = problem.targets.denominator.to(torch.float32)
+    # All targets ignored / all weights zero: loss 0 and zero gradient.
+    return torch.where(denom == 0, torch.zeros_like(denom), 1 / denom)
+
+
+def _chunk_loss_fn(
+    problem: FusedProblem, dtype: torch.dtype, device: torch.device
+) -> Callable[[Tensor, slice, bool], Tensor]:
+    """The function that turns a chunk of logits ``(R, C*D)`` into its gradient, in place.
+
+    It returns the chunk's per-element losses ``(R, D)``. The Triton template's fused entry
+    point serves CUDA tensors (class ``D = 1`` layouts, terms it knows); the engine serves
+    everything else.
+    """
+    n, c, d = problem.targets.valid.shape[0], problem.num_classes, problem.positions
+    shape = torch.empty((), dtype=dtype, device=device).expand(max(n, 1), c, d)
+    if d == 1 and kernels.use_kernel(shape, problem.targets, problem.opts):
+        from crossent.kernels import ops
+
+        opts, scale = problem.opts, _mean_scale(problem)
+        # (N, C) probabilities or (N,) class indices, as the kernel reads them.
+        soft = problem.targets.index is None
+        target = problem.target.reshape(n, c) if soft else problem.target.reshape(n)
+
+        def kernel_chunk(logits: Tensor, rows: slice, want_grad: bool) -> Tensor:
+            losses = ops.loss_and_grad_inplace(
+                logits,
+                target[rows],
+                opts.term,
+                weight=opts.weight,
+                class_scale=opts.class_scale,
+                ignore_index=opts.ignore_index,
+                label_smoothing=opts.label_smoothing,
+                smoothing=opts.smoothing,
+                z_loss=opts.z_loss,
+                grad_scale=scale,
+            )
+            return losses.unsqueeze(1)
+
+        return kernel_chunk
+
+    def engine_chunk(logits: Tensor, rows: slice, want_grad: bool) -> Tensor:
+        z = logits.view(logits.shape[0], c, d)
+        losses, _ = forward_pass(z, _chunk_targets(problem.targets, rows), problem.opts, want_grad)
+        return losses
+
+    return engine_chunk
+
+
+@functools.cache
+def _mixed_addmm(device: torch.device) -> bool:
+    """Whether ``torch.addmm(..., out_dtype=float32)`` takes half inputs on ``device``.
+
+    cuBLAS does (half operands, float32 accumulation and output, no upcast copies) in
+    recent PyTorch; elsewhere, or in older versions, the operands are upcast per block.
+    """
+    if device.type != "cuda":
+        return False
+    a = torch.ones((2, 2), dtype=torch.bfloat16, device=device)
+    acc = torch.zeros((2, 2), dtype=torch.float32, device=device)
+    try:
+        torch.addmm(acc, a, a, out_dtype=torch.float32, out=acc)
+    except (TypeError, RuntimeError, NotImplementedError):
+        return False
+    return True
+
+
+def _accumulate(acc: Tensor, a: Tensor, b: Tensor, first: bool) -> None:
+    """``acc = a @ b`` (``first``) or ``acc += a @ b``, with ``acc`` possibly wider."""
+    beta = 0 if first else 1  # beta = 0: acc may be uninitialised (NaN is not propagated)
+    if a.dtype == acc.dtype:
+        torch.addmm(acc, a, b, beta=beta, out=acc)
+    elif _mixed_addmm(acc.device):
+        torch.addmm(acc, a, b, beta=beta, out_dtype=acc.dtype, out=acc)
+    else:
+        torch.addmm(acc, a.to(acc.dtype), b.to(acc.dtype), beta=beta, out=acc)
+
+
+class _WeightGradient:
+    """``grad_W = sum_c G_c^T X_c`` over chunks, accumulated in ``dtype``.
+
+    A wider accumulator than the weight is split into :data:`ACC_BLOCKS` row blocks, each
+    converted and freed in turn at the end, so the conversion needs one block of extra memory
+    (plus the final concatenation, no larger than the accumulator) instead of a second
+    full-size gradient.
+    """
+
+    def __init__(self, shape: tuple[int, int], dtype: torch.dtype, weight: Tensor) -> None:
+        k, h = shape
+        self.out_dtype = weight.dtype
+        blocks = 1 if dtype == weight.dtype else min(ACC_BLOCKS, k)
+        step = -(-k // blocks)
+        self.bounds = [(s, min(k, s + step)) for s in range(0, k, step)]
+        self.blocks = [
+            torch.empty((e - s, h), dtype=dtype, device=weight.device) for s, e in self.bounds
+        ]
+        self.first = True
+
+    def add(self, g: Tensor, x: Tensor) -> None:
+        """Add ``g^T x`` for a chunk's gradient ``g`` ``(R, K)`` and inputs ``x`` ``(R, H)``."""
+        wide = self.blocks[0].dtype
+        if g.dtype != wide and not _mixed_addmm(g.device):
+            x = x.to(wide)  # once per chunk; g is upcast block by block
+        for (s, e), acc in zip(self.bounds, self.blocks, strict=True):
+            _accumulate(acc, g[:, s:e].T, x, self.first)
+        self.first = False
+
+    def result(self) -> Tensor:
+        """The gradient in the weight's dtype (the accumulator itself when dtypes agree)."""
+        if len(self.blocks) == 1:
+            return self.blocks.pop().to(self.out_dtype)
+        parts = []
+        while self.blocks:
+            parts.append(self.blocks.pop(0).to(self.out_dtype))
+        return torch.cat(parts)
+
+
+def fused_pass(
+    x: Tensor,
+    w: Tensor,
+    b: Tensor | None,
+    problem: FusedProblem,
+    needs: tuple[bool, bool, bool],
+    row_scale: Tensor | None = None,
+) -> FusedResult:
+    """One sweep over row chunks: per-element losses and the requested gradients.
+
+    Args:
+        x: hidden states ``(N, H)``.
+        w: weight ``(C*D, H)``.
+        b: bias ``(C*D,)`` or ``None``.
+        problem: the validated call.
+        needs: which of ``(grad_input, grad_weight, grad_bias)`` to form; none of them means
+            the loss alone (no gradient work).
+        row_scale: ``(N, D)`` factors of each element's gradient (``grad_output`` of
+            ``reduction="none"``), or ``None``.
+    """
+    n = x.shape[0]
+    kd = w.shape[0]
+    want_grad = any(needs)
+    rows = max(1, min(problem.chunk_rows, n))
+    losses = torch.empty((n, problem.positions), dtype=compute_dtype(x.dtype), device=x.device)
+    gx = torch.empty(x.shape, dtype=x.dtype, device=x.device) if needs[0] else None
+    gw = _WeightGradient((kd, w.shape[1]), problem.accumulate_dtype, w) if needs[1] else None
+    acc_b = problem.accumulate_dtype
+    gb = torch.zeros(kd, dtype=acc_b, device=x.device) if needs[2] else None
+    chunk_loss = _chunk_loss_fn(problem, x.dtype, x.device)
+    buffer = x.new_empty((rows, kd))
+    for r0 in range(0, n, rows):
+        span = slice(r0, min(n, r0 + rows))
+        xc = x[span]
+        logits = buffer[: span.stop - r0]
+        if b is None:
+            torch.mm(xc, w.T, out=logits)
+        else:
+            torch.addmm(b, xc, w.T, out=logits)
+        losses[span] = chunk_loss(logits, span, want_grad)
+        if not want_grad:
+            continue
+        if row_scale is not None:
+            view = logits.view(logits.shape[0], problem.num_classes, problem.positions)
+            view.mul_(row_scale[span].unsqueeze(1))
+        if gx is not None:
+            torch.mm(logits, w, out=gx[span])
+        if gw is not None:
+            gw.add(logits, xc)
+        if gb is not None:
+            gb += logits.sum(0, dtype=acc_b)
+    del buffer
+    grad_b = None if gb is None or b is None else gb.to(b.dtype)
+    return FusedResult(losses, gx, None if gw is None else gw.result(), grad_b)
+
+
+def differentiable(x: Tensor, w: Tensor, b: Tensor | None, problem: FusedProblem) -> Tensor:
+    """The unfused loss written with differentiable operations (materialises the logits).
+
+    Used when a probability target requires grad and for double backward; returns what the
+    fused call returns (reduced loss, or ``(N, D)`` losses for ``"none"``).
+    """
+    z = torch.nn.functional.linear(x, w, b).view(x.shape[0], problem.num_classes, -1)
+    losses = differentiable_loss(z, problem.targets, problem.opts)
+    return reduce_losses(losses, problem.targets, problem.reduction)
+
+
+class FusedLinearLoss(torch.autograd.Function):
+    """``loss(X W^T + b)`` with every gradient formed in the forward sweep."""
+
+    @staticmethod
+    def forward(
+        ctx: FunctionCtx, x: Tensor, w: Tensor, b: Tensor | None, problem: FusedProblem
+    ) -> Tensor:
+        """Run the sweep; store the gradients (or, for ``"none"``, the inputs)."""
+        ctx.problem = problem
+        ctx.needs = tuple(ctx.needs_input_grad[:3])
+        if problem.reduction == "none":
+            ctx.save_for_backward(x, w, b)
+            return fused_pass(x, w, b, problem, (False, False, False)).losses
+        result = fused_pass(x, w, b, problem, ctx.needs)
+        # Saved tensors are released before the gradients reach `.grad` (no copy there)
+        # unless retain_graph=True, which then keeps them intact for the next backward.
+        ctx.save_for_backward(result.grad_input, result.grad_weight, result.grad_bias)
+        ctx.inputs = (x, w, b)  # for double backward only (references, not copies)
+        return reduce_losses(result.losses, problem.targets, problem.reduction)
+
+    @staticmethod
+    def backward(ctx: FunctionCtx, grad_output: Tensor) -> tuple[Tensor | None, ...]:
+        """Scale the stored gradients by ``grad_output`` (``"none"``: sweep again)."""
+        problem: FusedProblem = ctx.problem
+        if torch.is_grad_enabled():  # create_graph=True: differentiate the formula itself
+            return (*_double_backward(ctx, grad_output), None)
+        if problem.reduction == "none":
+            x, w, b = ctx.saved_tensors
+            result = fused_pass(x, w, b, problem, ctx.needs, row_scale=grad_output)
+            return result.grad_input, result.grad_weight, result.grad_bias, None
+        grads = ctx.saved_tensors
+        if bool(grad_output == 1):
+            return (*grads, None)
+        scaled = (None if g is None else scale_gradient(g, grad_output, False) for g in grads)
+        return (*scaled, None)
+
+
+def _double_backward(ctx: FunctionCtx, grad_output: Tensor) -> tuple[Tensor | None, ...]:
+    problem: FusedProblem = ctx.problem
+    inputs = ctx.saved_tensors if problem.reduction == "none" else ctx.inputs
+    wanted = [t for t, need in zip(inputs, ctx.needs, strict=True) if need]
+    with torch.enable_grad():
+        loss = differentiable(*inputs, problem)
+        grads = iter(torch.autograd.grad(loss, wanted, grad_output, create_graph=True))
+    return tuple(next(grads) if need else None for need in ctx.needs)
+
+
+def run_fused(
+    x: Tensor, w: Tensor, b: Tensor | None, problem: FusedProblem, soft_target: Tensor | None
+) -> Tensor:
+    """Dispatch one fused call: differentiable fallback, fused gradients, or loss only.
+
+    * a probability target that requires grad: the unfused differentiable formula;
+    * an input, weight or bias that requires grad under grad mode: :class:`FusedLinearLoss`;
+    * otherwise (``no_grad``, inference): the loss alone, one matrix product per chunk.
+
+    Returns the reduced loss, or ``(N, D)`` losses for ``"none"``.
+    """
+    grad_mode = torch.is_grad_enabled()
+    if grad_mode and soft_target is not None and soft_target.requires_grad:
+        return differentiable(x, w, b, problem)
+    if grad_mode and any(t is not None and t.requires_grad for t in (x, w, b)):
+        return FusedLinearLoss.apply(x, w, b, problem)
+    detached = (x.detach(), w.detach(), None if b is None else b.detach())
+    losses = fused_pass(*detached, problem, (False, False, False)).losses
+    return reduce_losses(losses, problem.targets, problem.reduction)

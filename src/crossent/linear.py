@@ -1,0 +1,505 @@
+r"""Fused linear layer + loss: the loss of ``input @ linear_weight.T + bias`` without the logits.
+
+A language model's output layer turns hidden states ``(N, H)`` into logits ``(N, K)`` with
+``K`` in the tens or hundreds of thousands; the logits, their softmax and their gradient are
+then the largest tensors of the step. These functions compute any per-class loss of the
+engine on those logits, and the gradients of the hidden states, the weight and the bias,
+while holding only one chunk of rows of logits at a time (see
+:mod:`crossent.kernels.fused_linear` for the chunk loop and its memory/speed trade-off).
+
+* :func:`linear_cross_entropy`: drop-in for PyTorch 2.13's
+  ``torch.nn.functional.linear_cross_entropy``, plus smoothing conventions, z-loss and the
+  chunking and accumulation settings; unlike PyTorch's chunked path it supports probability
+  targets, label smoothing and K-dimensional outputs.
+* :func:`linear_loss`: the same for every registry loss built on an engine term (focal,
+  generalized CE, poly-1, ...), chosen by name.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from crossent import _checks
+from crossent._checks import fail
+from crossent._targets import check_smoothing, prepare_targets
+from crossent.engine import EngineOptions
+from crossent.functional import _params
+from crossent.functional.focal import focal_term
+from crossent.kernels.fused_linear import FusedProblem, choose_chunk_rows, run_fused
+from crossent.terms import (
+    BrierTerm,
+    ConfidencePenaltyTerm,
+    CrossEntropyTerm,
+    LqTerm,
+    MAETerm,
+    Poly1Term,
+    ReverseCrossEntropyTerm,
+    Term,
+    UnhingedTerm,
+    WeightedSumTerm,
+)
+
+_CE = CrossEntropyTerm()
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """The call flattened to the chunk loop's layout.
+
+    ``x`` ``(N, H)``, ``w`` ``(C*D, H)``, ``b`` ``(C*D,)``; ``target`` with batch dims
+    flattened (``(N, *out)`` indices or ``(N, C, *out)`` probabilities); ``logits_shape``
+    ``(N, C, *out)``; ``loss_shape`` the shape of ``reduction="none"``'s output.
+    """
+
+    x: Tensor
+    w: Tensor
+    b: Tensor | None
+    target: Tensor
+    logits_shape: tuple[int, ...]
+    loss_shape: tuple[int, ...]
+
+
+def _check_operands(input: object, linear_weight: object, linear_bias: object) -> None:
+    """Types, dtypes, devices and shapes of the linear layer's tensors."""
+    input = _checks.check_tensor("input", input)
+    _checks.check_floating("input", input)
+    if input.dim() == 0:
+        raise fail("input", "to have shape (H,) or (N, H) (hidden states)", input)
+    tensors = {"linear_weight": linear_weight, "linear_bias": linear_bias}
+    for name, t in tensors.items():
+        if t is None:
+            continue
+        t = _checks.check_tensor(name, t)
+        if t.dtype != input.dtype:
+            raise TypeError(
+                f"Expected `{name}` to have the dtype of `input` ({input.dtype}), but got {t.dtype}"
+            )
+        if t.device != input.device:
+            raise fail(name, f"on the device of `input` ({input.device})", t.device)
+    w = linear_weight
+    if w.dim() < 2:
+        raise fail("linear_weight", "to have shape (C, H) or (C, d1, ..., dn, H)", w)
+    if w.shape[-1] != input.shape[-1]:
+        raise fail(
+            "linear_weight",
+            f"to have last dimension H = {input.shape[-1]} (that of `input`)",
+            tuple(w.shape),
+        )
+    if w.dim() > 2 and input.dim() != 2:
+        raise fail("input", "to have shape (N, H) with a K-dimensional linear_weight", input)
+    if linear_bias is not None and linear_bias.shape != w.shape[:-1]:
+        raise fail("linear_bias", f"to have shape {tuple(w.shape[:-1])}", tuple(linear_bias.shape))
+
+
+def _layout(
+    input: Tensor, linear_weight: Tensor, target: object, linear_bias: Tensor | None
+) -> _Layout:
+    """Check the tensors and flatten them for the chunk loop."""
+    _check_operands(input, linear_weight, linear_bias)
+    target = _checks.check_tensor("target", target)
+    batch = tuple(input.shape[:-1])
+    classes, out = linear_weight.shape[0], tuple(linear_weight.shape[1:-1])
+    n = math.prod(batch)
+    index_shape, prob_shape = (*batch, *out), (*batch, classes, *out)
+    expected = prob_shape if target.is_floating_point() else index_shape
+    if tuple(target.shape) != expected:
+        raise fail(
+            "target",
+            f"to have shape {index_shape} (class indices) or {prob_shape} (probabilities) "
+            f"for input {tuple(input.shape)} and linear_weight {tuple(linear_weight.shape)}",
+            tuple(target.shape),
+        )
+    hidden = input.shape[-1]
+    flat_target = target.reshape(n, *expected[len(batch) :])
+    return _Layout(
+        input.reshape(n, hidden),
+        linear_weight.reshape(-1, hidden) if out else linear_weight,
+        None if linear_bias is None else linear_bias.reshape(-1),
+        flat_target,
+        (n, classes, *out),
+        (*batch, *out),
+    )
+
+
+def _check_accumulate_dtype(accumulate_dtype: object, weight_dtype: torch.dtype) -> torch.dtype:
+    """``None`` -> float32 (float64 for float64 weights); else float32, float64 or the weight's."""
+    if accumulate_dtype is None:
+        return torch.float64 if weight_dtype == torch.float64 else torch.float32
+    if not isinstance(accumulate_dtype, torch.dtype):
+        raise TypeError(
+            f"Expected `accumulate_dtype` to be a torch.dtype or None, but got {accumulate_dtype!r}"
+        )
+    allowed = {weight_dtype} | {
+        d for d in (torch.float32, torch.float64) if d.itemsize >= weight_dtype.itemsize
+    }
+    if accumulate_dtype not in allowed:
+        raise fail(
+            "accumulate_dtype",
+            f"to be None, the weight's dtype ({weight_dtype}) or a wider float "
+            f"({', '.join(sorted(str(d) for d in allowed))})",
+            accumulate_dtype,
+        )
+    return accumulate_dtype
+
+
+def _check_chunk_size(chunk_size: object) -> int | None:
+    if chunk_size is None:
+        return None
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int):
+        raise TypeError(f"Expected `chunk_size` to be an int or None, but got {chunk_size!r}")
+    if chunk_size < 1:
+        raise fail("chunk_size", ">= 1 (rows per chunk)", chunk_size)
+    return chunk_size
+
+
+def _from_torch_options(
+    options: object, chunk_size: int | None, accumulate_dtype: object
+) -> tuple[int | None, object]:
+    """Honour PyTorch's ``LinearCrossEntropyOptions`` (chunk rows, accumulation dtype)."""
+    if options is None:
+        return chunk_size, accumulate_dtype
+    options_type = getattr(torch.nn, "LinearCrossEntropyOptions", None)
+    if options_type is None or not isinstance(options, options_type):
+        raise TypeError(
+            "Expected `options` to be None or a torch.nn.LinearCrossEntropyOptions, "
+            f"but got {type(options).__name__}"
+        )
+    if chunk_size is None:
+        chunk_size = options.batch_chunk_size
+    if accumulate_dtype is None:
+        accumulate_dtype = options.acc_dtype
+    return chunk_size, accumulate_dtype
+
+
+def linear_term_loss(
+    input: Tensor,
+    linear_weight: Tensor,
+    target: Tensor,
+    term: Term,
+    *,
+    linear_bias: Tensor | None = None,
+    weight: Tensor | None = None,
+    class_scale: Tensor | None = None,
+    reduction: str = "mean",
+    ignore_index: int | None = -100,
+    label_smoothing: float = 0.0,
+    smoothing: str = "uniform",
+    z_loss: float = 0.0,
+    chunk_size: int | None = None,
+    accumulate_dtype: torch.dtype | None = None,
+) -> Tensor:
+    """Any engine term's loss on ``input @ linear_weight.T + linear_bias``, fused and chunked.
+
+    The building block of :func:`linear_cross_entropy` and :func:`linear_loss` (see them for
+    the arguments); ``class_scale`` is a per-class multiplier outside the ``mean``'s
+    denominator (focal's ``alpha``), checked by the caller.
+    """
+    layout = _layout(input, linear_weight, target, linear_bias)
+    reduction = _checks.check_reduction(reduction)
+    z_loss = _checks.check_real("z_loss", z_loss, low=0.0)
+    ignore_index = -100 if ignore_index is None else _params.check_ignore_index(ignore_index)
+    n, classes = layout.logits_shape[:2]
+    eps = check_smoothing(label_smoothing, smoothing, classes)
+    weight = _checks.check_class_weight(weight, classes)
+    chunk_size = _check_chunk_size(chunk_size)
+    acc = _check_accumulate_dtype(accumulate_dtype, linear_weight.dtype)
+    logits = torch.empty((), dtype=input.dtype, device=input.device).expand(layout.logits_shape)
+    targets = prepare_targets(
+        logits, layout.target, weight, class_scale, ignore_index, eps, smoothing
+    )
+    opts = EngineOptions(
+        term, weight, class_scale, ignore_index, reduction, eps, smoothing, z_loss, True
+    )
+    kd = layout.w.shape[0]
+    if chunk_size is None:
+        hidden = layout.x.shape[1]
+        device = input.device
+        chunk_size = choose_chunk_rows(n, hidden, kd, input.dtype, linear_weight.dtype, acc, device)
+    positions = kd // classes
+    problem = FusedProblem(targets, layout.target, opts, classes, positions, chunk_size, acc)
+    soft = layout.target if layout.target.is_floating_point() else None
+    loss = run_fused(layout.x, layout.w, layout.b, problem, soft)
+    if reduction == "none":
+        loss = loss.reshape(layout.loss_shape)
+    return loss
+
+
+def linear_cross_entropy(
+    input: Tensor,
+    linear_weight: Tensor,
+    target: Tensor,
+    *,
+    linear_bias: Tensor | None = None,
+    weight: Tensor | None = None,
+    reduction: str = "mean",
+    ignore_index: int | None = -100,
+    label_smoothing: float = 0.0,
+    smoothing: str = "uniform",
+    z_loss: float = 0.0,
+    chunk_size: int | None = None,
+    accumulate_dtype: torch.dtype | None = None,
+    options: Any = None,
+) -> Tensor:
+    r"""Cross-entropy of a linear layer's output, never materialising the ``N x C`` logits.
+
+    Equal to ``crossent.cross_entropy(F.linear(input, linear_weight, linear_bias), target,
+    ...)`` — and so to PyTorch's ``F.linear_cross_entropy`` and ``F.cross_entropy`` — to
+    float rounding, values and gradients of ``input``, ``linear_weight`` and ``linear_bias``:
+
+    .. math::
+
+        z = x W^T + b, \qquad
+        \ell = -\sum_k w_k P_k \log\operatorname{softmax}(z)_k + \lambda \operatorname{lse}(z)^2
+
+    with ``P`` the (smoothed) target distribution and ``w`` the class weights, as in
+    :func:`crossent.cross_entropy`. Reductions: ``mean`` divides by the sum of the target
+    classes' weights over non-ignored rows (by the row count for probabilities), ``sum``,
+    ``none``.
+
+    How: rows are processed in chunks of ``chunk_size``; each chunk's logits are computed in
+    the input dtype, turned into their gradient in place (the Triton kernel on CUDA, the
+    engine elsewhere), then ``grad_input[c] = G @ W``, ``grad_W += G^T @ X_c``,
+    ``grad_b += G.sum(0)``. All of it in the forward pass; backward only scales by
+    ``grad_output`` (``reduction="none"`` runs the sweep again in backward, scaling each
+    row by its own ``grad_output``). Under ``torch.no_grad()`` only the loss is computed.
+    Peak extra memory: the gradients themselves, the accumulator, one chunk of logits.
+
+    Drop-in for PyTorch 2.13's ``torch.nn.functional.linear_cross_entropy``: same positional
+    and keyword arguments (``weight`` is the class weights; ``ignore_index=None`` means -100;
+    ``options``, a ``torch.nn.LinearCrossEntropyOptions``, supplies ``chunk_size`` from its
+    ``batch_chunk_size`` and ``accumulate_dtype`` from its ``acc_dtype``, its other fields do
+    not apply). Beyond PyTorch's chunked path: probability targets, label smoothing in both
+    conventions, class weights with smoothing, z-loss, K-dimensional outputs, ``retain_graph``.
+    Deviations as :func:`crossent.cross_entropy` (an all-ignored batch gives 0, not NaN; half
+    inputs give a float32 loss; negative class weights raise); ``input`` may also have
+    several batch dims ``(*, H)`` (PyTorch: 1 or 2 dims).
+
+    Args:
+        input: hidden states ``(H,)``, ``(N, H)`` or ``(*, H)``; ``(N, H)`` with a
+            K-dimensional ``linear_weight``.
+        linear_weight: ``(C, H)``, or ``(C, d1, ..., dn, H)`` for K-dimensional logits
+            ``(N, C, d1, ..., dn)``. Same dtype and device as ``input``.
+        target: class indices ``(*)`` / ``(N, d1, ..., dn)`` in ``[0, C)`` or
+            ``ignore_index``, or probabilities ``(*, C)`` / ``(N, C, d1, ..., dn)``.
+        linear_bias: ``(C,)`` or ``(C, d1, ..., dn)``. Default None.
+        weight: class weights ``(C,)``, finite and non-negative. Default None.
+        reduction: ``"none" | "mean" | "sum"``. Default ``"mean"``.
+        ignore_index: class index that contributes nothing (``None``: -100). Default -100.
+        label_smoothing: ``eps`` in [0, 1]. Default 0.
+        smoothing: ``"uniform"`` (``eps/C`` to every class, PyTorch) or ``"others"``
+            (``eps/(C-1)`` to every other class). Default ``"uniform"``.
+        z_loss: ``lam >= 0``, adds ``lam * logsumexp(z)^2`` per non-ignored row. Default 0.
+        chunk_size: rows per chunk; ``None`` chooses from ``C``, ``H``, the dtypes and the
+            free memory (:func:`crossent.kernels.fused_linear.choose_chunk_rows`). Larger is
+            faster (each chunk reads and writes the weight gradient once), smaller is leaner.
+            Default None.
+        accumulate_dtype: dtype in which the weight and bias gradients are summed over
+            chunks: ``None`` for float32 (float64 for float64 weights), or the weight's dtype
+            for the leanest memory (bf16 sums over many chunks drift). Default None.
+        options: PyTorch's ``LinearCrossEntropyOptions``, accepted for compatibility (see
+            above). Default None.
+
+    Shape:
+        - input: ``(H)``, ``(N, H)`` or ``(*, H)``
+        - linear_weight: ``(C, H)`` or ``(C, d1, ..., dn, H)``
+        - target: ``()``, ``(N)``, ``(*)`` or ``(N, d1, ..., dn)`` indices; ``(C)``,
+          ``(N, C)``, ``(*, C)`` or ``(N, C, d1, ..., dn)`` probabilities
+        - output: scalar, or the target-index shape with ``reduction="none"``
+
+    Returns:
+        The loss (float32 for half inputs).
+
+    Example:
+        >>> import torch
+        >>> from crossent.linear import linear_cross_entropy
+        >>> x = torch.randn(6, 4, requires_grad=True)
+        >>> w = torch.randn(10, 4, requires_grad=True)
+        >>> t = torch.tensor([0, 3, 9, 1, 1, 2])
+        >>> loss = linear_cross_entropy(x, w, t, chunk_size=4)
+        >>> ref = torch.nn.functional.cross_entropy(x @ w.T, t)
+        >>> torch.allclose(loss, ref)
+        True
+        >>> loss.backward()
+
+    References:
+        Wijmans et al., `Cut Your Losses in Large-Vocabulary Language Models
+        <https://arxiv.org/abs/2411.09009>`_, 2024 (Cut Cross-Entropy);
+        Hsu et al., `Liger Kernel: Efficient Triton Kernels for LLM Training
+        <https://arxiv.org/abs/2410.10989>`_, 2024 (fused linear cross-entropy).
+    """
+    chunk_size, accumulate_dtype = _from_torch_options(options, chunk_size, accumulate_dtype)
+    return linear_term_loss(
+        input,
+        linear_weight,
+        target,
+        _CE,
+        linear_bias=linear_bias,
+        weight=weight,
+        reduction=reduction,
+        ignore_index=ignore_index,
+        label_smoothing=label_smoothing,
+        smoothing=smoothing,
+        z_loss=z_loss,
+        chunk_size=chunk_size,
+        accumulate_dtype=accumulate_dtype,
+    )
+
+
+def _sce_term(module: Any) -> Term:
+    # alpha CE + beta RCE (Wang et al. 2019), as crossent.symmetric_cross_entropy
+    parts = [(module.alpha, CrossEntropyTerm()), (module.beta, ReverseCrossEntropyTerm(module.A))]
+    return WeightedSumTerm(parts)
+
+
+# Registry modules built on one engine term: class name -> the term from its (validated)
+# settings. Other losses (NCE and the active-passive family, NLL, distillation, the binary
+# and overlap losses) are not a per-class term of the logits and cannot be fused this way.
+_MODULE_TERMS: dict[str, Callable[[Any], Term]] = {
+    "CrossEntropyLoss": lambda m: CrossEntropyTerm(),
+    "FocalLoss": lambda m: focal_term(m.gamma),
+    "GCELoss": lambda m: LqTerm(m.q, m.truncate),
+    "SGCELoss": lambda m: LqTerm(m.q),
+    "MAELoss": lambda m: MAETerm(),
+    "UnhingedLoss": lambda m: UnhingedTerm(),
+    "RCELoss": lambda m: ReverseCrossEntropyTerm(m.A),
+    "SCELoss": _sce_term,
+    "Poly1CrossEntropyLoss": lambda m: Poly1Term(m.epsilon),
+    "EntropyRegularizedCrossEntropyLoss": lambda m: ConfidencePenaltyTerm(m.beta),
+    "BrierLoss": lambda m: BrierTerm(),
+}
+_ENGINE_ARGUMENTS = ("weight", "ignore_index", "reduction", "label_smoothing", "smoothing")
+
+
+def fusable_losses() -> list[str]:
+    """The registry names :func:`linear_loss` accepts (losses built on one engine term).
+
+    Example:
+        >>> "focal" in fusable_losses() and "dice" not in fusable_losses()
+        True
+    """
+    from crossent import registry
+
+    names = []
+    for name in registry.available_losses():
+        try:
+            cls = registry.loss_class(name)
+        except NotImplementedError:
+            continue
+        if cls.__name__ in _MODULE_TERMS:
+            names.append(name)
+    return names
+
+
+def _term_and_options(loss: object, kwargs: dict[str, Any]) -> tuple[Term, dict[str, Any]]:
+    """The engine term and engine arguments of a loss given by name (or as a term)."""
+    if isinstance(loss, Term):
+        return loss, kwargs
+    from crossent import registry
+
+    name, _ = registry.parse_spec(loss)
+    cls = registry.loss_class(name)
+    build = _MODULE_TERMS.get(cls.__name__)
+    if build is None:
+        raise fail(
+            "loss",
+            "a loss built on one per-class engine term, fusable with the linear layer "
+            f"({', '.join(fusable_losses())}); {name!r} ({cls.__name__}) is not",
+            loss,
+        )
+    module = registry.get_loss(loss, **kwargs)  # validates names and hyper-parameters
+    options = {key: getattr(module, key) for key in _ENGINE_ARGUMENTS}
+    options["z_loss"] = getattr(module, "z_loss", 0.0)
+    options["class_scale"] = getattr(module, "alpha", None) if cls.__name__ == "FocalLoss" else None
+    return build(module), options
+
+
+def linear_loss(
+    input: Tensor,
+    linear_weight: Tensor,
+    target: Tensor,
+    loss: str | Term = "focal",
+    *,
+    linear_bias: Tensor | None = None,
+    chunk_size: int | None = None,
+    accumulate_dtype: torch.dtype | None = None,
+    **kwargs: Any,
+) -> Tensor:
+    r"""Any per-class loss of a linear layer's output, fused and chunked like the cross-entropy.
+
+    Equal to ``crossent.get_loss(loss, **kwargs)(F.linear(input, linear_weight, linear_bias),
+    target)`` to float rounding, values and gradients, with the memory of
+    :func:`linear_cross_entropy` (see it for the chunk loop, ``chunk_size`` and
+    ``accumulate_dtype``). For a term ``F`` with derivative ``G`` (DESIGN §1):
+
+    .. math::
+
+        z = x W^T + b, \quad s = \log\operatorname{softmax}(z), \quad
+        \ell = \sum_k w_k F(s_k, P_k), \quad
+        \frac{\partial \ell}{\partial z_j} = w_j G_j - e^{s_j} \sum_k w_k G_k .
+
+    ``loss`` is a registry name or spec (``"focal"``, ``"focal(gamma=1)"``, ``"gce"``,
+    ``"flsd-53"``, ...; :func:`fusable_losses` lists them: every loss built on one engine
+    term), or a :class:`crossent.terms.Term`. The default, ``"focal"``, is the reason this
+    function exists beside :func:`linear_cross_entropy`. Losses that are not one per-class
+    term (normalized CE, active-passive, NLL, distillation, binary and overlap losses) raise
+    ``ValueError``.
+
+    Args:
+        input: hidden states ``(H,)``, ``(N, H)`` or ``(*, H)``.
+        linear_weight: ``(C, H)`` or ``(C, d1, ..., dn, H)``.
+        target: class indices or probabilities, as for :func:`linear_cross_entropy`.
+        loss: registry name, spec string or term. Default ``"focal"``.
+        linear_bias: ``(C,)`` or ``(C, d1, ..., dn)``. Default None.
+        chunk_size: rows per chunk (``None``: chosen from ``C``, ``H`` and free memory).
+        accumulate_dtype: ``None`` (float32; float64 for float64 weights) or the weight's
+            dtype (lean). Default None.
+        **kwargs: the loss's own arguments, with its defaults and checks: hyper-parameters
+            (``gamma``, ``alpha``, ``q``, ...) and the engine's ``weight``, ``ignore_index``,
+            ``reduction``, ``label_smoothing``, ``smoothing`` (and ``z_loss`` for
+            cross-entropy). With a term, the engine's arguments and ``class_scale``.
+
+    Shape:
+        - as :func:`linear_cross_entropy`.
+
+    Returns:
+        The loss (float32 for half inputs).
+
+    Example:
+        >>> import torch
+        >>> from crossent.functional import focal_loss
+        >>> from crossent.linear import linear_loss
+        >>> x, w = torch.randn(6, 4), torch.randn(10, 4)
+        >>> t = torch.tensor([0, 3, 9, 1, 1, 2])
+        >>> fused = linear_loss(x, w, t, "focal", gamma=2.0)
+        >>> torch.allclose(fused, focal_loss(x @ w.T, t, gamma=2.0))
+        True
+
+    References:
+        Wijmans et al., `Cut Your Losses in Large-Vocabulary Language Models
+        <https://arxiv.org/abs/2411.09009>`_, 2024;
+        Hsu et al., `Liger Kernel: Efficient Triton Kernels for LLM Training
+        <https://arxiv.org/abs/2410.10989>`_, 2024.
+    """
+    term, options = _term_and_options(loss, kwargs)
+    class_scale = options.pop("class_scale", None)
+    if class_scale is not None:
+        classes = _checks.check_tensor("linear_weight", linear_weight).shape[0]
+        class_scale = _checks.check_class_weight(class_scale, classes, "alpha")
+        class_scale = class_scale.to(device=linear_weight.device)
+    return linear_term_loss(
+        input,
+        linear_weight,
+        target,
+        term,
+        linear_bias=linear_bias,
+        class_scale=class_scale,
+        chunk_size=chunk_size,
+        accumulate_dtype=accumulate_dtype,
+        **options,
+    )

@@ -1,0 +1,68 @@
+"""Shared settings of the loss modules built on the multiclass engine."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from crossent import _checks
+from crossent.functional._params import check_ignore_index
+
+
+class EngineLoss(torch.nn.Module):
+    """Base of the modules whose function takes the engine's common arguments.
+
+    Stores ``weight`` (a buffer, so it follows ``.to(device)`` and the state dict),
+    ``ignore_index``, ``reduction``, ``label_smoothing`` and ``smoothing``, each validated at
+    construction; :meth:`common` returns them as keyword arguments for the function.
+    """
+
+    weight: Tensor | None
+
+    def __init__(
+        self,
+        *,
+        weight: Tensor | None = None,
+        ignore_index: int = -100,
+        reduction: str = "mean",
+        label_smoothing: float = 0.0,
+        smoothing: str = "uniform",
+    ) -> None:
+        super().__init__()
+        if weight is not None:
+            _checks.check_tensor("weight", weight)
+            if weight.dim() != 1:
+                raise _checks.fail("weight", "to have shape (C,) (one weight per class)", weight)
+        self.register_buffer("weight", weight)
+        self.ignore_index = check_ignore_index(ignore_index)
+        self.reduction = _checks.check_reduction(reduction)
+        self.label_smoothing = _checks.check_real(
+            "label_smoothing", label_smoothing, low=0.0, high=1.0
+        )
+        _checks.check_choice("smoothing", smoothing, ("uniform", "others"))
+        self.smoothing = smoothing
+
+    def common(self) -> dict[str, Any]:
+        """The engine's common arguments, for the function."""
+        return {
+            "weight": self.weight,
+            "ignore_index": self.ignore_index,
+            "reduction": self.reduction,
+            "label_smoothing": self.label_smoothing,
+            "smoothing": self.smoothing,
+        }
+
+    def extra_repr(self) -> str:
+        """Settings shown by ``repr`` (hyper-parameters first)."""
+        own = ", ".join(f"{k}={v!r}" for k, v in self.hyperparameters().items())
+        base = (
+            f"reduction={self.reduction!r}, ignore_index={self.ignore_index}, "
+            f"label_smoothing={self.label_smoothing}, smoothing={self.smoothing!r}"
+        )
+        return f"{own}, {base}" if own else base
+
+    def hyperparameters(self) -> dict[str, object]:
+        """The loss's own settings (for ``repr``)."""
+        return {}

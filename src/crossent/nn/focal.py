@@ -1,0 +1,86 @@
+"""Modules for the focal losses (see :mod:`crossent.functional.focal`)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from crossent import _checks
+from crossent.functional import _params
+from crossent.functional.focal import focal_loss, sigmoid_focal_loss
+from crossent.nn._base import EngineLoss
+
+
+class FocalLoss(EngineLoss):
+    """Module form of :func:`crossent.focal_loss` (see it for the math and arguments).
+
+    ``alpha`` (per-class) and ``weight`` are buffers. Invalid settings (``gamma < 0``, a
+    float ``alpha``) raise here, at construction.
+
+    Example:
+        >>> import torch
+        >>> loss = FocalLoss(gamma=2.0, alpha=[0.25, 0.75])
+        >>> loss(torch.zeros(2, 2), torch.tensor([0, 1])).shape
+        torch.Size([])
+    """
+
+    alpha: Tensor | None
+
+    def __init__(
+        self,
+        *,
+        gamma: float | str = 2.0,
+        alpha: Sequence[float] | Tensor | None = None,
+        weight: Tensor | None = None,
+        ignore_index: int = -100,
+        reduction: str = "mean",
+        label_smoothing: float = 0.0,
+        smoothing: str = "uniform",
+    ) -> None:
+        super().__init__(
+            weight=weight,
+            ignore_index=ignore_index,
+            reduction=reduction,
+            label_smoothing=label_smoothing,
+            smoothing=smoothing,
+        )
+        self.gamma = _params.check_gamma(gamma)
+        self.register_buffer("alpha", _params.check_class_alpha(alpha))
+
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        """Compute the loss (see :func:`crossent.focal_loss`)."""
+        return focal_loss(input, target, gamma=self.gamma, alpha=self.alpha, **self.common())
+
+    def hyperparameters(self) -> dict[str, object]:
+        """``gamma`` and whether ``alpha`` is set."""
+        return {"gamma": self.gamma, "alpha": None if self.alpha is None else self.alpha.tolist()}
+
+
+class SigmoidFocalLoss(torch.nn.Module):
+    """Module form of :func:`crossent.sigmoid_focal_loss` (RetinaNet's focal loss).
+
+    Example:
+        >>> import torch
+        >>> SigmoidFocalLoss(alpha=None)(torch.zeros(3), torch.ones(3)).item() > 0
+        True
+    """
+
+    def __init__(
+        self, *, gamma: float = 2.0, alpha: float | None = 0.25, reduction: str = "mean"
+    ) -> None:
+        super().__init__()
+        self.gamma = float(_params.check_gamma(gamma, allow_schedule=False))
+        self.alpha = _params.check_sigmoid_alpha(alpha)
+        self.reduction = _checks.check_reduction(reduction)
+
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        """Compute the loss (see :func:`crossent.sigmoid_focal_loss`)."""
+        return sigmoid_focal_loss(
+            input, target, gamma=self.gamma, alpha=self.alpha, reduction=self.reduction
+        )
+
+    def extra_repr(self) -> str:
+        """Settings shown by ``repr``."""
+        return f"gamma={self.gamma}, alpha={self.alpha}, reduction={self.reduction!r}"

@@ -1,0 +1,601 @@
+"""Study configuration: TOML parsing, validation and expansion into resolved run configs.
+
+A study is one TOML file (or a bundled preset, see :func:`preset_names`)::
+
+    [study]
+    name = "noise"
+    seeds = [0, 1, 2]
+
+    [data]
+    name = "digits"              # any name of crossent.data.dataset_names(), csv:PATH, npz:PATH
+    validation_labels = "noisy"  # or "clean"; the test split is always clean
+
+    [model]
+    name = "mlp"                 # linear | mlp | cnn
+    hidden = [128]
+
+    [training]
+    epochs = 100
+    batch_size = 128             # 0 = full batch
+    lr = 0.001
+
+    [noise]
+    kind = "symmetric"           # or a list of kinds
+    rates = [0.0, 0.2, 0.4]
+
+    [imbalance]
+    factors = [1]
+
+    [[losses]]
+    label = "gce"
+    loss = "gce"                 # registry name or call string, e.g. "focal(gamma=2)"
+    grid = { q = [0.3, 0.7] }    # hyper-parameter grid (Cartesian product)
+
+Every problem is reported before any run starts as a :class:`StudyConfigError` naming the key
+path and the reason (``losses[1].grid.q: expected a non-empty list, but got 0.7``).
+:func:`expand` turns a validated :class:`StudyConfig` into one resolved, JSON-serialisable run
+config per (seed, imbalance factor, noise kind, noise rate, loss variant); a run's id is the
+SHA-256 of its canonical JSON (sorted keys), seeds included, so ids are stable across
+machines and re-runs.
+
+Example:
+    >>> cfg = load_preset("quick")
+    >>> runs = expand(cfg)
+    >>> runs[0]["seed"], len(run_id(runs[0]))
+    (0, 16)
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+import sys
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from crossent.data import NOISE_KINDS
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+MODELS = ("linear", "mlp", "cnn")
+OPTIMIZERS = ("adam", "sgd")
+VALIDATION_LABELS = ("noisy", "clean")
+WEIGHT_METHODS = ("inverse", "inverse_sqrt", "effective_number")
+SAMPLERS = ("none", "class_balanced")
+ASYMMETRIC_MAPPINGS = ("cifar10",)
+
+_MISSING = object()
+
+
+class StudyConfigError(ValueError):
+    """An invalid study config: ``path`` is the key path, ``reason`` says what is wrong."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"Invalid study config at `{path}`: {reason}")
+
+
+class _Table:
+    """A TOML table read key by key; remembers the path for messages and rejects typos."""
+
+    def __init__(self, data: object, path: str) -> None:
+        if not isinstance(data, dict):
+            raise StudyConfigError(path, f"expected a table, but got {data!r}")
+        self.data = data
+        self.path = path
+        self.used: set[str] = set()
+
+    def at(self, key: str) -> str:
+        return f"{self.path}.{key}" if self.path else key
+
+    def get(self, key: str, default: object = _MISSING) -> Any:
+        self.used.add(key)
+        if key in self.data:
+            return self.data[key]
+        if default is _MISSING:
+            raise StudyConfigError(self.at(key), "is required but missing")
+        return copy.deepcopy(default)
+
+    def table(self, key: str) -> _Table:
+        return _Table(self.get(key, {}), self.at(key))
+
+    def string(self, key: str, default: object = _MISSING, choices: tuple[str, ...] = ()) -> str:
+        value = self.get(key, default)
+        if not isinstance(value, str) or not value:
+            raise StudyConfigError(self.at(key), f"expected a non-empty string, but got {value!r}")
+        return _choice(value, self.at(key), choices) if choices else value
+
+    def number(
+        self,
+        key: str,
+        default: object = _MISSING,
+        *,
+        low: float | None = None,
+        high: float | None = None,
+        low_open: bool = False,
+        integer: bool = False,
+    ) -> Any:
+        return _number(self.get(key, default), self.at(key), low, high, low_open, integer)
+
+    def numbers(self, key: str, default: object = _MISSING, **bounds: Any) -> list[Any]:
+        value = self.get(key, default)
+        if not isinstance(value, list) or not value:
+            raise StudyConfigError(self.at(key), f"expected a non-empty list, but got {value!r}")
+        out = [_number(v, f"{self.at(key)}[{i}]", **bounds) for i, v in enumerate(value)]
+        if len(set(out)) != len(out):
+            raise StudyConfigError(self.at(key), f"expected distinct values, but got {value!r}")
+        return out
+
+    def done(self) -> None:
+        unknown = sorted(set(self.data) - self.used)
+        if unknown:
+            known = ", ".join(sorted(self.used)) or "none"
+            raise StudyConfigError(self.at(unknown[0]), f"unknown key (known keys: {known})")
+
+
+def _choice(value: object, path: str, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        allowed = ", ".join(repr(c) for c in choices)
+        raise StudyConfigError(path, f"expected one of {allowed}, but got {value!r}")
+    return str(value)
+
+
+def _number(
+    value: object,
+    path: str,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    integer: bool = False,
+) -> Any:
+    """Check one number; integers stay ``int`` with ``integer=True``, otherwise become float."""
+    ok = isinstance(value, int) if integer else isinstance(value, int | float)
+    if isinstance(value, bool) or not ok:
+        kind = "an integer" if integer else "a number"
+        raise StudyConfigError(path, f"expected {kind}, but got {value!r}")
+    if value != value or value in (float("inf"), float("-inf")):
+        raise StudyConfigError(path, f"expected a finite number, but got {value!r}")
+    if low is not None and (value <= low if low_open else value < low):
+        raise StudyConfigError(path, f"expected {'>' if low_open else '>='} {low:g}, got {value!r}")
+    if high is not None and value > high:
+        raise StudyConfigError(path, f"expected <= {high:g}, but got {value!r}")
+    return int(value) if integer else float(value)
+
+
+@dataclass(frozen=True)
+class LossArm:
+    """One ``[[losses]]`` entry: a loss with fixed parameters and a hyper-parameter grid."""
+
+    label: str
+    name: str
+    params: dict[str, Any]
+    grid: dict[str, list[Any]]
+    class_weights: dict[str, Any] | None = None
+    sampler: str = "none"
+
+    def variants(self) -> list[dict[str, Any]]:
+        """The resolved loss of every grid point, in grid order."""
+        keys = list(self.grid)
+        out = []
+        for values in itertools.product(*(self.grid[k] for k in keys)):
+            point = dict(zip(keys, values, strict=True))
+            out.append(
+                {
+                    "label": self.label,
+                    "name": self.name,
+                    "params": {**self.params, **point},
+                    "grid": point,
+                    "class_weights": self.class_weights,
+                    "sampler": self.sampler,
+                }
+            )
+        return out
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """A validated study: every section with its defaults filled in (see the module doc)."""
+
+    name: str
+    description: str
+    seeds: list[int]
+    data: dict[str, Any]
+    model: dict[str, Any]
+    training: dict[str, Any]
+    noise_kinds: list[str]
+    noise_rates: list[float]
+    noise_mapping: str | dict[str, int] | None
+    imbalance_factors: list[float]
+    losses: list[LossArm] = field(default_factory=list)
+    source: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable summary (stored with the study)."""
+        return {
+            "name": self.name,
+            "description": self.description,
+            "seeds": self.seeds,
+            "data": self.data,
+            "model": self.model,
+            "training": self.training,
+            "noise": {
+                "kind": self.noise_kinds,
+                "rates": self.noise_rates,
+                "mapping": self.noise_mapping,
+            },
+            "imbalance": {"factors": self.imbalance_factors},
+            "losses": [arm.__dict__ for arm in self.losses],
+            "source": self.source,
+        }
+
+
+# ---------------------------------------------------------------- sections
+
+
+def _parse_data(t: _Table) -> dict[str, Any]:
+    name = t.string("name", "digits")
+    options = t.get("options", {})
+    if not isinstance(options, dict):
+        raise StudyConfigError(t.at("options"), f"expected a table, but got {options!r}")
+    data_dir = t.get("data_dir", None)
+    if data_dir is not None and not isinstance(data_dir, str):
+        raise StudyConfigError(t.at("data_dir"), f"expected a path string, but got {data_dir!r}")
+    out = {
+        "name": name,
+        "options": options,
+        "data_dir": data_dir,
+        "validation_fraction": t.number(
+            "validation_fraction", 0.15, low=0, high=0.5, low_open=True
+        ),
+        "test_fraction": t.number("test_fraction", 0.2, low=0, high=0.5, low_open=True),
+        "validation_labels": t.string("validation_labels", "noisy", VALIDATION_LABELS),
+    }
+    t.done()
+    _check_dataset_name(name, t.at("name"))
+    return out
+
+
+def _check_dataset_name(name: str, path: str) -> None:
+    """Reject a data set name the data module does not know (no file is opened)."""
+    from crossent.data import check_dataset_name
+
+    try:
+        check_dataset_name(name)
+    except (TypeError, ValueError) as err:
+        raise StudyConfigError(path, str(err)) from None
+
+
+def _widths(t: _Table, key: str, default: list[int]) -> list[int]:
+    value = t.get(key, default)
+    if not isinstance(value, list):
+        raise StudyConfigError(t.at(key), f"expected a list of integers, but got {value!r}")
+    return [_number(v, f"{t.at(key)}[{i}]", low=1, integer=True) for i, v in enumerate(value)]
+
+
+def _parse_model(t: _Table) -> dict[str, Any]:
+    name = t.string("name", "mlp", MODELS)
+    out: dict[str, Any] = {"name": name}
+    if name in ("mlp", "cnn"):
+        out["hidden"] = _widths(t, "hidden", [128])
+        out["dropout"] = t.number("dropout", 0.0, low=0.0, high=1.0)
+    if name == "cnn":
+        out["channels"] = _widths(t, "channels", [32, 64])
+        out["kernel_size"] = t.number("kernel_size", 3, low=1, integer=True)
+    t.done()
+    return out
+
+
+def _parse_training(t: _Table) -> dict[str, Any]:
+    out = {
+        "epochs": t.number("epochs", 100, low=1, integer=True),
+        "batch_size": t.number("batch_size", 128, low=0, integer=True),
+        "optimizer": t.string("optimizer", "adam", OPTIMIZERS),
+        "lr": t.number("lr", 1e-3, low=0, low_open=True),
+        "weight_decay": t.number("weight_decay", 0.0, low=0),
+        "momentum": t.number("momentum", 0.9, low=0, high=1),
+    }
+    t.done()
+    return out
+
+
+def _parse_noise(t: _Table) -> tuple[list[str], list[float], str | dict[str, int] | None]:
+    kind = t.get("kind", "symmetric")
+    kinds = kind if isinstance(kind, list) else [kind]
+    if not kinds:
+        raise StudyConfigError(t.at("kind"), "expected a kind or a non-empty list of kinds")
+    for i, k in enumerate(kinds):
+        _choice(k, f"{t.at('kind')}[{i}]" if isinstance(kind, list) else t.at("kind"), NOISE_KINDS)
+    rates = t.numbers("rates", [0.0], low=0.0, high=1.0)
+    if "asymmetric" in kinds and max(rates) >= 0.5:
+        raise StudyConfigError(
+            t.at("rates"),
+            f"asymmetric noise needs rates < 0.5 (the flipped label would become the majority), "
+            f"but got {max(rates):g}",
+        )
+    mapping = t.get("mapping", None)
+    if mapping is not None:
+        mapping = _parse_mapping(mapping, t.at("mapping"))
+    t.done()
+    return kinds, rates, mapping
+
+
+def _parse_mapping(mapping: object, path: str) -> dict[str, int]:
+    if not isinstance(mapping, dict) or not mapping:
+        raise StudyConfigError(
+            path, f"expected a table source class -> target class, got {mapping!r}"
+        )
+    out = {}
+    for key, value in mapping.items():
+        if not key.isdigit():
+            raise StudyConfigError(f"{path}.{key}", "expected a class index as the key")
+        out[str(int(key))] = _number(value, f"{path}.{key}", low=0, integer=True)
+    return dict(sorted(out.items(), key=lambda kv: int(kv[0])))
+
+
+def _parse_grid(t: _Table, key: str) -> dict[str, list[Any]]:
+    grid = t.get(key, {})
+    if not isinstance(grid, dict):
+        raise StudyConfigError(t.at(key), f"expected a table of lists, but got {grid!r}")
+    out = {}
+    for name, values in grid.items():
+        path = f"{t.at(key)}.{name}"
+        if not isinstance(values, list) or not values:
+            raise StudyConfigError(path, f"expected a non-empty list, but got {values!r}")
+        if len({json.dumps(v, sort_keys=True) for v in values}) != len(values):
+            raise StudyConfigError(path, f"expected distinct values, but got {values!r}")
+        # q = [0, 0.1] mixes int and float: make the axis one type so labels and ids agree.
+        if all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+            if any(isinstance(v, float) for v in values):
+                values = [float(v) for v in values]
+        out[name] = values
+    return out
+
+
+def _parse_class_weights(t: _Table) -> dict[str, Any] | None:
+    raw = t.get("class_weights", None)
+    if raw is None:
+        return None
+    w = _Table(raw, t.at("class_weights"))
+    out = {"method": w.string("method", "inverse", WEIGHT_METHODS)}
+    if out["method"] == "effective_number":
+        out["beta"] = w.number("beta", 0.999, low=0)
+        if out["beta"] >= 1:
+            raise StudyConfigError(w.at("beta"), f"expected < 1, but got {out['beta']!r}")
+    w.done()
+    return out
+
+
+def _parse_loss(raw: object, path: str) -> LossArm:
+    t = _Table(raw, path)
+    spec = t.string("loss")
+    name, spec_params = _parse_spec(spec, t.at("loss"))
+    params = t.get("params", {})
+    if not isinstance(params, dict):
+        raise StudyConfigError(t.at("params"), f"expected a table, but got {params!r}")
+    grid = _parse_grid(t, "grid")
+    for key in params:
+        if key in spec_params:
+            raise StudyConfigError(f"{t.at('params')}.{key}", f"also given in `loss = {spec!r}`")
+    for key in grid:
+        if key in spec_params or key in params:
+            raise StudyConfigError(f"{t.at('grid')}.{key}", "also given as a fixed parameter")
+    arm = LossArm(
+        label=t.string("label", spec),
+        name=name,
+        params={**spec_params, **params},
+        grid=grid,
+        class_weights=_parse_class_weights(t),
+        sampler=t.string("sampler", "none", SAMPLERS),
+    )
+    t.done()
+    _check_loss(arm, path)
+    return arm
+
+
+def _parse_spec(spec: str, path: str) -> tuple[str, dict[str, Any]]:
+    """Registry name and keyword arguments of a loss spec; only multiclass losses train here."""
+    from crossent.registry import loss_kind, parse_spec
+
+    try:
+        name, params = parse_spec(spec)
+        kind = loss_kind(name)
+    except ValueError as err:
+        raise StudyConfigError(path, str(err)) from None
+    if kind != "multiclass":
+        reason = f"{name!r} takes {kind} inputs; a study trains multiclass losses (logits, labels)"
+        raise StudyConfigError(path, reason)
+    return name, params
+
+
+def format_loss_spec(name: str, params: dict[str, Any]) -> str:
+    """Write a loss back as a call string, e.g. ``gce(q=0.7)``."""
+    if not params:
+        return name
+    return f"{name}({', '.join(f'{k}={v!r}' for k, v in params.items())})"
+
+
+def _check_loss(arm: LossArm, path: str) -> None:
+    """Build every variant's loss once so bad names and hyper-parameters fail up front."""
+    from crossent.registry import get_loss
+
+    for variant in arm.variants():
+        try:
+            get_loss(arm.name, **variant["params"])
+        except (ValueError, TypeError, NotImplementedError) as err:
+            where = f"{path}.grid" if variant["grid"] else f"{path}.loss"
+            shown = ", ".join(f"{k}={v!r}" for k, v in variant["params"].items())
+            raise StudyConfigError(where, f"{arm.name}({shown}) is invalid: {err}") from None
+
+
+# ---------------------------------------------------------------- entry points
+
+
+def parse_config(raw: dict[str, Any], *, name: str = "study", source: str = "") -> StudyConfig:
+    """Validate a study config given as a dict (a parsed TOML document).
+
+    Args:
+        raw: the document.
+        name: the study name used when ``[study] name`` is absent.
+        source: where the config came from (a path or ``preset:NAME``), kept for the report.
+
+    Returns:
+        The validated :class:`StudyConfig` with every default filled in.
+
+    Raises:
+        StudyConfigError: naming the first invalid key path and the reason.
+    """
+    root = _Table(raw, "")
+    study = root.table("study")
+    study_name = study.string("name", name)
+    description = study.get("description", "")
+    if not isinstance(description, str):
+        raise StudyConfigError(study.at("description"), f"expected a string, got {description!r}")
+    seeds = study.numbers("seeds", [0], low=0, integer=True)
+    study.done()
+    data = _parse_data(root.table("data"))
+    model = _parse_model(root.table("model"))
+    training = _parse_training(root.table("training"))
+    kinds, rates, mapping = _parse_noise(root.table("noise"))
+    imbalance = root.table("imbalance")
+    factors = imbalance.numbers("factors", [1.0], low=1.0)
+    imbalance.done()
+    losses = _parse_losses(root.get("losses"))
+    root.done()
+    return StudyConfig(
+        name=study_name,
+        description=description,
+        seeds=seeds,
+        data=data,
+        model=model,
+        training=training,
+        noise_kinds=kinds,
+        noise_rates=rates,
+        noise_mapping=mapping,
+        imbalance_factors=factors,
+        losses=losses,
+        source=source,
+    )
+
+
+def _parse_losses(raw: object) -> list[LossArm]:
+    if not isinstance(raw, list) or not raw:
+        raise StudyConfigError("losses", "expected at least one [[losses]] entry")
+    losses = [_parse_loss(entry, f"losses[{i}]") for i, entry in enumerate(raw)]
+    labels = [arm.label for arm in losses]
+    for i, label in enumerate(labels):
+        if label in labels[:i]:
+            raise StudyConfigError(f"losses[{i}].label", f"duplicate label {label!r}")
+    return losses
+
+
+def load_config(path: str | Path) -> StudyConfig:
+    """Read and validate a study TOML file; the study name defaults to the file's stem.
+
+    Raises:
+        StudyConfigError: for invalid TOML (path ``<file>``) or an invalid key.
+    """
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as err:
+        raise StudyConfigError("<file>", f"{path} is not valid TOML: {err}") from None
+    return parse_config(raw, name=path.stem, source=str(path))
+
+
+def preset_names() -> list[str]:
+    """Names of the presets bundled with the package (``noise`` is the default)."""
+    folder = resources.files("crossent.study") / "presets"
+    return sorted(p.name[: -len(".toml")] for p in folder.iterdir() if p.name.endswith(".toml"))
+
+
+def preset_text(name: str) -> str:
+    """The TOML text of a bundled preset."""
+    names = preset_names()
+    if name not in names:
+        allowed = ", ".join(repr(n) for n in names)
+        raise ValueError(f"Expected `preset` to be one of {allowed}, but got {name!r}")
+    return (resources.files("crossent.study") / "presets" / f"{name}.toml").read_text("utf-8")
+
+
+def load_preset(name: str) -> StudyConfig:
+    """Read and validate a bundled preset (see :func:`preset_names`)."""
+    return parse_config(tomllib.loads(preset_text(name)), name=name, source=f"preset:{name}")
+
+
+# ---------------------------------------------------------------- expansion
+
+
+def canonical_json(config: dict[str, Any]) -> str:
+    """The canonical JSON text of a resolved config: sorted keys, no spaces."""
+    return json.dumps(config, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def run_id(config: dict[str, Any]) -> str:
+    """The stable id of a resolved run config: first 16 hex digits of SHA-256 of its JSON."""
+    return hashlib.sha256(canonical_json(config).encode("utf-8")).hexdigest()[:16]
+
+
+def expand(config: StudyConfig) -> list[dict[str, Any]]:
+    """Resolve a study into one run config per setting, loss variant and seed.
+
+    Seeds are the outer loop, so a study stopped half-way already covers every setting once.
+    A noise rate of 0 is the same run for every kind: it is resolved to kind ``"none"`` and
+    duplicates are dropped. Each resolved config is JSON-serialisable and canonical, and
+    ``run_id(config)`` identifies it.
+    """
+    runs: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    variants = [v for arm in config.losses for v in arm.variants()]
+    settings = itertools.product(
+        config.seeds, config.imbalance_factors, config.noise_kinds, config.noise_rates, variants
+    )
+    for seed, factor, kind, rate, loss in settings:
+        noisy = rate > 0
+        run = {
+            "data": config.data,
+            "model": config.model,
+            "training": config.training,
+            "loss": loss,
+            "noise": {
+                "kind": kind if noisy else "none",
+                "rate": rate,
+                "mapping": config.noise_mapping if noisy and kind == "asymmetric" else None,
+            },
+            "imbalance_factor": factor,
+            "seed": seed,
+        }
+        run = json.loads(canonical_json(run))  # a deep, JSON-normalised copy
+        rid = run_id(run)
+        if rid not in seen:
+            seen.add(rid)
+            runs.append(run)
+    return runs
+
+
+def describe_run(config: dict[str, Any]) -> str:
+    """A one-line description: ``gce q=0.7 | symmetric 0.4 | IF 10 | seed 1``."""
+    parts = [variant_name(config["loss"])]
+    noise = config["noise"]
+    parts.append("clean" if noise["kind"] == "none" else f"{noise['kind']} {noise['rate']:g}")
+    if config["imbalance_factor"] != 1:
+        parts.append(f"IF {config['imbalance_factor']:g}")
+    parts.append(f"seed {config['seed']}")
+    return " | ".join(parts)
+
+
+def variant_name(loss: dict[str, Any]) -> str:
+    """The display name of a loss variant: its label and grid point (``gce q=0.7``)."""
+    point = " ".join(f"{k}={_short(v)}" for k, v in loss["grid"].items())
+    return f"{loss['label']} {point}" if point else loss["label"]
+
+
+def _short(value: object) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)

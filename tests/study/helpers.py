@@ -1,0 +1,19 @@
+"""Shared helpers of the study tests."""
+
+
+def tiny_raw(**overrides):
+    """A study small enough to train in a fraction of a second per run."""
+    raw = {
+        "study": {"name": "tiny", "seeds": [0, 1]},
+        "data": {"name": "digits"},
+        "model": {"name": "mlp", "hidden": [16]},
+        "training": {"epochs": 3, "batch_size": 256, "lr": 0.01},
+        "noise": {"kind": "symmetric", "rates": [0.0, 0.4]},
+        "losses": [
+            {"label": "ce", "loss": "ce"},
+            {"label": "gce", "loss": "gce", "grid": {"q": [0.3, 0.7]}},
+        ],
+    }
+    for key, value in overrides.items():
+        raw[key] = value
+    return raw
