@@ -29,7 +29,6 @@ from torchmetrics.functional.classification import multiclass_calibration_error
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _measure  # noqa: E402
-
 from crossent.calibration import (  # noqa: E402
     CalibrationMeter,
     expected_calibration_error,

@@ -24,7 +24,6 @@ import argparse
 import dataclasses
 import importlib.util
 import json
-import os
 import platform
 import statistics
 import sys
@@ -204,10 +203,7 @@ def bench_workload(n: int, k: int, name: str, args: argparse.Namespace) -> dict:
         buf = torch.empty_like(base)
         sides["kernel_alone"] = kernel_alone_step(base, target, buf)
         sides["clone"] = (no_prepare, lambda: base.clone())
-    res = time_sides(sides, args.iters, args.warmup)
-    del base, target
-    torch.cuda.empty_cache()
-    return res
+    return time_sides(sides, args.iters, args.warmup)
 
 
 # --------------------------------------------------------------------------- tuning
@@ -260,12 +256,13 @@ def tune(args: argparse.Namespace) -> dict:
             sides = {}
             for label, cfg in configs.items():
 
-                def step(cfg=cfg, term=term, kw=kw, target=target):
+                def step(cfg=cfg, term=term, kw=kw, target=target, buf=buf, n=n):
                     with_config(
-                        cfg, lambda: loss_and_grad_inplace(buf, target, term, grad_scale=1 / n, **kw)
+                        cfg,
+                        lambda: loss_and_grad_inplace(buf, target, term, grad_scale=1 / n, **kw),
                     )
 
-                sides[label] = (lambda base=base: buf.copy_(base), step)
+                sides[label] = (lambda base=base, buf=buf: buf.copy_(base), step)
             if path == "fast":
                 sides["clone"] = (no_prepare, lambda base=base: base.clone())
             res = time_sides(sides, args.iters, args.warmup)
@@ -275,7 +272,7 @@ def tune(args: argparse.Namespace) -> dict:
                 print(f"{path:6s} {n}x{k} {r.get('median_ms', float('nan')):8.3f} ms  {label}")
             winner = next(label for label, _ in ranked if label in configs)
             best.setdefault(path, {})[str(k)] = dataclasses.asdict(configs[winner])
-            del base, buf, target
+            sides.clear()
             torch.cuda.empty_cache()
     results["best"] = best
     return results
@@ -314,7 +311,15 @@ def environment() -> dict:
 
 
 def print_table(rows: list[dict]) -> None:
-    sides = ["crossent", "crossent_inplace", "pytorch", "torch_compile", "liger", "kernel_alone", "clone"]
+    sides = [
+        "crossent",
+        "crossent_inplace",
+        "pytorch",
+        "torch_compile",
+        "liger",
+        "kernel_alone",
+        "clone",
+    ]
     print("\n| workload | " + " | ".join(sides) + " |")
     print("|---|" + "---|" * len(sides))
     for row in rows:
@@ -356,7 +361,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     if not torch.cuda.is_available():
-        sys.exit("bench_gpu.py needs a CUDA device (the CPU fused-linear case is in its own script)")
+        sys.exit(
+            "bench_gpu.py needs a CUDA device (the CPU fused-linear case is in its own script)"
+        )
     crossent.set_validation(False)
     crossent.set_probability_warning(False)
     kernels.set_backend("triton")

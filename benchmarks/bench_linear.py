@@ -246,10 +246,12 @@ def matmuls_only(x, w) -> Callable[[], Callable[[], None]]:
     return prepare
 
 
-def run_cuda_case(n: int, h: int, k: int, loss: str, iters: int) -> dict:
+def run_cuda_case(n: int, h: int, k: int, loss: str, iters: int, only: list[str]) -> dict:
     x, w, t = make_inputs(n, h, k, torch.bfloat16, "cuda")
     sides = {s: prepare_step(fn, x, w, t) for s, fn in loss_functions("cuda", loss, []).items()}
     sides["matmuls_only"] = matmuls_only(x, w)
+    if only:
+        sides = {s: p for s, p in sides.items() if s in only}
     errors = {}
     for name, prepare in list(sides.items()):
         try:
@@ -280,7 +282,7 @@ def run_cuda(args: argparse.Namespace) -> None:
     records = []
     for n, h, k in shapes:
         for loss in ("ce", "focal"):
-            rec = run_cuda_case(n, h, k, loss, args.iters)
+            rec = run_cuda_case(n, h, k, loss, args.iters, args.only)
             records.append(rec)
             print_cuda(rec)
             torch.cuda.empty_cache()
@@ -331,6 +333,7 @@ def main() -> None:
     parser.add_argument("--chunks", type=int, nargs="*", default=[256], help="CPU extra chunks")
     parser.add_argument("--quick", action="store_true", help="small shapes, for a smoke run")
     parser.add_argument("--out", default=None)
+    parser.add_argument("--only", nargs="*", default=[], help="CUDA: run only these sides")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:

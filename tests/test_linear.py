@@ -417,7 +417,11 @@ def test_cpu_chunk_rows_follow_the_cache_budget():
     rows = fused_linear.choose_chunk_rows(
         4096, 2048, 32000, torch.float32, torch.float32, torch.float32, torch.device("cpu")
     )
-    assert rows == 64  # 8 MiB of float32 logits, rounded to a multiple of 64
+    assert rows == 64  # 8 MiB of float32 logits, a multiple of 64
+    balanced = fused_linear.choose_chunk_rows(
+        100, 2048, 32000, torch.float32, torch.float32, torch.float32, torch.device("cpu")
+    )
+    assert balanced == 50  # 65 rows fit: two chunks of 50, not 65 + 35
     small = fused_linear.choose_chunk_rows(
         10, 4, 7, torch.float32, torch.float32, torch.float32, torch.device("cpu")
     )
@@ -438,7 +442,7 @@ def test_cuda_chunk_rows_fast_and_lean():
     lean = fused_linear.choose_chunk_rows(
         8192, 4096, 128256, torch.bfloat16, torch.bfloat16, torch.bfloat16, dev
     )
-    assert fast == 2048 and lean == 256
+    assert fast == 2752 and lean == 256  # 3 balanced chunks / Liger's 256 rows
 
 
 @pytest.mark.gpu

@@ -335,3 +335,21 @@ def test_quantile_with_more_bins_than_rows():
     assert bins.counts.tolist() == [1, 1, 1, 0, 0]
     ace = adaptive_calibration_error(probs, labels, n_bins=5)
     assert ace.item() == pytest.approx((0.4 + 0.8 + 0.1) / 3)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16])
+@pytest.mark.parametrize("n_bins", [3, 10, 15, 7])
+def test_values_within_ulps_of_edges_are_binned_as_sklearn(dtype, n_bins):
+    edges = np.linspace(0, 1, n_bins + 1)
+    near = torch.tensor(edges, dtype=dtype)
+    values = [near]
+    below, above = near.clone(), near.clone()
+    for _ in range(3):  # one, two and three ulps below and above every edge
+        below = torch.nextafter(below, near.new_tensor(0.0))
+        above = torch.nextafter(above, near.new_tensor(1.0))
+        values += [below.clone(), above.clone()]
+    probs = torch.cat(values).clamp(0, 1)
+    labels = torch.zeros(probs.shape[0], dtype=torch.long)
+    bins = calibration_bins(probs, labels, n_bins=n_bins)
+    expected_ids = np.searchsorted(edges[1:-1], probs.double().numpy())  # (lo, hi], float64
+    assert bins.counts.tolist() == np.bincount(expected_ids, minlength=n_bins).tolist()

@@ -1,6 +1,10 @@
 """Dispatch and back-end switch, torch.compile, int64 offsets, the fused-linear entry point."""
 
 import pytest
+
+pytest.importorskip("triton", reason="the kernel tests need Triton: pip install 'crossent[gpu]'")
+
+
 import torch
 import triton
 import triton.language as tl
@@ -29,7 +33,9 @@ def _spy_engine(monkeypatch):
 
 
 def test_set_backend_rejects_unknown_names():
-    with pytest.raises(ValueError, match="Expected `backend` to be one of 'auto', 'triton', 'torch'"):
+    with pytest.raises(
+        ValueError, match="Expected `backend` to be one of 'auto', 'triton', 'torch'"
+    ):
         kernels.set_backend("cuda")
 
 
@@ -75,7 +81,9 @@ def test_unsupported_calls_fall_back_to_the_engine(monkeypatch):
 
 def test_bad_input_raises_before_any_launch():
     with kernel_only(), pytest.raises(ValueError, match="Expected `target`"):
-        crossent.cross_entropy(torch.randn(2, 3, device=DEVICE), torch.tensor([0, 3], device=DEVICE))
+        crossent.cross_entropy(
+            torch.randn(2, 3, device=DEVICE), torch.tensor([0, 3], device=DEVICE)
+        )
 
 
 def test_torch_compile_sees_one_operator_without_graph_break():
@@ -145,7 +153,9 @@ def test_loss_and_grad_inplace_entry_point(kind):
         t[0] = -100
     term = FocalTerm(2.0)
     ref_rows, _ = run_engine(z, t, term, reduction="none", weight=weight, label_smoothing=eps)
-    ref_loss, ref_grad = run_engine(z, t, term, upstream=False, reduction="sum", weight=weight, label_smoothing=eps)
+    ref_loss, ref_grad = run_engine(
+        z, t, term, upstream=False, reduction="sum", weight=weight, label_smoothing=eps
+    )
     buf = z.to(DEVICE)
     scale = torch.tensor(0.5, device=DEVICE)
     rows = loss_and_grad_inplace(

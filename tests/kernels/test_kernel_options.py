@@ -1,6 +1,10 @@
 """Engine options through the kernel: reductions, ignore_index, z-loss, K, dtypes, extremes."""
 
 import pytest
+
+pytest.importorskip("triton", reason="the kernel tests need Triton: pip install 'crossent[gpu]'")
+
+
 import torch
 
 import crossent

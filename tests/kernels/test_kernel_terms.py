@@ -1,8 +1,12 @@
 """Every engine term through the kernel template against the PyTorch engine (the oracle)."""
 
+import pytest
+
+pytest.importorskip("triton", reason="the kernel tests need Triton: pip install 'crossent[gpu]'")
+
+
 import inspect
 
-import pytest
 import torch
 
 from crossent import terms, terms_distill
@@ -43,7 +47,11 @@ def _case(kind, smoothing="uniform", n=4, k=37):
     target = torch.randint(0, k, (n,))
     target[1] = -100
     eps = 0.0 if kind == "index" else 0.3
-    return z, target, {"weight": weight, "label_smoothing": eps, "smoothing": smoothing, "z_loss": 1e-3}
+    return (
+        z,
+        target,
+        {"weight": weight, "label_smoothing": eps, "smoothing": smoothing, "z_loss": 1e-3},
+    )
 
 
 @pytest.mark.parametrize("kind", ["index", "smoothed", "probs"])

@@ -12,7 +12,7 @@ from crossent.study import (
     preset_names,
     run_id,
 )
-from crossent.study.config import canonical_json, describe_run, format_loss_spec, variant_name
+from crossent.study.grid import canonical_json, describe_run, format_loss_spec, variant_name
 from tests.study.helpers import tiny_raw
 
 

@@ -88,6 +88,11 @@ def test_bad_data_or_model_is_rejected_before_any_run(tmp_path):
         StudyConfigError, match="`model`: Expected `model.name` to be 'linear' or 'mlp'"
     ):
         _run(cnn, tmp_path / "runs.db")
+    weighted = parse_config(
+        tiny_raw(losses=[{"loss": "ce"}, {"loss": "nce", "class_weights": {"method": "inverse"}}])
+    )
+    with pytest.raises(StudyConfigError, match=r"`losses\[1\]`: Unknown argument `weight`"):
+        _run(weighted, tmp_path / "runs.db")
     missing = parse_config(tiny_raw(data={"name": "csv:/no/such/file.csv"}))
     with pytest.raises(StudyConfigError, match="`data`"):
         _run(missing, tmp_path / "runs.db")
@@ -97,3 +102,22 @@ def test_bad_data_or_model_is_rejected_before_any_run(tmp_path):
 def test_workers_must_be_positive(tiny, tmp_path):
     with pytest.raises(ValueError, match="Expected `workers` >= 1"):
         run_study(tiny, tmp_path / "x.db", workers=0)
+
+
+def test_an_interrupted_runner_gives_its_claims_back(tiny, tmp_path, monkeypatch):
+    real = train_module._train
+
+    def train(config, data, model, loss_fn):
+        if config["loss"]["label"] == "gce":
+            raise KeyboardInterrupt  # Ctrl-C while a run trains
+        return real(config, data, model, loss_fn)
+
+    monkeypatch.setattr(train_module, "_train", train)
+    db = tmp_path / "runs.db"
+    with pytest.raises(KeyboardInterrupt), ThreadPoolExecutor(1) as pool:
+        run_study(tiny, db, executor=pool, workers=1, progress=False)
+    with Store(db) as store:
+        runs = store.runs("tiny")
+    assert {r["status"] for r in runs} == {"finished", "pending"}
+    assert all(r["attempts"] == 0 for r in runs if r["status"] == "pending")
+    assert [r["config"]["loss"]["label"] for r in runs if r["status"] == "finished"] == ["ce"]

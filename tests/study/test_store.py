@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from crossent.study import Store
-from crossent.study.config import run_id
+from crossent.study.grid import run_id
 from crossent.study.store import owner_alive, owner_token, pack_arrays
 
 RUNS = [{"seed": s, "x": "a"} for s in range(4)]
@@ -109,11 +109,13 @@ def test_failed_runs_are_kept_and_only_retried_on_request(store):
     assert store.get(IDS[0])["attempts"] == 2
 
 
-def test_release_gives_claims_back(store):
+def test_release_gives_an_owners_claims_back(store):
     store.claim("s", "a:1:1", limit=2)
-    store.release(IDS[:2], "a:1:1")
+    store.claim("s", "b:1:1", limit=1)
+    assert store.release("a:1:1") == 2
     run = store.get(IDS[0])
-    assert run["status"] == "pending" and run["attempts"] == 0
+    assert run["status"] == "pending" and run["attempts"] == 0 and run["owner"] is None
+    assert store.get(IDS[2])["status"] == "running"  # another owner's claim stays
 
 
 def test_get_by_prefix_and_studies(store):

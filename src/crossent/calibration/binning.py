@@ -16,6 +16,7 @@ first (as ``numpy.array_split``).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from functools import cached_property, lru_cache
 from typing import NamedTuple
@@ -27,11 +28,12 @@ import torch.nn.functional as F
 from crossent._checks import check_choice
 from crossent.calibration import _validation as V
 
-#: Rows per chunk: at most ``CHUNK_ROWS`` rows and ``CHUNK_ELEMENTS`` elements of the input.
-#: Per-row temporaries then stay below ~50 MiB and per-element (classwise) ones below ~100 MiB,
-#: while the chunks stay few: every chunk costs a dozen tensor operations, and each operation
-#: a hand-off between threads, which is slow when other processes share the cores.
-CHUNK_ROWS = 1 << 20
+#: Rows per chunk: at most ``CHUNK_ROWS`` rows and ``4 * CHUNK_ELEMENTS`` input elements for
+#: per-row temporaries (top-label), ``CHUNK_ELEMENTS`` for per-element ones (classwise). The
+#: temporaries stay below ~80 MiB, and the chunks few: each costs a dozen tensor operations,
+#: and each operation a hand-off between threads, which is slow when other processes share the
+#: cores (measured on a busy 2-core machine: 20-40 ms per hand-off).
+CHUNK_ROWS = 1 << 21
 CHUNK_ELEMENTS = 1 << 22
 
 
@@ -156,32 +158,33 @@ def iter_batches(
 
 
 @lru_cache(maxsize=64)
-def _inner_edges(n_bins: int, dtype: torch.dtype) -> torch.Tensor:
-    """The inner edges of ``numpy.linspace(0, 1, B + 1)``, as ``dtype`` values rounded down.
-
-    For a ``dtype`` confidence ``c`` and a float64 edge ``e``, ``c > e`` holds exactly when
-    ``c`` exceeds the largest ``dtype`` value ``<= e``: comparing in ``dtype`` gives the same
-    bins as scikit-learn's float64 comparison, with no rounding error.
-    """
-    edges = []
-    for edge in np.linspace(0.0, 1.0, n_bins + 1)[1:-1].tolist():
-        value = torch.tensor(edge, dtype=torch.float64).to(dtype)
-        if value.item() > edge:
-            value = torch.nextafter(value, torch.zeros((), dtype=dtype))
-        edges.append(value)
-    return torch.stack(edges) if edges else torch.empty(0, dtype=dtype)
+def _edges(n_bins: int) -> torch.Tensor:
+    """``numpy.linspace(0, 1, B + 1)`` (scikit-learn's edges) with the ends set to -inf, inf."""
+    edges = torch.from_numpy(np.linspace(0.0, 1.0, n_bins + 1))
+    edges[0], edges[-1] = -math.inf, math.inf
+    return edges
 
 
 def uniform_key(conf: torch.Tensor, hits: torch.Tensor, n_bins: int) -> torch.Tensor:
     """Key ``bin + n_bins * hit`` of each confidence for ``(lo, hi]`` bins over ``[0, 1]``.
 
-    A confidence of 0 (or below, when the content checks are off) goes to the first bin, 1.0
-    (or above) to the last. ``(R, G)`` inputs (one group per column) get ``2 * n_bins * g``
-    added for group ``g``.
+    The bins are exactly scikit-learn's: ``c`` is in bin ``b`` when ``e_b < c <= e_{b+1}``
+    for the float64 edges ``e = numpy.linspace(0, 1, B + 1)``; 0 (and anything below, when the
+    content checks are off) is in the first bin, 1.0 (and above) in the last. ``(R, G)`` inputs
+    (one group per column) get ``2 * n_bins * g`` added for group ``g``.
     """
-    edges = _inner_edges(n_bins, conf.dtype).to(conf.device)
-    # bucketize(right=False) counts the edges strictly below c: c's bin among (lo, hi]
-    key = torch.bucketize(conf, edges).add_(hits, alpha=n_bins)
+    c = conf.double()
+    # b = ceil(c * B) - 1. For float32 (and half) c, c * B is exact in float64, and no float32
+    # lies between k / B and its float64 edge e_k, so this is the exact bin.
+    key = c.mul(n_bins).sub_(1).ceil_().clamp_(0, n_bins - 1)
+    if conf.dtype == torch.float64:
+        # c * B may round across an integer when c is within an ulp of an edge: compare with
+        # the edges of the candidate bin and move by one where needed.
+        edges = _edges(n_bins).to(c.device)
+        index = key.long()
+        key -= (c <= edges[index]).to(key.dtype)
+        key += (c > edges[index + 1]).to(key.dtype)
+    key = key.add_(hits, alpha=n_bins).long()
     if key.dim() == 2:
         key += torch.arange(key.shape[1], device=key.device) * (2 * n_bins)
     return key

@@ -58,7 +58,12 @@ def _pow(base: tl.tensor, expo: tl.tensor) -> tl.tensor:
 
 @triton.jit
 def _vanishing_terms(
-    s: tl.tensor, q: tl.tensor, p: tl.tensor, a0: tl.tensor, a1: tl.tensor, a2: tl.tensor,
+    s: tl.tensor,
+    q: tl.tensor,
+    p: tl.tensor,
+    a0: tl.tensor,
+    a1: tl.tensor,
+    a2: tl.tensor,
     TERM: tl.constexpr,
 ) -> tuple[tl.tensor, tl.tensor]:
     """Terms with ``F(s, 0) = G(s, 0) = 0``: CE, focal, Lq, unhinged, poly-1."""
@@ -153,7 +158,12 @@ def _distill_terms(
 
 @triton.jit
 def term_fg(
-    s: tl.tensor, q: tl.tensor, p: tl.tensor, a0: tl.tensor, a1: tl.tensor, a2: tl.tensor,
+    s: tl.tensor,
+    q: tl.tensor,
+    p: tl.tensor,
+    a0: tl.tensor,
+    a1: tl.tensor,
+    a2: tl.tensor,
     TERM: tl.constexpr,
 ) -> tuple[tl.tensor, tl.tensor]:
     """``(F(s, P), G(s, P))`` of the term ``TERM``, elementwise in float32."""

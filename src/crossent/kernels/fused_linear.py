@@ -57,8 +57,8 @@ from crossent.engine import (
 # that read the gradient find it there; measured in benchmarks/bench_linear.py.
 CPU_CHUNK_BYTES = 8 << 20
 # A float32 accumulator for a narrower weight is kept in this many row blocks of W.
-ACC_BLOCKS = 8
-# Chunks of at least this many rows are rounded down to a multiple of it (matmul tiles).
+ACC_BLOCKS = 4
+# Chunks of at least this many rows are rounded up to a multiple of it (matmul tiles).
 _ROW_MULTIPLE = 64
 
 
@@ -124,22 +124,26 @@ def choose_chunk_rows(
 ) -> int:
     """Rows per chunk from ``N``, the hidden size, ``K`` (``C * D``) and free memory.
 
-    * CUDA, accumulator wider than the weight (the default for bf16/fp16): a chunk's logits
-      take a quarter of the accumulator's size (``rows = H * acc_bytes / (4 * bytes)``,
-      2048 rows at H = 4096 in bf16): few chunks, since each one reads and writes the
-      accumulator.
-    * CUDA, accumulation in the weight's dtype (lean): a chunk's logits take the size of the
-      hidden states ``N x H`` (Liger Kernel's rule; 256 rows at 8192 x 4096 -> 128256).
+    A budget for one chunk of logits, by device and mode:
+
+    * CUDA, accumulator wider than the weight (the default for bf16/fp16): few, large chunks,
+      since each one reads and writes the accumulator: the larger of 40% of the accumulator
+      and a quarter of all the logits (3 chunks at 8192 x 4096 -> 128256, 4 at
+      16384 x 2048 -> 32000, in bf16), so the peak stays near the accumulator's size.
+    * CUDA, accumulation in the weight's dtype (lean): the size of the hidden states
+      ``N x H`` (Liger Kernel's rule; 256 rows at 8192 x 4096 -> 128256).
     * CPU and other devices: :data:`CPU_CHUNK_BYTES` (the cache-sized chunk).
 
     Every budget is capped at a quarter of the free memory (``torch.cuda.mem_get_info``, or
-    ``MemAvailable`` on the host); the result is in ``[1, N]``.
+    ``MemAvailable`` on the host). The rows are then balanced over the chunks that budget
+    needs and rounded up to a multiple of 64; the result is in ``[1, N]``.
     """
     row_bytes = max(1, classes * dtype.itemsize)
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         if accumulate_dtype.itemsize > weight_dtype.itemsize:
-            budget = classes * hidden * accumulate_dtype.itemsize // 4
+            accumulator = classes * hidden * accumulate_dtype.itemsize
+            budget = max(accumulator * 2 // 5, n * row_bytes // 4)
         else:
             budget = n * hidden * dtype.itemsize
         budget = min(budget, free // 4)
@@ -149,8 +153,10 @@ def choose_chunk_rows(
         if ram is not None:
             budget = min(budget, ram // 4)
     rows = max(1, min(n, budget // row_bytes))
+    chunks = -(-n // rows) if n else 1
+    rows = -(-n // chunks) if n else 1  # balanced: the last chunk is not a sliver
     if rows >= _ROW_MULTIPLE:
-        rows -= rows % _ROW_MULTIPLE
+        rows = min(n, -(-rows // _ROW_MULTIPLE) * _ROW_MULTIPLE)
     return rows
 
 
@@ -286,6 +292,42 @@ class _WeightGradient:
         return torch.cat(parts)
 
 
+def _sweep(
+    x: Tensor,
+    w: Tensor,
+    b: Tensor | None,
+    problem: FusedProblem,
+    rows: int,
+    row_scale: Tensor | None,
+    out: FusedResult,
+    gw: _WeightGradient | None,
+) -> None:
+    """The chunk loop of :func:`fused_pass`, filling ``out`` (and ``gw``) in place."""
+    want_grad = out.grad_input is not None or gw is not None or out.grad_bias is not None
+    chunk_loss = _chunk_loss_fn(problem, x.dtype, x.device)
+    buffer = x.new_empty((rows, w.shape[0]))
+    for r0 in range(0, x.shape[0], rows):
+        span = slice(r0, min(x.shape[0], r0 + rows))
+        xc = x[span]
+        logits = buffer[: span.stop - r0]
+        if b is None:
+            torch.mm(xc, w.T, out=logits)
+        else:
+            torch.addmm(b, xc, w.T, out=logits)
+        out.losses[span] = chunk_loss(logits, span, want_grad)
+        if not want_grad:
+            continue
+        if row_scale is not None:
+            view = logits.view(logits.shape[0], problem.num_classes, problem.positions)
+            view.mul_(row_scale[span].unsqueeze(1))
+        if out.grad_input is not None:
+            torch.mm(logits, w, out=out.grad_input[span])
+        if gw is not None:
+            gw.add(logits, xc)
+        if out.grad_bias is not None:
+            out.grad_bias += logits.sum(0, dtype=out.grad_bias.dtype)
+
+
 def fused_pass(
     x: Tensor,
     w: Tensor,
@@ -308,36 +350,14 @@ def fused_pass(
     """
     n = x.shape[0]
     kd = w.shape[0]
-    want_grad = any(needs)
     rows = max(1, min(problem.chunk_rows, n))
     losses = torch.empty((n, problem.positions), dtype=compute_dtype(x.dtype), device=x.device)
     gx = torch.empty(x.shape, dtype=x.dtype, device=x.device) if needs[0] else None
     gw = _WeightGradient((kd, w.shape[1]), problem.accumulate_dtype, w) if needs[1] else None
     acc_b = problem.accumulate_dtype
     gb = torch.zeros(kd, dtype=acc_b, device=x.device) if needs[2] else None
-    chunk_loss = _chunk_loss_fn(problem, x.dtype, x.device)
-    buffer = x.new_empty((rows, kd))
-    for r0 in range(0, n, rows):
-        span = slice(r0, min(n, r0 + rows))
-        xc = x[span]
-        logits = buffer[: span.stop - r0]
-        if b is None:
-            torch.mm(xc, w.T, out=logits)
-        else:
-            torch.addmm(b, xc, w.T, out=logits)
-        losses[span] = chunk_loss(logits, span, want_grad)
-        if not want_grad:
-            continue
-        if row_scale is not None:
-            view = logits.view(logits.shape[0], problem.num_classes, problem.positions)
-            view.mul_(row_scale[span].unsqueeze(1))
-        if gx is not None:
-            torch.mm(logits, w, out=gx[span])
-        if gw is not None:
-            gw.add(logits, xc)
-        if gb is not None:
-            gb += logits.sum(0, dtype=acc_b)
-    del buffer
+    # The chunk buffer lives inside _sweep only: freed before the gradient is converted.
+    _sweep(x, w, b, problem, rows, row_scale, FusedResult(losses, gx, None, gb), gw)
     grad_b = None if gb is None or b is None else gb.to(b.dtype)
     return FusedResult(losses, gx, None if gw is None else gw.result(), grad_b)
 

@@ -59,7 +59,9 @@ def forward_stats(
     stats = z.new_empty((_rows(z), 2), dtype=torch.float32)
     with _device(z):
         problem = _problem(params, flags)
-        launch(MODE_LOSS, z, z, target, elem_weight, class_weight, losses, stats, None, 1.0, problem)
+        launch(
+            MODE_LOSS, z, z, target, elem_weight, class_weight, losses, stats, None, 1.0, problem
+        )
     return losses, stats
 
 
@@ -96,7 +98,9 @@ def fused_inplace(
     stats = z.new_empty((_rows(z), 2), dtype=torch.float32)
     with _device(z):
         problem = _problem(params, flags)
-        launch(MODE_FUSED, z, z, target, elem_weight, class_weight, losses, stats, scale, 1.0, problem)
+        launch(
+            MODE_FUSED, z, z, target, elem_weight, class_weight, losses, stats, scale, 1.0, problem
+        )
     return losses
 
 
@@ -112,6 +116,8 @@ def rescale_rows(grad: Tensor, grad_losses: Tensor, base: Tensor) -> None:
 
 
 term_loss_op = torch.library.custom_op("crossent::term_loss", forward_stats, mutates_args=())
+
+
 @term_loss_op.register_fake
 def _term_loss_fake(
     z: Tensor,
@@ -128,6 +134,8 @@ def _term_loss_fake(
 term_loss_backward_op = torch.library.custom_op(
     "crossent::term_loss_backward", backward_grad, mutates_args=()
 )
+
+
 @term_loss_backward_op.register_fake
 def _term_loss_backward_fake(
     grad_losses: Tensor,
@@ -142,13 +150,16 @@ def _term_loss_backward_fake(
     return torch.empty_like(z)
 
 
-def _setup_context(ctx: FunctionCtx, inputs: tuple[Any, ...], output: tuple[Tensor, Tensor]) -> None:
+def _setup_context(
+    ctx: FunctionCtx, inputs: tuple[Any, ...], output: tuple[Tensor, Tensor]
+) -> None:
     z, target, elem_weight, class_weight, params, flags = inputs
     ctx.save_for_backward(z, target, elem_weight, class_weight, output[1])
     ctx.params, ctx.flags = params, flags
 
 
 def no_double_backward() -> None:
+    """Raise in a backward pass asked to build a graph (``create_graph=True``)."""
     if torch.is_grad_enabled():
         raise RuntimeError(
             "crossent: double backward (create_graph=True) is not available through the "
@@ -171,6 +182,8 @@ term_loss_op.register_autograd(_backward, setup_context=_setup_context)
 term_loss_inplace_op = torch.library.custom_op(
     "crossent::term_loss_inplace_", fused_inplace, mutates_args={"z"}
 )
+
+
 @term_loss_inplace_op.register_fake
 def _term_loss_inplace_fake(
     z: Tensor,
@@ -187,6 +200,8 @@ def _term_loss_inplace_fake(
 rescale_rows_op = torch.library.custom_op(
     "crossent::rescale_rows_", rescale_rows, mutates_args={"grad"}
 )
+
+
 @rescale_rows_op.register_fake
 def _rescale_rows_fake(grad: Tensor, grad_losses: Tensor, base: Tensor) -> None:
     return None

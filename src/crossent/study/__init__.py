@@ -20,13 +20,12 @@ from __future__ import annotations
 from crossent.study.config import (
     StudyConfig,
     StudyConfigError,
-    expand,
     load_config,
     load_preset,
     parse_config,
     preset_names,
-    run_id,
 )
+from crossent.study.grid import expand, run_id
 from crossent.study.models import build_model
 from crossent.study.report import print_report, write_report
 from crossent.study.results import load_results

@@ -33,22 +33,17 @@ A study is one TOML file (or a bundled preset, see :func:`preset_names`)::
 
 Every problem is reported before any run starts as a :class:`StudyConfigError` naming the key
 path and the reason (``losses[1].grid.q: expected a non-empty list, but got 0.7``).
-:func:`expand` turns a validated :class:`StudyConfig` into one resolved, JSON-serialisable run
-config per (seed, imbalance factor, noise kind, noise rate, loss variant); a run's id is the
-SHA-256 of its canonical JSON (sorted keys), seeds included, so ids are stable across
-machines and re-runs.
+:func:`crossent.study.grid.expand` turns the validated :class:`StudyConfig` into resolved
+run configs.
 
 Example:
     >>> cfg = load_preset("quick")
-    >>> runs = expand(cfg)
-    >>> runs[0]["seed"], len(run_id(runs[0]))
-    (0, 16)
+    >>> cfg.name, cfg.noise_rates, [arm.label for arm in cfg.losses]
+    ('quick', [0.0, 0.4], ['ce', 'gce'])
 """
 
 from __future__ import annotations
 
-import copy
-import hashlib
 import itertools
 import json
 import sys
@@ -58,6 +53,7 @@ from pathlib import Path
 from typing import Any
 
 from crossent.data import NOISE_KINDS
+from crossent.study._reader import StudyConfigError, Table, choice, number
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -70,104 +66,6 @@ VALIDATION_LABELS = ("noisy", "clean")
 WEIGHT_METHODS = ("inverse", "inverse_sqrt", "effective_number")
 SAMPLERS = ("none", "class_balanced")
 ASYMMETRIC_MAPPINGS = ("cifar10",)
-
-_MISSING = object()
-
-
-class StudyConfigError(ValueError):
-    """An invalid study config: ``path`` is the key path, ``reason`` says what is wrong."""
-
-    def __init__(self, path: str, reason: str) -> None:
-        self.path = path
-        self.reason = reason
-        super().__init__(f"Invalid study config at `{path}`: {reason}")
-
-
-class _Table:
-    """A TOML table read key by key; remembers the path for messages and rejects typos."""
-
-    def __init__(self, data: object, path: str) -> None:
-        if not isinstance(data, dict):
-            raise StudyConfigError(path, f"expected a table, but got {data!r}")
-        self.data = data
-        self.path = path
-        self.used: set[str] = set()
-
-    def at(self, key: str) -> str:
-        return f"{self.path}.{key}" if self.path else key
-
-    def get(self, key: str, default: object = _MISSING) -> Any:
-        self.used.add(key)
-        if key in self.data:
-            return self.data[key]
-        if default is _MISSING:
-            raise StudyConfigError(self.at(key), "is required but missing")
-        return copy.deepcopy(default)
-
-    def table(self, key: str) -> _Table:
-        return _Table(self.get(key, {}), self.at(key))
-
-    def string(self, key: str, default: object = _MISSING, choices: tuple[str, ...] = ()) -> str:
-        value = self.get(key, default)
-        if not isinstance(value, str) or not value:
-            raise StudyConfigError(self.at(key), f"expected a non-empty string, but got {value!r}")
-        return _choice(value, self.at(key), choices) if choices else value
-
-    def number(
-        self,
-        key: str,
-        default: object = _MISSING,
-        *,
-        low: float | None = None,
-        high: float | None = None,
-        low_open: bool = False,
-        integer: bool = False,
-    ) -> Any:
-        return _number(self.get(key, default), self.at(key), low, high, low_open, integer)
-
-    def numbers(self, key: str, default: object = _MISSING, **bounds: Any) -> list[Any]:
-        value = self.get(key, default)
-        if not isinstance(value, list) or not value:
-            raise StudyConfigError(self.at(key), f"expected a non-empty list, but got {value!r}")
-        out = [_number(v, f"{self.at(key)}[{i}]", **bounds) for i, v in enumerate(value)]
-        if len(set(out)) != len(out):
-            raise StudyConfigError(self.at(key), f"expected distinct values, but got {value!r}")
-        return out
-
-    def done(self) -> None:
-        unknown = sorted(set(self.data) - self.used)
-        if unknown:
-            known = ", ".join(sorted(self.used)) or "none"
-            raise StudyConfigError(self.at(unknown[0]), f"unknown key (known keys: {known})")
-
-
-def _choice(value: object, path: str, choices: tuple[str, ...]) -> str:
-    if value not in choices:
-        allowed = ", ".join(repr(c) for c in choices)
-        raise StudyConfigError(path, f"expected one of {allowed}, but got {value!r}")
-    return str(value)
-
-
-def _number(
-    value: object,
-    path: str,
-    low: float | None = None,
-    high: float | None = None,
-    low_open: bool = False,
-    integer: bool = False,
-) -> Any:
-    """Check one number; integers stay ``int`` with ``integer=True``, otherwise become float."""
-    ok = isinstance(value, int) if integer else isinstance(value, int | float)
-    if isinstance(value, bool) or not ok:
-        kind = "an integer" if integer else "a number"
-        raise StudyConfigError(path, f"expected {kind}, but got {value!r}")
-    if value != value or value in (float("inf"), float("-inf")):
-        raise StudyConfigError(path, f"expected a finite number, but got {value!r}")
-    if low is not None and (value <= low if low_open else value < low):
-        raise StudyConfigError(path, f"expected {'>' if low_open else '>='} {low:g}, got {value!r}")
-    if high is not None and value > high:
-        raise StudyConfigError(path, f"expected <= {high:g}, but got {value!r}")
-    return int(value) if integer else float(value)
 
 
 @dataclass(frozen=True)
@@ -240,7 +138,7 @@ class StudyConfig:
 # ---------------------------------------------------------------- sections
 
 
-def _parse_data(t: _Table) -> dict[str, Any]:
+def _parse_data(t: Table) -> dict[str, Any]:
     name = t.string("name", "digits")
     options = t.get("options", {})
     if not isinstance(options, dict):
@@ -273,14 +171,14 @@ def _check_dataset_name(name: str, path: str) -> None:
         raise StudyConfigError(path, str(err)) from None
 
 
-def _widths(t: _Table, key: str, default: list[int]) -> list[int]:
+def _widths(t: Table, key: str, default: list[int]) -> list[int]:
     value = t.get(key, default)
     if not isinstance(value, list):
         raise StudyConfigError(t.at(key), f"expected a list of integers, but got {value!r}")
-    return [_number(v, f"{t.at(key)}[{i}]", low=1, integer=True) for i, v in enumerate(value)]
+    return [number(v, f"{t.at(key)}[{i}]", low=1, integer=True) for i, v in enumerate(value)]
 
 
-def _parse_model(t: _Table) -> dict[str, Any]:
+def _parse_model(t: Table) -> dict[str, Any]:
     name = t.string("name", "mlp", MODELS)
     out: dict[str, Any] = {"name": name}
     if name in ("mlp", "cnn"):
@@ -293,7 +191,7 @@ def _parse_model(t: _Table) -> dict[str, Any]:
     return out
 
 
-def _parse_training(t: _Table) -> dict[str, Any]:
+def _parse_training(t: Table) -> dict[str, Any]:
     out = {
         "epochs": t.number("epochs", 100, low=1, integer=True),
         "batch_size": t.number("batch_size", 128, low=0, integer=True),
@@ -306,13 +204,13 @@ def _parse_training(t: _Table) -> dict[str, Any]:
     return out
 
 
-def _parse_noise(t: _Table) -> tuple[list[str], list[float], str | dict[str, int] | None]:
+def _parse_noise(t: Table) -> tuple[list[str], list[float], str | dict[str, int] | None]:
     kind = t.get("kind", "symmetric")
     kinds = kind if isinstance(kind, list) else [kind]
     if not kinds:
         raise StudyConfigError(t.at("kind"), "expected a kind or a non-empty list of kinds")
     for i, k in enumerate(kinds):
-        _choice(k, f"{t.at('kind')}[{i}]" if isinstance(kind, list) else t.at("kind"), NOISE_KINDS)
+        choice(k, f"{t.at('kind')}[{i}]" if isinstance(kind, list) else t.at("kind"), NOISE_KINDS)
     rates = t.numbers("rates", [0.0], low=0.0, high=1.0)
     if "asymmetric" in kinds and max(rates) >= 0.5:
         raise StudyConfigError(
@@ -336,11 +234,11 @@ def _parse_mapping(mapping: object, path: str) -> dict[str, int]:
     for key, value in mapping.items():
         if not key.isdigit():
             raise StudyConfigError(f"{path}.{key}", "expected a class index as the key")
-        out[str(int(key))] = _number(value, f"{path}.{key}", low=0, integer=True)
+        out[str(int(key))] = number(value, f"{path}.{key}", low=0, integer=True)
     return dict(sorted(out.items(), key=lambda kv: int(kv[0])))
 
 
-def _parse_grid(t: _Table, key: str) -> dict[str, list[Any]]:
+def _parse_grid(t: Table, key: str) -> dict[str, list[Any]]:
     grid = t.get(key, {})
     if not isinstance(grid, dict):
         raise StudyConfigError(t.at(key), f"expected a table of lists, but got {grid!r}")
@@ -359,11 +257,11 @@ def _parse_grid(t: _Table, key: str) -> dict[str, list[Any]]:
     return out
 
 
-def _parse_class_weights(t: _Table) -> dict[str, Any] | None:
+def _parse_class_weights(t: Table) -> dict[str, Any] | None:
     raw = t.get("class_weights", None)
     if raw is None:
         return None
-    w = _Table(raw, t.at("class_weights"))
+    w = Table(raw, t.at("class_weights"))
     out = {"method": w.string("method", "inverse", WEIGHT_METHODS)}
     if out["method"] == "effective_number":
         out["beta"] = w.number("beta", 0.999, low=0)
@@ -374,7 +272,7 @@ def _parse_class_weights(t: _Table) -> dict[str, Any] | None:
 
 
 def _parse_loss(raw: object, path: str) -> LossArm:
-    t = _Table(raw, path)
+    t = Table(raw, path)
     spec = t.string("loss")
     name, spec_params = _parse_spec(spec, t.at("loss"))
     params = t.get("params", {})
@@ -415,13 +313,6 @@ def _parse_spec(spec: str, path: str) -> tuple[str, dict[str, Any]]:
     return name, params
 
 
-def format_loss_spec(name: str, params: dict[str, Any]) -> str:
-    """Write a loss back as a call string, e.g. ``gce(q=0.7)``."""
-    if not params:
-        return name
-    return f"{name}({', '.join(f'{k}={v!r}' for k, v in params.items())})"
-
-
 def _check_loss(arm: LossArm, path: str) -> None:
     """Build every variant's loss once so bad names and hyper-parameters fail up front."""
     from crossent.registry import get_loss
@@ -452,7 +343,7 @@ def parse_config(raw: dict[str, Any], *, name: str = "study", source: str = "") 
     Raises:
         StudyConfigError: naming the first invalid key path and the reason.
     """
-    root = _Table(raw, "")
+    root = Table(raw, "")
     study = root.table("study")
     study_name = study.string("name", name)
     description = study.get("description", "")
@@ -528,74 +419,3 @@ def preset_text(name: str) -> str:
 def load_preset(name: str) -> StudyConfig:
     """Read and validate a bundled preset (see :func:`preset_names`)."""
     return parse_config(tomllib.loads(preset_text(name)), name=name, source=f"preset:{name}")
-
-
-# ---------------------------------------------------------------- expansion
-
-
-def canonical_json(config: dict[str, Any]) -> str:
-    """The canonical JSON text of a resolved config: sorted keys, no spaces."""
-    return json.dumps(config, sort_keys=True, separators=(",", ":"), allow_nan=False)
-
-
-def run_id(config: dict[str, Any]) -> str:
-    """The stable id of a resolved run config: first 16 hex digits of SHA-256 of its JSON."""
-    return hashlib.sha256(canonical_json(config).encode("utf-8")).hexdigest()[:16]
-
-
-def expand(config: StudyConfig) -> list[dict[str, Any]]:
-    """Resolve a study into one run config per setting, loss variant and seed.
-
-    Seeds are the outer loop, so a study stopped half-way already covers every setting once.
-    A noise rate of 0 is the same run for every kind: it is resolved to kind ``"none"`` and
-    duplicates are dropped. Each resolved config is JSON-serialisable and canonical, and
-    ``run_id(config)`` identifies it.
-    """
-    runs: list[dict[str, Any]] = []
-    seen: set[str] = set()
-    variants = [v for arm in config.losses for v in arm.variants()]
-    settings = itertools.product(
-        config.seeds, config.imbalance_factors, config.noise_kinds, config.noise_rates, variants
-    )
-    for seed, factor, kind, rate, loss in settings:
-        noisy = rate > 0
-        run = {
-            "data": config.data,
-            "model": config.model,
-            "training": config.training,
-            "loss": loss,
-            "noise": {
-                "kind": kind if noisy else "none",
-                "rate": rate,
-                "mapping": config.noise_mapping if noisy and kind == "asymmetric" else None,
-            },
-            "imbalance_factor": factor,
-            "seed": seed,
-        }
-        run = json.loads(canonical_json(run))  # a deep, JSON-normalised copy
-        rid = run_id(run)
-        if rid not in seen:
-            seen.add(rid)
-            runs.append(run)
-    return runs
-
-
-def describe_run(config: dict[str, Any]) -> str:
-    """A one-line description: ``gce q=0.7 | symmetric 0.4 | IF 10 | seed 1``."""
-    parts = [variant_name(config["loss"])]
-    noise = config["noise"]
-    parts.append("clean" if noise["kind"] == "none" else f"{noise['kind']} {noise['rate']:g}")
-    if config["imbalance_factor"] != 1:
-        parts.append(f"IF {config['imbalance_factor']:g}")
-    parts.append(f"seed {config['seed']}")
-    return " | ".join(parts)
-
-
-def variant_name(loss: dict[str, Any]) -> str:
-    """The display name of a loss variant: its label and grid point (``gce q=0.7``)."""
-    point = " ".join(f"{k}={_short(v)}" for k, v in loss["grid"].items())
-    return f"{loss['label']} {point}" if point else loss["label"]
-
-
-def _short(value: object) -> str:
-    return f"{value:g}" if isinstance(value, float) else str(value)

@@ -15,7 +15,7 @@ Inputs are used as the loader gives them (it standardises tabular features with 
 statistics, except the ``[0, 1]`` pixels of ``digits``; ``[data.options] standardize``).
 
 Example:
-    >>> from crossent.study.config import expand, load_preset
+    >>> from crossent.study import expand, load_preset
     >>> data = prepare_data(expand(load_preset("quick"))[0])
     >>> data.y_train.shape == data.y_train_clean.shape
     True

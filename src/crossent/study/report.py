@@ -29,7 +29,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from crossent.study.config import format_loss_spec
+from crossent.study.grid import format_loss_spec
 from crossent.study.results import (
     METRICS,
     Results,
@@ -44,7 +44,7 @@ from crossent.study.store import Store
 if TYPE_CHECKING:
     from crossent.study.figures import FigureFile
 
-_COUNTS = ("memorised", "corrected", "temperature")
+_COUNTS = ("memorised", "corrected", "flipped")
 _TERMINAL = {"accuracy": "accuracy", "macro_f1": "macro-F1", "ece": "ECE", "ece_ts": "ECE·TS"}
 
 
@@ -52,7 +52,7 @@ def fmt(stat: dict[str, float], key: str = "") -> str:
     """``"0.912 ± 0.004"`` (counts with one decimal, ``"–"`` when missing)."""
     if math.isnan(stat["mean"]):
         return "–"
-    digits = 1 if key in _COUNTS[:2] else 3
+    digits = 1 if key in _COUNTS else 3
     return f"{stat['mean']:.{digits}f} ± {stat['std']:.{digits}f}"
 
 
@@ -281,9 +281,10 @@ def write_report(store: Store, study: str, folder: str | Path) -> Path:
         _picks_html(summary),
         "<h2>Results</h2>",
         "<p>Clean test split, mean ± standard deviation over seeds. Memorised / corrected: of the "
-        "training labels the noise flipped, how many the model predicts as the noisy label / "
-        "as the true one after training. Not converged: runs whose training loss still fell by "
-        "more than 1% of its first-epoch value over the last tenth of the epochs.</p>",
+        "flipped training labels (those the noise changed), how many the model predicts as the "
+        "noisy label / as the true one after training. Not converged: runs whose training loss "
+        "still fell by more than 1% of its first-epoch value over the last tenth of the "
+        "epochs.</p>",
         f"<p>{html.escape(validation_note(results))}</p>",
         _table_html(results, summary),
         "<p>Also as CSV: <a href='summary.csv'>summary.csv</a>, "

@@ -22,7 +22,7 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
-from crossent.study.config import variant_name
+from crossent.study.grid import variant_name
 from crossent.study.store import Store
 
 #: Metrics averaged over seeds: (key, heading, higher is better).
@@ -38,6 +38,7 @@ METRICS: tuple[tuple[str, str, bool], ...] = (
     ("temperature", "temperature", False),
     ("memorised", "memorised", False),
     ("corrected", "corrected", True),
+    ("flipped", "flipped", False),
 )
 
 

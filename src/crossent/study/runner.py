@@ -25,6 +25,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import platform
@@ -50,8 +51,9 @@ from rich.progress import (
 )
 
 from crossent._checks import fail
-from crossent.study.config import StudyConfig, StudyConfigError, describe_run, expand
-from crossent.study.store import Store, owner_token, pack_arrays
+from crossent.study.config import StudyConfig, StudyConfigError
+from crossent.study.grid import describe_run, expand
+from crossent.study.store import Store, owner_alive, owner_token, pack_arrays
 
 #: Seconds a claim stays valid without renewal; the driver renews every quarter of it.
 LEASE_SECONDS = 120.0
@@ -135,28 +137,31 @@ def execute_run(config: dict[str, Any], threads: int = 1) -> dict[str, Any]:
     return out
 
 
-def _watch_parent(parent: int, interval: float) -> None:
-    while os.getppid() == parent:
+def _watch_driver(owner: str, interval: float) -> None:
+    while owner_alive(owner) is not False:
         time.sleep(interval)
     os._exit(1)  # the driver is gone: nobody will read this worker's result
 
 
-def exit_with_parent(interval: float = 1.0) -> None:
-    """Pool initializer: end this worker within ``interval`` seconds of its parent's death.
+def exit_with_driver(owner: str, interval: float = 1.0) -> None:
+    """Pool initializer: end this worker within ``interval`` s of the driver's death.
 
     A killed driver (SIGKILL included) would otherwise leave its pool workers waiting on the
-    task queue forever: each worker holds both ends of that pipe, so it never sees EOF.
+    task queue forever: each worker holds both ends of that pipe and so never sees EOF, and a
+    fork server's workers keep the server alive too. ``owner`` is the driver's
+    :func:`~crossent.study.store.owner_token` (pid and start time, so a reused pid is not
+    mistaken for the driver).
     """
     threading.Thread(
-        target=_watch_parent, args=(os.getppid(), interval), daemon=True, name="exit-with-parent"
+        target=_watch_driver, args=(owner, interval), daemon=True, name="exit-with-driver"
     ).start()
 
 
-def preflight(runs: list[dict[str, Any]]) -> None:
+def preflight(config: StudyConfig, runs: list[dict[str, Any]]) -> None:
     """Load the data and build the model and every loss once, before any run starts.
 
     Raises:
-        StudyConfigError: naming ``data``, ``model`` or ``losses`` and the reason.
+        StudyConfigError: naming ``data``, ``model`` or ``losses[i]`` and the reason.
     """
     from crossent.study.models import build_model
     from crossent.study.prepare import prepare_data
@@ -171,15 +176,17 @@ def preflight(runs: list[dict[str, Any]]) -> None:
         build_model(first["model"], tuple(data.x_train.shape[1:]), data.num_classes)
     except (ValueError, TypeError) as err:
         raise StudyConfigError("model", str(err)) from None
-    seen = set()
+    index = {arm.label: i for i, arm in enumerate(config.losses)}
+    built = set()
     for run in runs:
-        key = repr(run["loss"])
-        if key not in seen:
-            seen.add(key)
-            try:
-                make_loss(run["loss"], data.y_train, data.num_classes)
-            except (ValueError, TypeError, KeyError) as err:
-                raise StudyConfigError(f"losses[{run['loss']['label']}]", str(err)) from None
+        key = json.dumps(run["loss"], sort_keys=True)
+        if key in built:
+            continue
+        built.add(key)
+        try:
+            make_loss(run["loss"], data.y_train, data.num_classes)
+        except (ValueError, TypeError) as err:
+            raise StudyConfigError(f"losses[{index[run['loss']['label']]}]", str(err)) from None
 
 
 @dataclass
@@ -227,10 +234,12 @@ class _Driver:
         self.in_flight: dict[Future, tuple[str, dict[str, Any]]] = {}
         self.ran = 0
 
-    @staticmethod
-    def _pool(workers: int) -> Executor:
+    def _pool(self, workers: int) -> Executor:
         return ProcessPoolExecutor(
-            workers, mp_context=worker_context(), initializer=exit_with_parent
+            workers,
+            mp_context=worker_context(),
+            initializer=exit_with_driver,
+            initargs=(self.owner,),
         )
 
     def fill(self) -> None:
@@ -270,7 +279,9 @@ class _Driver:
 
     def close(self, interrupted: bool) -> None:
         if interrupted:
-            self.store.release([rid for rid, _ in self.in_flight.values()], self.owner)
+            for future in self.in_flight:
+                future.cancel()  # runs not started yet; their claims are released below
+            self.store.release(self.owner)
         if self.own_executor:
             self.executor.shutdown(wait=not interrupted, cancel_futures=True)
 
@@ -324,7 +335,7 @@ def run_study(
         raise fail("workers", ">= 1", workers)
     start = time.perf_counter()
     runs = expand(config)
-    preflight(runs)
+    preflight(config, runs)
     own_store = not isinstance(store, Store)
     db = Store(store) if own_store else store
     try:

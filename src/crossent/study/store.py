@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from crossent.study.config import canonical_json, run_id
+from crossent.study.grid import canonical_json, run_id
 
 SCHEMA_VERSION = "1"
 STATUSES = ("pending", "running", "finished", "failed")
@@ -308,14 +308,18 @@ class Store:
                 [(until, rid, owner) for rid in ids],
             )
 
-    def release(self, ids: list[str], owner: str) -> None:
-        """Give claims back unrun (an interrupted runner): the runs become pending again."""
+    def release(self, owner: str) -> int:
+        """Give back every claim of ``owner`` unrun (an interrupted runner); returns how many.
+
+        The runs become pending again and the attempt is not counted.
+        """
         with self.transaction() as db:
-            db.executemany(
+            cursor = db.execute(
                 "UPDATE runs SET status = 'pending', owner = NULL, lease_until = NULL, "
-                "attempts = MAX(attempts - 1, 0) WHERE id = ? AND owner = ? AND status = 'running'",
-                [(rid, owner) for rid in ids],
+                "attempts = MAX(attempts - 1, 0) WHERE owner = ? AND status = 'running'",
+                (owner,),
             )
+        return cursor.rowcount
 
     def complete(self, rid: str, owner: str, result: dict[str, Any]) -> bool:
         """Store a worker's result (finished or failed) if ``owner`` still holds the claim.

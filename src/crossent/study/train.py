@@ -17,7 +17,7 @@ and returns plain Python data, so a worker process can hand it back to the drive
   report's reliability diagrams.
 
 Example:
-    >>> from crossent.study.config import expand, load_preset
+    >>> from crossent.study import expand, load_preset
     >>> result = train_run(expand(load_preset("quick"))[0])  # doctest: +SKIP
     >>> 0 <= result["metrics"]["accuracy"] <= 1                # doctest: +SKIP
     True
