@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/crossent demo
+	$(BIN)/crossent study run --preset noise
 
 test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

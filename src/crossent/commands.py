@@ -12,7 +12,6 @@ import click
 
 # (module, attribute) of each sub-command, in help order.
 _COMMANDS: list[tuple[str, str]] = [
-    ("crossent.demo", "demo"),
     ("crossent.study.cli", "study"),
     ("crossent.calc", "calc"),
     ("crossent.calibration.cli", "calibrate"),
