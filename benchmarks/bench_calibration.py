@@ -7,6 +7,8 @@ Sides, timed in the same process, interleaved, median after one warm-up round:
 
 * ``torchmetrics``: ``multiclass_calibration_error`` twice (``norm="l1"`` and ``"max"``),
   default validation: the two calls a user makes for ECE and MCE;
+* ``crossent_bins``: one :func:`crossent.calibration.calibration_bins` call (one pass), then
+  ``bins.calibration_error("l1")`` and ``("max")`` from the per-bin arrays;
 * ``crossent_meter``: one :class:`crossent.calibration.CalibrationMeter` update + compute
   (one pass; it also yields RMSCE, Brier, NLL and accuracy);
 * ``crossent_calls``: :func:`expected_calibration_error` + :func:`maximum_calibration_error`
@@ -31,11 +33,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _measure  # noqa: E402
 from crossent.calibration import (  # noqa: E402
     CalibrationMeter,
+    calibration_bins,
     expected_calibration_error,
     maximum_calibration_error,
 )
 
-SIDES = ["torchmetrics", "crossent_meter", "crossent_calls"]
+SIDES = ["torchmetrics", "crossent_bins", "crossent_meter", "crossent_calls"]
 N_BINS = 15
 
 
@@ -52,6 +55,9 @@ def run_side(side: str, probs: torch.Tensor, labels: torch.Tensor) -> tuple[floa
         ece = multiclass_calibration_error(probs, labels, k, n_bins=N_BINS, norm="l1")
         mce = multiclass_calibration_error(probs, labels, k, n_bins=N_BINS, norm="max")
         return float(ece), float(mce)
+    if side == "crossent_bins":
+        bins = calibration_bins(probs, labels, n_bins=N_BINS)
+        return float(bins.calibration_error("l1")), float(bins.calibration_error("max"))
     if side == "crossent_meter":
         meter = CalibrationMeter(N_BINS)
         meter.update(probs, labels)

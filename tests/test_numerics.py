@@ -125,3 +125,12 @@ def test_does_not_write_into_callers_logits():
     before = x.detach().clone()
     crossent.cross_entropy(x, torch.randint(0, 10, (8,)), label_smoothing=0.1).backward()
     assert torch.equal(x.detach(), before)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_empty_batch(reduction):
+    x = torch.randn(0, 5, requires_grad=True)
+    loss = crossent.cross_entropy(x, torch.zeros(0, dtype=torch.long), reduction=reduction)
+    assert loss.shape == ((0,) if reduction == "none" else ())
+    (2 * loss.sum()).backward()
+    assert x.grad.shape == (0, 5)

@@ -49,7 +49,7 @@ def scale_gradient(grad: Tensor, factor: Tensor, inplace: bool) -> Tensor:
     compute = torch.float64 if grad.dtype == torch.float64 else torch.float32
     factor = factor.to(compute)
     n = grad.shape[0] if grad.dim() else 1
-    if grad.dim() == 0:
+    if grad.dim() == 0 or grad.numel() == 0:
         return out.copy_(grad.to(compute) * factor)
     rows = max(1, _SCALE_CHUNK // max(1, grad[0].numel()))
     for r0 in range(0, n, rows):

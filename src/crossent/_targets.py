@@ -6,6 +6,7 @@ the size of the logits, so it can run before the chunked pass over the logits.
 
 from __future__ import annotations
 
+import math
 import sys
 import warnings
 from dataclasses import dataclass
@@ -166,7 +167,7 @@ def prepare_targets(
                 "to be left at -100 for probability targets (as PyTorch)",
                 ignore_index,
             )
-        probs = target.reshape(n, k, -1)
+        probs = target.reshape(n, k, math.prod(input.shape[2:]))
         valid = torch.ones(n, probs.shape[2], dtype=torch.bool, device=input.device)
         denominator = torch.tensor(float(n * probs.shape[2]), device=input.device)
         return Targets(None, probs, valid, None, denominator)
@@ -181,7 +182,7 @@ def prepare_targets(
     target = target.to(device=input.device, dtype=torch.int64)
     if config.validate_args():
         _check_index_values(target, k, ignore_index)
-    index = target.reshape(n, -1)
+    index = target.reshape(n, math.prod(input.shape[2:]))
     valid = index != ignore_index
     index = torch.where(valid, index, torch.zeros_like(index))
     elem_weight = valid.to(torch.float64 if input.dtype == torch.float64 else torch.float32)

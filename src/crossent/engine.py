@@ -34,6 +34,7 @@ logits size is kept besides the gradient itself (no log-softmax beside the logit
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -377,7 +378,7 @@ class _MulticlassProblem:
         )
 
     def none_factor(self, grad_output: Tensor, grad: Tensor) -> Tensor:
-        return grad_output.reshape(grad.shape[0], 1, -1)
+        return grad_output.reshape(grad.shape[0], 1, grad.shape[2])
 
 
 def term_loss(
@@ -444,7 +445,7 @@ def term_loss(
         bool(inplace_backward),
     )
     problem = _MulticlassProblem(targets, opts)
-    z = input.contiguous().reshape(input.shape[0], k, -1)
+    z = input.contiguous().reshape(input.shape[0], k, math.prod(input.shape[2:]))
     if kernels.use_kernel(z, targets, opts):  # CUDA logits: the Triton kernel template
         loss = kernels.term_loss(z, targets, opts)
     else:

@@ -290,8 +290,8 @@ def test_chunking_does_not_change_results(monkeypatch):
     ]
     whole.append(adaptive_calibration_error(probs, labels, classwise=True))
     whole.append(brier_score(probs, labels))
-    monkeypatch.setattr(binning_module, "CHUNK_ELEMENTS", 70)  # 10 rows per chunk
-    monkeypatch.setattr(binning_module, "CHUNK_ROWS", 13)
+    monkeypatch.setattr(binning_module, "CHUNK_ROWS", 13)  # uneven chunks of 13 rows
+    monkeypatch.setattr(binning_module, "CLASSWISE_ELEMENTS", 70)  # 10 rows per chunk
     chunked = [
         expected_calibration_error(probs, labels, norm=n, mode=m)
         for n in ("l1", "max")
@@ -353,3 +353,13 @@ def test_values_within_ulps_of_edges_are_binned_as_sklearn(dtype, n_bins):
     bins = calibration_bins(probs, labels, n_bins=n_bins)
     expected_ids = np.searchsorted(edges[1:-1], probs.double().numpy())  # (lo, hi], float64
     assert bins.counts.tolist() == np.bincount(expected_ids, minlength=n_bins).tolist()
+
+
+def test_bins_give_every_norm_from_one_pass():
+    probs, labels = _multiclass(n=2000, dtype=torch.float64)
+    bins = calibration_bins(probs, labels, n_bins=12)
+    for norm in ("l1", "l2", "max"):
+        expected = expected_calibration_error(probs, labels, n_bins=12, norm=norm)
+        assert abs(bins.calibration_error(norm).item() - expected.item()) < 1e-12
+    with pytest.raises(ValueError, match="`norm` to be one of"):
+        bins.calibration_error("l3")

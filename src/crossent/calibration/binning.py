@@ -28,21 +28,23 @@ import torch.nn.functional as F
 from crossent._checks import check_choice
 from crossent.calibration import _validation as V
 
-#: Rows per chunk: at most ``CHUNK_ROWS`` rows and ``4 * CHUNK_ELEMENTS`` input elements for
-#: per-row temporaries (top-label), ``CHUNK_ELEMENTS`` for per-element ones (classwise). The
-#: temporaries stay below ~80 MiB, and the chunks few: each costs a dozen tensor operations,
-#: and each operation a hand-off between threads, which is slow when other processes share the
-#: cores (measured on a busy 2-core machine: 20-40 ms per hand-off).
-CHUNK_ROWS = 1 << 21
-CHUNK_ELEMENTS = 1 << 22
+#: Rows per chunk. Top-label passes keep about 28 bytes of temporaries per row (torchmetrics:
+#: about 29 per row of the whole input), so chunks of at most ``CHUNK_ROWS`` rows and
+#: ``CHUNK_ELEMENTS`` input elements bound them near 90 MiB; classwise passes keep about 30
+#: bytes per element, bounded by ``CLASSWISE_ELEMENTS``. Chunks are large because each costs a
+#: dozen tensor operations, and each operation a hand-off between threads, which is slow when
+#: other processes share the cores (20-40 ms per hand-off on a busy 2-core machine).
+CHUNK_ROWS = 1 << 22
+CHUNK_ELEMENTS = 1 << 25
+CLASSWISE_ELEMENTS = 1 << 21
 
 
 def chunk_rows(probs: torch.Tensor, per_element: bool) -> int:
     """Rows per chunk for ``probs``: fewer when the temporaries are per element (classwise)."""
     width = probs.shape[1] if probs.dim() == 2 else 1
     if per_element:
-        return max(1, CHUNK_ELEMENTS // width)
-    return max(1, min(CHUNK_ROWS, 4 * CHUNK_ELEMENTS // width))
+        return max(1, CLASSWISE_ELEMENTS // width)
+    return max(1, min(CHUNK_ROWS, CHUNK_ELEMENTS // width))
 
 
 class Batch:
@@ -114,7 +116,8 @@ class Batch:
         """
         if self.probs.dim() == 1:
             return (self.probs - self.labels).square_().sum(dtype=torch.float64)
-        squares = torch.linalg.vecdot(self.probs, self.probs, dim=1).sum(dtype=torch.float64)
+        # einsum forms no (R, K) temporary (linalg.vecdot does)
+        squares = torch.einsum("ik,ik->i", self.probs, self.probs).sum(dtype=torch.float64)
         # sum_k (p_k - y_k)^2 = sum_k p_k^2 - 2 p_y + 1, summed over the rows
         return squares - 2 * self.prob_true.sum(dtype=torch.float64) + self.probs.shape[0]
 
@@ -311,6 +314,28 @@ class CalibrationBins(NamedTuple):
     counts: torch.Tensor
     confidence: torch.Tensor
     accuracy: torch.Tensor
+
+    def calibration_error(self, norm: str = "l1") -> torch.Tensor:
+        """The calibration error of these bins, as a float64 0-d tensor.
+
+        Several norms of one set of bins cost one pass over the data; each equals
+        :func:`~crossent.calibration.expected_calibration_error` with the same bins (top-label).
+
+        Args:
+            norm: ``"l1"`` (ECE, default), ``"l2"`` (RMSCE) or ``"max"`` (MCE).
+
+        Returns:
+            The calibration error.
+        """
+        check_choice("norm", norm, ("l1", "l2", "max"))
+        filled = self.counts > 0
+        gap = (self.accuracy - self.confidence)[filled].abs()
+        if norm == "max":
+            return gap.max()
+        weight = self.counts[filled].double() / self.counts.sum()
+        if norm == "l1":
+            return (weight * gap).sum()
+        return (weight * gap.square()).sum().sqrt()
 
 
 def calibration_bins(
