@@ -163,7 +163,7 @@ def _linear_chunk(
     scale: Tensor,
     opts: EngineOptions,
     mult: Tensor | None,
-    want_grad: bool,
+    out: Tensor | None,
 ) -> tuple[Tensor, Tensor | None]:
     """Loss and gradient of a smoothed class-index chunk for a term linear in ``P``.
 
@@ -176,7 +176,11 @@ def _linear_chunk(
     """
     k = x.shape[1]
     off, on = smoothing_levels(opts.label_smoothing, opts.smoothing, k)
-    stats = _row_stats(x, None)
+    # e may go straight into the gradient buffer unless that buffer is x itself (in place):
+    # s = x - lse is still needed after the exponentials.
+    want_grad = out is not None
+    separate = want_grad and out.data_ptr() != x.data_ptr()
+    stats = _row_stats(x, out if separate else None)
     s = x - stats.lse_safe
     one = torch.ones((), dtype=x.dtype, device=x.device)
     f = opts.term.value(s, one)
@@ -291,7 +295,9 @@ def forward_pass(
                 out = torch.empty_like(x)
             loss, g = _fast_chunk(x, t, ew, scale, opts, out if want_grad else None)
         elif linear:
-            loss, g = _linear_chunk(x, t, ew, valid, scale, opts, mult, want_grad)
+            if want_grad and out is None:
+                out = torch.empty_like(x)
+            loss, g = _linear_chunk(x, t, ew, valid, scale, opts, mult, out if want_grad else None)
         else:
             p = smoothed_target_chunk(
                 targets, rows, cols, k, opts.label_smoothing, opts.smoothing, cdt

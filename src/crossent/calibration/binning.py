@@ -160,10 +160,15 @@ def iter_batches(
             yield Batch(torch.exp(x - lse.unsqueeze(1)), y, x, lse)
 
 
+def uniform_edges(n_bins: int) -> torch.Tensor:
+    """The float64 edges of uniform bins: ``numpy.linspace(0, 1, B + 1)``, as scikit-learn's."""
+    return torch.from_numpy(np.linspace(0.0, 1.0, n_bins + 1))
+
+
 @lru_cache(maxsize=64)
-def _edges(n_bins: int) -> torch.Tensor:
-    """``numpy.linspace(0, 1, B + 1)`` (scikit-learn's edges) with the ends set to -inf, inf."""
-    edges = torch.from_numpy(np.linspace(0.0, 1.0, n_bins + 1))
+def _search_edges(n_bins: int) -> torch.Tensor:
+    """:func:`uniform_edges` with the ends set to -inf and inf (every value has a bin)."""
+    edges = uniform_edges(n_bins)
     edges[0], edges[-1] = -math.inf, math.inf
     return edges
 
@@ -183,7 +188,7 @@ def uniform_key(conf: torch.Tensor, hits: torch.Tensor, n_bins: int) -> torch.Te
     if conf.dtype == torch.float64:
         # c * B may round across an integer when c is within an ulp of an edge: compare with
         # the edges of the candidate bin and move by one where needed.
-        edges = _edges(n_bins).to(c.device)
+        edges = _search_edges(n_bins).to(c.device)
         index = key.long()
         key -= (c <= edges[index]).to(key.dtype)
         key += (c > edges[index + 1]).to(key.dtype)
@@ -253,8 +258,7 @@ def binned_stats(
         for batch in batches:
             conf, hits = batch.classwise() if classwise else batch.top_label
             add_counts(stats, uniform_key(conf, hits, n_bins), conf)
-        edges = torch.linspace(0, 1, n_bins + 1, dtype=torch.float64, device=probs.device)
-        return stats, edges.expand(groups, -1)
+        return stats, uniform_edges(n_bins).to(probs.device).expand(groups, -1)
     pairs = [batch.classwise() if classwise else batch.top_label for batch in batches]
     conf = torch.cat([c for c, _ in pairs]).reshape(probs.shape[0], -1)
     hits = torch.cat([h for _, h in pairs]).reshape(probs.shape[0], -1)
