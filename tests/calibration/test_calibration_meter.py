@@ -63,6 +63,14 @@ def test_streaming_equals_one_shot(binary, from_logits):
     _assert_same(meter.compute(), _one_shot(probs, labels, from_logits=from_logits))
 
 
+def test_update_can_mix_logits_and_probabilities():
+    probs, labels = _data(n=600)
+    meter = CalibrationMeter(n_bins=15)
+    meter.update(torch.log(probs[:300]) - 1.0, labels[:300], from_logits=True)
+    meter.update(probs[300:], labels[300:])
+    _assert_same(meter.compute(), _one_shot(probs, labels))
+
+
 def test_merge_equals_one_shot_and_is_order_free():
     probs, labels = _data()
     parts = [CalibrationMeter(10) for _ in range(3)]

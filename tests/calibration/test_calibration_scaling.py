@@ -203,3 +203,16 @@ def test_platt_handles_separable_and_large_scores():
     # Platt's targets (31/32 and 1/32 here) keep the slope finite: p crosses 1/2 between
     assert bool((probs[labels == 1] > 0.5).all()) and bool((probs[labels == 0] < 0.5).all())
     assert bool((probs.diff() > 0).all())
+
+
+def test_temperature_scaling_reports_an_optimiser_failure(monkeypatch):
+    import scipy.optimize
+    from scipy.optimize import OptimizeResult
+
+    logits, labels, _ = _overconfident(0, n=200, k=3)
+    failed = OptimizeResult(x=0.5, fun=1.0, success=False, message="Maximum number of iterations")
+    monkeypatch.setattr(scipy.optimize, "minimize_scalar", lambda *args, **kwargs: failed)
+    scaler = TemperatureScaling()
+    with pytest.raises(RuntimeError, match="failed to converge: Maximum number of iterations"):
+        scaler.fit(logits, labels)
+    assert scaler.temperature == 1.0  # unchanged

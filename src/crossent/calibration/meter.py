@@ -79,21 +79,28 @@ class CalibrationMeter:
         self._state = torch.zeros(3 * self.n_bins + 4, dtype=torch.float64)
         self._reduced: torch.Tensor | None = None
 
-    def update(self, probs: torch.Tensor, labels: torch.Tensor) -> None:
+    def update(
+        self, probs: torch.Tensor, labels: torch.Tensor, *, from_logits: bool | None = None
+    ) -> None:
         """Add a batch of predictions.
 
         Args:
             probs: ``(N, K)`` probabilities or ``(N,)`` positive-class probabilities (logits
                 with ``from_logits=True``).
             labels: ``(N,)`` integer class indices.
+            from_logits: whether this batch is logits; default ``None`` uses the meter's
+                ``from_logits``.
         """
         num_classes = V.check_inputs(probs, labels)
+        logits = (
+            self.from_logits if from_logits is None else V.check_bool("from_logits", from_logits)
+        )
         self._check_kind(probs.dim() == 1, num_classes, "probs")
         check = V.content_checks(self.validate_args)
         stats = torch.zeros(3, 1, self.n_bins, dtype=torch.float64, device=probs.device)
         sums = torch.zeros(3, dtype=torch.float64, device=probs.device)
         for batch in iter_batches(
-            probs, labels, from_logits=self.from_logits, check=check, num_classes=num_classes
+            probs, labels, from_logits=logits, check=check, num_classes=num_classes
         ):
             conf, hits = batch.top_label
             add_counts(stats, uniform_key(conf, hits, self.n_bins), conf)

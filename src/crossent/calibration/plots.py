@@ -33,16 +33,27 @@ def _new_figure(columns: int) -> tuple[Figure, list[Axes], list[Axes]]:
     return fig, list(axes[0]), list(axes[1])
 
 
-def _summary(bins: CalibrationBins) -> tuple[float, float, float, float]:
-    """ECE, MCE, overall accuracy and mean confidence of the bins."""
-    counts = bins.counts.double()
-    filled = counts > 0
-    total = float(counts.sum())
-    gap = (bins.accuracy - bins.confidence).abs()[filled]
-    ece = float((gap * counts[filled]).sum()) / total
-    accuracy = float((bins.accuracy[filled] * counts[filled]).sum()) / total
-    confidence = float((bins.confidence[filled] * counts[filled]).sum()) / total
-    return ece, float(gap.max()), accuracy, confidence
+def _bins(
+    probs: torch.Tensor,
+    labels: torch.Tensor,
+    n_bins: int,
+    from_logits: bool,
+    validate_args: bool,
+) -> CalibrationBins:
+    """:func:`calibration_bins` on the CPU (drawing needs NumPy arrays)."""
+    bins = calibration_bins(
+        probs, labels, n_bins=n_bins, from_logits=from_logits, validate_args=validate_args
+    )
+    return CalibrationBins(*(array.cpu() for array in bins))
+
+
+def _averages(bins: CalibrationBins) -> tuple[float, float]:
+    """Overall accuracy (fraction of hits) and mean confidence of the bins."""
+    filled = bins.counts > 0
+    counts = bins.counts[filled].double()
+    accuracy = float((bins.accuracy[filled] * counts).sum() / counts.sum())
+    confidence = float((bins.confidence[filled] * counts).sum() / counts.sum())
+    return accuracy, confidence
 
 
 def _axis_names(binary: bool) -> tuple[str, str]:
@@ -83,7 +94,7 @@ def _draw_reliability(
         linewidth=0.6,
     )
     (diagonal,) = ax.plot([0, 1], [0, 1], linestyle="--", color="0.35", linewidth=1.2)
-    ece, mce, _, _ = _summary(bins)
+    ece, mce = float(bins.calibration_error("l1")), float(bins.calibration_error("max"))
     (blank,) = ax.plot([], [], linestyle="none")
     ax.legend(
         [output, gap, diagonal, blank, blank],
@@ -118,7 +129,7 @@ def _draw_histogram(ax: Axes, bins: CalibrationBins, binary: bool, title: str | 
         edgecolor="black",
         linewidth=0.6,
     )
-    _, _, accuracy, confidence = _summary(bins)
+    accuracy, confidence = _averages(bins)
     x_name, y_name = _axis_names(binary)
     ax.axvline(
         accuracy,
@@ -183,9 +194,7 @@ def reliability_diagram(
         Guo et al., `On Calibration of Modern Neural Networks
         <https://arxiv.org/abs/1706.04599>`_, 2017 (Figure 1).
     """
-    bins = calibration_bins(
-        probs, labels, n_bins=n_bins, from_logits=from_logits, validate_args=validate_args
-    )
+    bins = _bins(probs, labels, n_bins, from_logits, validate_args)
     binary = probs.dim() == 1
     if ax is not None:
         _draw_reliability(ax, bins, binary, title)
@@ -227,9 +236,7 @@ def confidence_histogram(
         >>> probs = torch.softmax(3 * torch.randn(1000, 5), dim=1)
         >>> fig = confidence_histogram(probs, torch.randint(0, 5, (1000,)))
     """
-    bins = calibration_bins(
-        probs, labels, n_bins=n_bins, from_logits=from_logits, validate_args=validate_args
-    )
+    bins = _bins(probs, labels, n_bins, from_logits, validate_args)
     if ax is None:
         from matplotlib.figure import Figure
 
@@ -268,9 +275,7 @@ def reliability_diagrams(
         raise TypeError("Expected `predictions` to be a non-empty mapping name -> (probs, labels)")
     fig, top, bottom = _new_figure(len(predictions))
     for (name, (probs, labels)), upper, lower in zip(predictions.items(), top, bottom, strict=True):
-        bins = calibration_bins(
-            probs, labels, n_bins=n_bins, from_logits=from_logits, validate_args=validate_args
-        )
+        bins = _bins(probs, labels, n_bins, from_logits, validate_args)
         _draw_reliability(upper, bins, probs.dim() == 1, str(name), xlabel=False)
         _draw_histogram(lower, bins, probs.dim() == 1, None)
     return fig

@@ -142,9 +142,10 @@ class TemperatureScaling(nn.Module):
         result = minimize_scalar(
             objective, bounds=(low, high), method="bounded", options={"xatol": 1e-8}
         )
-        tau = float(result.x)
-        if not result.success or not math.isfinite(float(result.fun)):
-            raise RuntimeError(f"temperature scaling failed to converge: {result.message}")
+        tau, best = float(result.x), float(result.fun)
+        if not result.success or not (math.isfinite(tau) and math.isfinite(best)):
+            message = getattr(result, "message", "no message")
+            raise RuntimeError(f"temperature scaling failed to converge: {message}")
         if min(tau - low, high - tau) < 1e-4:
             raise RuntimeError(
                 f"temperature scaling ended on the bound T = {math.exp(tau):.4g} of "
@@ -152,10 +153,10 @@ class TemperatureScaling(nn.Module):
             )
         # a strict minimum: a 0.1% change of T must cost NLL (it is flat when the NLL rounds
         # to 0, i.e. on perfectly separated data, and then T is not identifiable)
-        if not objective(tau - 1e-3) > result.fun < objective(tau + 1e-3):
+        if not objective(tau - 1e-3) > best < objective(tau + 1e-3):
             raise RuntimeError(
                 f"temperature scaling found no strict minimum: the NLL is flat "
-                f"({float(result.fun):.3g}) around T = {math.exp(tau):.4g} (separable data?)"
+                f"({best:.3g}) around T = {math.exp(tau):.4g} (separable data?)"
             )
         self.log_temperature.fill_(tau)
         return self
