@@ -27,6 +27,7 @@ from torch import Tensor
 
 from crossent import _checks, config
 from crossent._checks import fail
+from crossent._memory import empty_like_for_gradient
 from crossent.engine import compute_dtype, run
 from crossent.terms import Term
 
@@ -88,7 +89,7 @@ class _BinaryProblem:
     def compute(self, z: Tensor, want_grad: bool) -> tuple[Tensor, Tensor | None]:
         cdt = compute_dtype(z.dtype)
         losses = torch.empty(z.shape, dtype=cdt, device=z.device)
-        grad = (z if self.inplace_backward else torch.empty_like(z)) if want_grad else None
+        grad = (z if self.inplace_backward else empty_like_for_gradient(z)) if want_grad else None
         scale = 1.0 / z.numel() if (self.reduction == "mean" and z.numel()) else 1.0
         rows = max(1, BLOCK_ELEMENTS // max(1, z[0].numel())) if z.dim() else 1
         n = z.shape[0] if z.dim() else 1

@@ -44,6 +44,7 @@ from torch import Tensor
 
 from crossent import _checks, kernels
 from crossent._autograd import EngineFunction, Problem
+from crossent._memory import empty_like_for_gradient
 from crossent._targets import (
     Targets,
     check_input,
@@ -271,7 +272,7 @@ def forward_pass(
     losses = torch.empty(n, d, dtype=cdt, device=z.device)
     grad = None
     if want_grad:
-        grad = z if opts.inplace_backward else torch.empty_like(z)
+        grad = z if opts.inplace_backward else empty_like_for_gradient(z)
     scale = _reduction_scale(targets, opts.reduction, cdt)
     fast = opts.fast_path(targets)
     linear = targets.index is not None and opts.term.linear_in_target
