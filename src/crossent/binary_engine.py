@@ -126,10 +126,10 @@ def _check_broadcast(name: str, value: Tensor | None, shape: torch.Size) -> Tens
         return None
     _checks.check_tensor(name, value)
     try:
-        torch.broadcast_shapes(value.shape, shape)
+        broadcast = torch.broadcast_shapes(value.shape, shape)
     except RuntimeError:
-        raise fail(name, f"to broadcast to the input shape {tuple(shape)}", value) from None
-    if torch.broadcast_shapes(value.shape, shape) != shape:
+        broadcast = None
+    if broadcast != shape:
         raise fail(name, f"to broadcast to the input shape {tuple(shape)}", value)
     return value
 

@@ -11,7 +11,7 @@ import math
 from torch import Tensor
 
 from crossent import _checks
-from crossent._targets import check_smoothing
+from crossent._targets import check_smoothing, smoothing_levels
 from crossent.binary_engine import binary_term_loss
 from crossent.engine import term_loss
 from crossent.terms import CrossEntropyTerm
@@ -211,10 +211,7 @@ def min_achievable_loss(
     """
     k = _check_num_classes(num_classes)
     eps = check_smoothing(label_smoothing, smoothing, k)
-    if smoothing == "others" and k > 1:
-        on, off = 1.0 - eps, eps / (k - 1)
-    else:
-        on, off = 1.0 - eps + eps / k, eps / k
+    off, on = smoothing_levels(eps, smoothing, k)
     return -_xlogx(on) - (k - 1) * _xlogx(off)
 
 
