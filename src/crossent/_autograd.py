@@ -16,6 +16,12 @@ import torch
 from torch import Tensor
 from torch.autograd.function import FunctionCtx
 
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """float64 stays float64; every other floating dtype is computed in float32."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
 # Elements per chunk when scaling a stored gradient (bounds float32 temporaries).
 _SCALE_CHUNK = 1 << 20
 
@@ -46,7 +52,7 @@ def scale_gradient(grad: Tensor, factor: Tensor, inplace: bool) -> Tensor:
     scale such as 65536 does not fit in fp16).
     """
     out = grad if inplace else torch.empty_like(grad)
-    compute = torch.float64 if grad.dtype == torch.float64 else torch.float32
+    compute = compute_dtype(grad.dtype)
     factor = factor.to(compute)
     n = grad.shape[0] if grad.dim() else 1
     if grad.dim() == 0 or grad.numel() == 0:

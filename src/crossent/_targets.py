@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from crossent import _checks, config
+from crossent._autograd import compute_dtype
 from crossent._checks import fail
 
 _PACKAGE_DIR = str(Path(__file__).resolve().parent)
@@ -185,7 +186,7 @@ def prepare_targets(
     index = target.reshape(n, math.prod(input.shape[2:]))
     valid = index != ignore_index
     index = torch.where(valid, index, torch.zeros_like(index))
-    elem_weight = valid.to(torch.float64 if input.dtype == torch.float64 else torch.float32)
+    elem_weight = valid.to(compute_dtype(input.dtype))
     denominator = elem_weight.sum()
     if weight is not None:
         w_t = weight.to(elem_weight.dtype)[index]

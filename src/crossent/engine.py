@@ -43,7 +43,7 @@ import torch
 from torch import Tensor
 
 from crossent import _checks, kernels
-from crossent._autograd import EngineFunction, Problem
+from crossent._autograd import EngineFunction, Problem, compute_dtype
 from crossent._memory import empty_like_for_gradient
 from crossent._targets import (
     Targets,
@@ -82,11 +82,6 @@ class EngineOptions:
             and self.label_smoothing == 0
             and self.term.vanishes_where_target_zero
         )
-
-
-def compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    """float64 stays float64; every other floating dtype is computed in float32."""
-    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 def iter_chunks(n: int, k: int, d: int) -> Iterator[tuple[slice, slice]]:

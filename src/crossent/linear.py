@@ -28,7 +28,7 @@ from torch import Tensor
 from crossent import _checks
 from crossent._checks import fail
 from crossent._targets import check_smoothing, prepare_targets
-from crossent.engine import EngineOptions
+from crossent.engine import EngineOptions, compute_dtype
 from crossent.functional import _params
 from crossent.functional.focal import focal_term
 from crossent.kernels.fused_linear import FusedProblem, choose_chunk_rows, run_fused
@@ -130,7 +130,7 @@ def _layout(
 def _check_accumulate_dtype(accumulate_dtype: object, weight_dtype: torch.dtype) -> torch.dtype:
     """``None`` -> float32 (float64 for float64 weights); else float32, float64 or the weight's."""
     if accumulate_dtype is None:
-        return torch.float64 if weight_dtype == torch.float64 else torch.float32
+        return compute_dtype(weight_dtype)
     if not isinstance(accumulate_dtype, torch.dtype):
         raise TypeError(
             f"Expected `accumulate_dtype` to be a torch.dtype or None, but got {accumulate_dtype!r}"
