@@ -5,6 +5,8 @@ import torch
 import torch.nn.functional as F
 
 import crossent
+from crossent import terms
+from crossent.engine import term_loss
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
@@ -134,3 +136,48 @@ def test_empty_batch(reduction):
     assert loss.shape == ((0,) if reduction == "none" else ())
     (2 * loss.sum()).backward()
     assert x.grad.shape == (0, 5)
+
+
+def test_target_far_below_the_maximum_matches_float64():
+    # q_t underflows float32 here (s_t = -100, -2e4): the loss is still z_t - lse, exactly.
+    x = torch.tensor([[0.0, 100.0, 3.0], [1e4, 0.0, -1e4], [5.0, 5.0, 5.0]], requires_grad=True)
+    t = torch.tensor([0, 2, 1])
+    loss = crossent.cross_entropy(x, t, reduction="none")
+    (grad,) = torch.autograd.grad(loss.sum(), x)
+    x64 = x.detach().double().requires_grad_()
+    ref = F.cross_entropy(x64, t, reduction="none")
+    (ref_grad,) = torch.autograd.grad(ref.sum(), x64)
+    torch.testing.assert_close(loss.double(), ref, rtol=1e-6, atol=1e-5)
+    torch.testing.assert_close(grad.double(), ref_grad, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "term",
+    [terms.CrossEntropyTerm(), terms.FocalTerm(2.0), terms.LqTerm(0.7)],
+    ids=["ce", "focal", "gce"],
+)
+def test_softmax_and_log_sum_exp_routes_agree(term):
+    # Without in-place, (N, K) chunks take q from the fused softmax (s_t = log q_t); in
+    # place they take it from log-sum-exp. Rows with a tiny, masked or fully masked target
+    # are recomputed on the first route: both must agree everywhere.
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(64, 50, generator=g) * 4
+    t = torch.randint(0, 50, (64,), generator=g)
+    x[1, t[1]] = -200.0  # q_t ~ e^-200: underflows
+    x[2, t[2]] = float("-inf")  # masked target
+    x[3, :] = float("-inf")  # fully masked row
+    x[4, :] = torch.linspace(-1e4, 1e4, 50)
+    t[5] = -100  # ignored
+    keep = torch.ones(64, dtype=torch.bool)
+    keep[2:4] = False  # infinite losses: compare their gradients only
+    out = {}
+    for inplace in (False, True):
+        z = x.clone().requires_grad_()
+        logits = z * 1.0  # an operation's output, so in place is allowed
+        loss = term_loss(logits, t, term, reduction="none", inplace_backward=inplace)
+        loss[keep].sum().backward()
+        out[inplace] = (loss.detach(), z.grad)
+    torch.testing.assert_close(out[False][0][keep], out[True][0][keep])
+    torch.testing.assert_close(out[False][0][~keep], out[True][0][~keep])
+    torch.testing.assert_close(out[False][1], out[True][1])
+    assert torch.isfinite(out[False][1]).all()

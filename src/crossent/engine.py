@@ -99,16 +99,21 @@ def iter_chunks(n: int, k: int, d: int) -> Iterator[tuple[slice, slice]]:
 
 @dataclass
 class _RowStats:
-    """Per-element statistics of a chunk: ``e = exp(z - m)`` and ``lse = m + log(sum e)``."""
+    """Per-row statistics of a chunk: ``q = e / d``, ``lse`` and the target's ``log q_t``."""
 
-    e: Tensor  # (R, K, Dc) exp(z - m), in the compute dtype (may live in the output buffer)
-    d_safe: Tensor  # (R, 1, Dc) sum of e, 1 where the row is fully masked
+    e: Tensor  # (R, K, Dc) exp(z - m), or q itself (then d_safe is 1); may live in `out`
+    d_safe: Tensor  # (R, 1, Dc) sum of e, 1 where the row is fully masked (or 0-dim 1)
     lse: Tensor  # (R, 1, Dc) log-sum-exp, -inf where the row is fully masked
     lse_safe: Tensor  # (R, 1, Dc) lse with 0 for fully masked rows (so s = z - lse stays -inf)
+    s_t: Tensor | None  # (R, 1, Dc) log q_t when targets were given
 
 
-def _row_stats(x: Tensor, out: Tensor | None) -> _RowStats:
-    """Exponentials and log-sum-exp of a chunk ``x`` (compute dtype), ``e`` into ``out``."""
+def _row_stats(x: Tensor, out: Tensor | None, t: Tensor | None = None) -> _RowStats:
+    """Exponentials and log-sum-exp of a chunk ``x`` (compute dtype), ``e`` into ``out``.
+
+    ``s_t = (z_t - m) - log d`` is formed as ``log_softmax`` does (exact for large logits).
+    """
+    z_t = x.gather(1, t) if t is not None else None  # before `out` (maybe x) is overwritten
     m = x.amax(dim=1, keepdim=True)
     # A fully masked row (all -inf) has m = -inf; shift by 0 instead so no -inf - -inf = NaN.
     m = torch.where(torch.isinf(m) & (m < 0), torch.zeros_like(m), m)
@@ -116,9 +121,54 @@ def _row_stats(x: Tensor, out: Tensor | None) -> _RowStats:
     e.exp_()
     d = e.sum(dim=1, keepdim=True)
     empty = d == 0
-    lse = m + torch.log(d)
+    d_safe = torch.where(empty, torch.ones_like(d), d)
+    log_d = torch.log(d_safe)
+    lse = torch.where(empty, torch.full_like(d, -math.inf), m + log_d)
     lse_safe = torch.where(empty, torch.zeros_like(lse), lse)
-    return _RowStats(e, torch.where(empty, torch.ones_like(d), d), lse, lse_safe)
+    s_t = None if z_t is None else (z_t - m) - log_d
+    return _RowStats(e, d_safe, lse, lse_safe, s_t)
+
+
+# Softmax probabilities at the target at least this large are normal floats with full
+# relative precision, so log(q_t) is as exact as log_softmax (e^-69; float32 underflows at
+# ~e^-87). Rows below it (and fully masked rows) are recomputed from log-sum-exp.
+_MIN_TARGET_PROB = 1e-30
+
+
+def _softmax_stats(x: Tensor, t: Tensor, out: Tensor) -> _RowStats:
+    """Statistics of an ``(R, K)`` chunk from PyTorch's fused softmax, ``q`` into ``out``.
+
+    One kernel (max, exp-and-sum, scale) instead of four passes; ``x`` must stay intact.
+    ``s_t = log q_t`` and ``lse = z_t - s_t``; rows where ``q_t`` is tiny, 0 or NaN (a target
+    far below the row's maximum, a masked target, a fully masked row) are recomputed by
+    :func:`_row_stats`.
+    """
+    q = torch.softmax(x, dim=1, out=out)
+    q_t = q.gather(1, t)
+    s_t = torch.log(q_t)
+    lse = x.gather(1, t) - s_t
+    lse_safe = lse
+    bad = ~(q_t >= _MIN_TARGET_PROB)  # also NaN (a fully masked row)
+    if bool(bad.any()):
+        rows = bad.squeeze(1).nonzero().squeeze(1)
+        exact = _row_stats(x.index_select(0, rows), None, t.index_select(0, rows))
+        q.index_copy_(0, rows, exact.e.div_(exact.d_safe))
+        s_t.index_copy_(0, rows, exact.s_t)
+        lse.index_copy_(0, rows, exact.lse)
+        lse_safe = lse.clone().index_copy_(0, rows, exact.lse_safe)
+    one = torch.ones((), dtype=x.dtype, device=x.device)
+    return _RowStats(q, one, lse, lse_safe, s_t)
+
+
+def _chunk_stats(x: Tensor, t: Tensor, out: Tensor | None) -> _RowStats:
+    """Statistics of a chunk by the fastest route that is exact for it.
+
+    :func:`_softmax_stats` where ``out`` is a separate buffer for an ``(R, K)`` chunk, else
+    :func:`_row_stats` (``out`` may be ``x`` itself with ``inplace_backward``).
+    """
+    if out is not None and x.dim() == 2 and out.data_ptr() != x.data_ptr():
+        return _softmax_stats(x, t, out)
+    return _row_stats(x, out, t)
 
 
 def _fast_chunk(
@@ -127,22 +177,20 @@ def _fast_chunk(
     """Loss ``(R, Dc)`` and, if ``out`` is given, the gradient of a one-hot chunk.
 
     ``t`` are target indices ``(R, 1, Dc)``, ``ew`` the per-element weights ``w_t`` (0 where
-    ignored) ``(R, 1, Dc)``, ``scale`` the reduction's factor per element (1/denominator for
-    mean) ``(R, 1, Dc)``.
+    ignored) ``(R, 1, Dc)``, ``scale`` the reduction's factor (1/denominator for mean, 0-dim).
+    With ``q = softmax(z)`` the gradient is ``dl/dz_j = q_j c + [j = t] w_t G_t`` with one
+    coefficient ``c = 2 lam lse - w_t G_t`` per row.
     """
-    z_t = x.gather(1, t)  # before `out` (possibly x itself, in place) is overwritten
-    stats = _row_stats(x, out)
-    s_t = z_t - stats.lse_safe
+    stats = _chunk_stats(x, t, out)
     one = torch.ones((), dtype=x.dtype, device=x.device)
-    f_t = opts.term.value(s_t, one)
     # Zero-weight and ignored elements contribute 0 even where F is inf (masked target).
-    loss = torch.where(ew == 0, torch.zeros_like(f_t), ew * f_t)
+    loss = _target_part(ew, opts.term.value(stats.s_t, one))
     if opts.z_loss:
-        loss = loss + torch.where(ew == 0, torch.zeros_like(f_t), opts.z_loss * stats.lse**2)
+        z_term = opts.z_loss * stats.lse**2
+        loss = loss + torch.where(ew == 0, torch.zeros_like(z_term), z_term)
     if out is None:
         return loss.squeeze(1), None
-    wg_t = torch.where(ew == 0, torch.zeros_like(f_t), ew * opts.term.grad(s_t, one)) * scale
-    # dl/dz_j = q_j * c + [j = t] w_t G_t,  c = 2 lam lse - w_t G_t,  q_j = e_j / d
+    wg_t = _target_part(ew, opts.term.grad(stats.s_t, one)) * scale
     coef = -wg_t
     if opts.z_loss:
         valid = (ew != 0).to(x.dtype)
@@ -171,36 +219,99 @@ def _linear_chunk(
     ``dl/dz_j = off m_j g_j + (on - off) m_t g_t [j = t] - q_j S``,
     ``S = off sum_k m_k g_k + (on - off) m_t g_t``.
     """
-    k = x.shape[1]
-    off, on = smoothing_levels(opts.label_smoothing, opts.smoothing, k)
-    # e may go straight into the gradient buffer unless that buffer is x itself (in place):
-    # s = x - lse is still needed after the exponentials.
-    want_grad = out is not None
-    separate = want_grad and out.data_ptr() != x.data_ptr()
-    stats = _row_stats(x, out if separate else None)
-    s = x - stats.lse_safe
-    one = torch.ones((), dtype=x.dtype, device=x.device)
-    f = opts.term.value(s, one)
-    f_t = f.gather(1, t)
-    row = (f * mult if mult is not None else f).sum(dim=1, keepdim=True)
-    loss = off * row + torch.where(ew == 0, torch.zeros_like(f_t), (on - off) * ew * f_t)
+    off, on = smoothing_levels(opts.label_smoothing, opts.smoothing, x.shape[1])
+    if opts.term.affine_slope is not None:
+        parts = _affine_parts(x, t, opts.term.affine_slope, mult, out)
+    else:
+        parts = _term_parts(x, t, opts.term, mult, out)
+    stats = parts.stats
+    loss = off * parts.row_f + _target_part(ew, (on - off) * parts.f_t)
     if opts.z_loss:
         loss = loss + opts.z_loss * stats.lse**2
     loss = torch.where(valid, loss, torch.zeros_like(loss))
-    if not want_grad:
+    if out is None:
         return loss.squeeze(1), None
-    g = opts.term.grad(s, one)
-    gm = g * mult if mult is not None else g
-    g_t = torch.where(ew == 0, torch.zeros_like(f_t), (on - off) * ew * g.gather(1, t))
-    big_s = off * gm.sum(dim=1, keepdim=True) + g_t
+    g_t = _target_part(ew, (on - off) * parts.g_t)
+    big_s = off * parts.row_g + g_t
     if opts.z_loss:
         big_s = big_s - 2 * opts.z_loss * stats.lse_safe
     vs = torch.where(valid, scale, torch.zeros_like(scale))
     # dl/dz_j = vs * (off m_j g_j - q_j S) + vs (on - off) m_t g_t [j = t]
     grad = stats.e.mul_(-big_s * vs / stats.d_safe)
-    grad.addcmul_(gm, off * vs)
+    if parts.mg is None:  # m_j g_j = c (a constant)
+        grad.add_(vs * (off * parts.g_t))
+    elif parts.mg.shape[0] == 1:  # m_j g_j = c m_j (one vector for every row)
+        grad.addcmul_(vs, parts.mg, value=off)
+    else:
+        grad.addcmul_(parts.mg, off * vs)
     grad.scatter_add_(1, t, g_t * vs)
     return loss.squeeze(1), grad
+
+
+def _target_part(ew: Tensor, value: Tensor) -> Tensor:
+    """``ew * value``, 0 where the element weight is 0 (ignored, or ``F`` infinite there)."""
+    return torch.where(ew == 0, torch.zeros_like(value), ew * value)
+
+
+@dataclass
+class _LinearParts:
+    """What the smoothed-index path needs of ``f = F(s, 1)`` and ``g = G(s, 1)`` per row."""
+
+    stats: _RowStats
+    row_f: Tensor  # (R, 1, Dc) sum_k m_k f_k
+    f_t: Tensor  # (R, 1, Dc) f at the target class
+    row_g: Tensor  # (R, 1, Dc) or 0-dim: sum_k m_k g_k
+    g_t: Tensor  # (R, 1, Dc) or 0-dim: g at the target class
+    mg: Tensor | None  # m_k g_k per class: (R, K, Dc), (1, K, Dc), or None for a constant
+
+
+def _affine_parts(
+    x: Tensor, t: Tensor, c: float, mult: Tensor | None, out: Tensor | None
+) -> _LinearParts:
+    """Parts of a term with ``F(s, 1) = c s``: ``sum_k m_k f_k = c (sum_k m_k z_k - lse M)``.
+
+    Needs only sums of the logits, taken before the exponentials overwrite them (``out``
+    may be ``x`` itself with ``inplace_backward``): no temporary of chunk size.
+    """
+    if mult is None:
+        z_sum, m_sum = x.sum(dim=1, keepdim=True), x.shape[1]
+    elif x.dim() == 2:  # (R, K): a matrix-vector product, no (R, K) temporary
+        z_sum, m_sum = (x @ mult.reshape(-1)).unsqueeze(1), mult.sum()
+    else:
+        z_sum, m_sum = (x * mult).sum(dim=1, keepdim=True), mult.sum()
+    stats = _chunk_stats(x, t, out)
+    cc = torch.full((), c, dtype=x.dtype, device=x.device)
+    return _LinearParts(
+        stats=stats,
+        row_f=c * (z_sum - stats.lse_safe * m_sum),
+        f_t=c * stats.s_t,
+        row_g=cc * m_sum,
+        g_t=cc,
+        mg=None if mult is None else c * mult,
+    )
+
+
+def _term_parts(
+    x: Tensor, t: Tensor, term: Term, mult: Tensor | None, out: Tensor | None
+) -> _LinearParts:
+    """Parts of any term linear in ``P``, evaluating ``F(s, 1)`` and ``G(s, 1)`` per class."""
+    # e may go straight into the gradient buffer unless that buffer is x itself (in place):
+    # s = x - lse is still needed after the exponentials.
+    separate = out is not None and out.data_ptr() != x.data_ptr()
+    stats = _chunk_stats(x, t, out if separate else None)
+    s = x - stats.lse_safe
+    one = torch.ones((), dtype=x.dtype, device=x.device)
+    f = term.value(s, one)
+    f_t = f.gather(1, t)
+    row_f = (f * mult if mult is not None else f).sum(dim=1, keepdim=True)
+    del f
+    if out is None:
+        zero = torch.zeros((), dtype=x.dtype, device=x.device)
+        return _LinearParts(stats, row_f, f_t, zero, zero, None)
+    g = term.grad(s, one)
+    g_t = g.gather(1, t)
+    mg = g * mult if mult is not None else g
+    return _LinearParts(stats, row_f, f_t, mg.sum(dim=1, keepdim=True), g_t, mg)
 
 
 def _full_chunk(

@@ -22,6 +22,9 @@ Conventions for writing a term:
 * ``linear_in_target`` says ``F(s, P) = P F(s, 1)`` and ``G(s, P) = P G(s, 1)``; the engine
   then never builds the smoothed target ``P`` for class indices: with
   ``P = off + (on - off) onehot(t)`` a row needs one sum over classes and one gather.
+* ``affine_slope = c`` says ``F(s, 1) = c s`` (so ``G(s, 1) = c``, a constant): on that
+  smoothed-index path a row then needs only sums of the logits, and the term is never
+  evaluated per class (cross-entropy, ``c = -1``).
 * ``kernel_name`` and ``kernel_params`` describe the term to the GPU kernel template.
 """
 
@@ -40,6 +43,7 @@ class Term:
     name: ClassVar[str] = "term"
     vanishes_where_target_zero: ClassVar[bool] = True
     linear_in_target: ClassVar[bool] = False
+    affine_slope: ClassVar[float | None] = None
 
     def value(self, s: Tensor, p: Tensor) -> Tensor:
         """``F(s, P)``, elementwise."""
@@ -69,6 +73,7 @@ class CrossEntropyTerm(Term):
 
     name: ClassVar[str] = "cross_entropy"
     linear_in_target: ClassVar[bool] = True
+    affine_slope: ClassVar[float | None] = -1.0
 
     def value(self, s: Tensor, p: Tensor) -> Tensor:
         """``-P s`` (the engine zeroes it where ``P = 0``, also for a masked ``s = -inf``)."""
