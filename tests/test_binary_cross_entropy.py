@@ -77,3 +77,37 @@ def test_module_equals_function():
     torch.testing.assert_close(
         m(x, y), crossent.binary_cross_entropy_with_logits(x, y, pos_weight=pw, label_smoothing=0.1)
     )
+
+
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+@pytest.mark.parametrize("weighted,pos", [(0, 0), (1, 0), (0, 1), (1, 1)])
+def test_hard_and_soft_blocks_match_pytorch(monkeypatch, reduction, weighted, pos):
+    # Blocks of 0/1 labels take the one-term fast path, blocks with a soft label the general
+    # one; small blocks make one call mix both.
+    monkeypatch.setattr("crossent.binary_engine.BLOCK_ELEMENTS", 12)
+    g = torch.Generator().manual_seed(1)
+    x = (5 * torch.randn(16, 4, generator=g, dtype=torch.float64)).requires_grad_()
+    y = (torch.rand(16, 4, generator=g) < 0.4).double()
+    y[9, 2] = 0.3  # rows 9-11 form a soft block
+    x.data[0, 0], y[0, 0] = 1e4, 0.0  # a saturated wrong label on the fast path
+    w = torch.rand(16, 1, generator=g, dtype=torch.float64) if weighted else None
+    if w is not None:
+        w[3] = 0.0
+    pw = torch.rand(4, generator=g, dtype=torch.float64) + 0.5 if pos else None
+    ours = crossent.binary_cross_entropy_with_logits(
+        x, y, weight=w, pos_weight=pw, reduction=reduction
+    )
+    theirs = F.binary_cross_entropy_with_logits(x, y, weight=w, pos_weight=pw, reduction=reduction)
+    torch.testing.assert_close(ours, theirs)
+    torch.testing.assert_close(
+        torch.autograd.grad(ours.sum(), x)[0], torch.autograd.grad(theirs.sum(), x)[0]
+    )
+
+
+def test_hard_labels_with_zero_weight_and_infinite_logit_give_zero():
+    x = torch.tensor([[float("inf"), 1.0], [2.0, -1.0]], requires_grad=True)
+    y = torch.tensor([[0.0, 1.0], [1.0, 0.0]])
+    w = torch.tensor([[0.0, 1.0], [1.0, 1.0]])
+    loss = crossent.binary_cross_entropy_with_logits(x, y, weight=w, reduction="none")
+    assert loss[0, 0].item() == 0.0
+    assert torch.isfinite(loss).all()

@@ -15,10 +15,24 @@ element and ``pos_weight`` the positive term (PyTorch's ``binary_cross_entropy_w
 ``(c_0, c_1)`` are balancing factors such as RetinaNet's ``(1 - alpha, alpha)``. ``mean`` is
 the plain mean over elements, as in PyTorch. The gradient is formed in the forward pass in
 blocks of rows, like the multiclass engine.
+
+Hard labels (every ``y`` is 0 or 1, no smoothing) and a term that vanishes where its target
+is 0 take a fast path: only the true label's term is non-zero, so with ``u = (2y - 1) z`` the
+logit of the true label and ``a_y`` its factor,
+
+.. math::
+
+    \ell = a_y F(\log\sigma(u), 1), \qquad
+    \frac{\partial \ell}{\partial z} = (2y - 1)\, a_y\, G(\log\sigma(u), 1)\, \sigma(-u),
+
+one log-sigmoid and one evaluation of ``F`` and ``G`` per element instead of two. Each
+block of rows is checked (one pass over its targets, in cache) and takes this path if it
+holds.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -47,6 +61,7 @@ class _BinaryProblem:
     reduction: str
     label_smoothing: float
     inplace_backward: bool = False
+    hard_labels_allowed: bool = False  # no smoothing, a term vanishing where P = 0
 
     def _factors(self, rows: slice, shape: torch.Size, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
         """``(a_0, a_1)`` for a block of rows, broadcastable to the block."""
@@ -62,13 +77,20 @@ class _BinaryProblem:
             a0, a1 = a0 * self.balance[0], a1 * self.balance[1]
         return a0, a1
 
+    def _factors_may_vanish(self) -> bool:
+        """Whether some ``a_0`` or ``a_1`` can be 0 (then ``0 * inf`` must give 0)."""
+        zero_balance = self.balance is not None and 0.0 in self.balance
+        return self.weight is not None or self.pos_weight is not None or zero_balance
+
     def _block(self, z: Tensor, rows: slice, want_grad: bool) -> tuple[Tensor, Tensor | None]:
         cdt = compute_dtype(z.dtype)
         x = z[rows].to(cdt)
         y = self.target[rows].to(cdt)
+        a0, a1 = self._factors(rows, z.shape, cdt)
+        if self.hard_labels_allowed and _is_hard(y):
+            return self._hard_block(x, y, a0, a1, want_grad)
         if self.label_smoothing:
             y = y * (1 - self.label_smoothing) + self.label_smoothing / 2
-        a0, a1 = self._factors(rows, z.shape, cdt)
         # log(sigmoid(z)) and log(1 - sigmoid(z)) = log(sigmoid(-z)), both stable.
         s1, s0 = F.logsigmoid(x), F.logsigmoid(-x)
         f1, f0 = self.term.value(s1, y), self.term.value(s0, 1 - y)
@@ -86,9 +108,29 @@ class _BinaryProblem:
         grad = _weighted(a1, g1) * torch.exp(s0) - _weighted(a0, g0) * torch.exp(s1)
         return loss, grad
 
+    def _hard_block(
+        self, x: Tensor, y: Tensor, a0: Tensor, a1: Tensor, want_grad: bool
+    ) -> tuple[Tensor, Tensor | None]:
+        """A block with 0/1 labels: only the true label's term (see the module docstring)."""
+        sign = y.mul(2).sub_(1)
+        u = x * sign  # the true label's logit
+        s = F.logsigmoid(u)
+        a = a0 if a0 is a1 else torch.lerp(a0.broadcast_to(y.shape), a1, y)
+        one = torch.ones((), dtype=x.dtype, device=x.device)
+        f = self.term.value(s, one)
+        loss = _weighted(a, f) if self._factors_may_vanish() else f * a
+        if not want_grad:
+            return loss, None
+        g = self.term.grad(s, one)
+        # sigma(-u) = 1 - sigma(u): the probability of the other label
+        return loss, (g * a).mul_(torch.sigmoid(u.neg_())).mul_(sign)  # g may be a broadcast
+
     def compute(self, z: Tensor, want_grad: bool) -> tuple[Tensor, Tensor | None]:
         cdt = compute_dtype(z.dtype)
-        losses = torch.empty(z.shape, dtype=cdt, device=z.device)
+        # Per-element losses are kept only for reduction="none"; otherwise summed per block.
+        keep = self.reduction == "none"
+        losses = torch.empty(z.shape if keep else (0,), dtype=cdt, device=z.device)
+        total = torch.zeros((), dtype=cdt, device=z.device)
         grad = (z if self.inplace_backward else empty_like_for_gradient(z)) if want_grad else None
         scale = 1.0 / z.numel() if (self.reduction == "mean" and z.numel()) else 1.0
         rows = max(1, BLOCK_ELEMENTS // max(1, z[0].numel())) if z.dim() else 1
@@ -96,24 +138,37 @@ class _BinaryProblem:
         for r0 in range(0, n, rows):
             block = slice(r0, r0 + rows) if z.dim() else slice(None)
             loss, g = self._block(z, block, want_grad)
-            losses[block] = loss
+            if keep:
+                losses[block] = loss
+            else:
+                total += loss.sum()
             if g is not None:
-                grad[block] = g * scale
-        return self._reduce(losses), grad
+                torch.mul(g, scale, out=grad[block])
+        return (losses if keep else self._reduce_total(total, z.numel())), grad
 
     def differentiable(self, z: Tensor) -> Tensor:
-        loss, _ = self._block(z, slice(None), want_grad=False)
-        return self._reduce(loss)
-
-    def _reduce(self, losses: Tensor) -> Tensor:
+        general = dataclasses.replace(self, hard_labels_allowed=False)  # graph-safe ops
+        loss, _ = general._block(z, slice(None), want_grad=False)
         if self.reduction == "none":
-            return losses
-        if self.reduction == "sum":
-            return losses.sum()
-        return losses.mean() if losses.numel() else losses.sum()
+            return loss
+        return self._reduce_total(loss.sum(), loss.numel())
+
+    def _reduce_total(self, total: Tensor, count: int) -> Tensor:
+        """The ``sum`` or ``mean`` reduction from the sum of the losses."""
+        if self.reduction == "mean" and count:
+            return total / count
+        return total
 
     def none_factor(self, grad_output: Tensor, grad: Tensor) -> Tensor:
         return grad_output
+
+
+def _is_hard(y: Tensor) -> bool:
+    """Whether every target of a block is exactly 0 or 1 (``y - y^2 = 0``)."""
+    if not y.numel():
+        return False
+    low, high = torch.aminmax(torch.addcmul(y, y, y, value=-1))
+    return bool((low == 0) & (high == 0))
 
 
 def _weighted(a: Tensor, f: Tensor) -> Tensor:
@@ -171,14 +226,17 @@ def binary_term_loss(
         raise fail("target", f"to have the shape of `input` {tuple(input.shape)}", target)
     if not target.is_floating_point():
         target = target.to(compute_dtype(input.dtype))
-    elif config.validate_args() and bool(((target < 0) | (target > 1)).any()):
-        raise fail("target", "to hold values in [0, 1]", target)
+    elif config.validate_args() and target.numel():
+        low, high = torch.aminmax(target.detach())
+        if bool(low < 0) or bool(high > 1):
+            raise fail("target", "to hold values in [0, 1]", target)
     weight = _check_broadcast("weight", weight, input.shape)
     pos_weight = _check_broadcast("pos_weight", pos_weight, input.shape)
     if inplace_backward and not input.is_contiguous():
         raise fail("input", "to be contiguous with inplace_backward=True", input)
+    hard = eps == 0 and term.vanishes_where_target_zero and not target.requires_grad
     problem = _BinaryProblem(
-        target, term, weight, pos_weight, balance, reduction, eps, bool(inplace_backward)
+        target, term, weight, pos_weight, balance, reduction, eps, bool(inplace_backward), hard
     )
     soft = target if target.requires_grad else None
     return run(problem, input, soft)
