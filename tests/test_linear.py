@@ -413,15 +413,15 @@ def test_signature_is_a_drop_in_for_pytorch():
 # ---------------------------------------------------------------- chunk size choice
 
 
-def test_cpu_chunk_rows_follow_the_cache_budget():
+def test_cpu_chunk_rows_follow_the_budget():
     rows = fused_linear.choose_chunk_rows(
         4096, 2048, 32000, torch.float32, torch.float32, torch.float32, torch.device("cpu")
     )
-    assert rows == 64  # 8 MiB of float32 logits, a multiple of 64
+    assert rows == 256  # 32 MiB of float32 logits, a multiple of 64
     balanced = fused_linear.choose_chunk_rows(
-        100, 2048, 32000, torch.float32, torch.float32, torch.float32, torch.device("cpu")
+        40, 2048, 256000, torch.float32, torch.float32, torch.float32, torch.device("cpu")
     )
-    assert balanced == 50  # 65 rows fit: two chunks of 50, not 65 + 35
+    assert balanced == 20  # 32 rows of 1 MB fit: two chunks of 20, not 32 + 8
     small = fused_linear.choose_chunk_rows(
         10, 4, 7, torch.float32, torch.float32, torch.float32, torch.device("cpu")
     )

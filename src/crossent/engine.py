@@ -17,7 +17,7 @@ and stored; backward returns it untouched when ``grad_output == 1`` (the usual s
 and scales a copy otherwise, so a second backward (``retain_graph=True``) is correct. On this
 CPU the exponential is the costly part: forming the gradient in forward needs one ``exp`` per
 logit, the save-statistics-and-recompute design needs two; at (4096, 32000), 2 threads, it
-measured 0.592 s against 0.523 s (``benchmarks/probe_gradient_timing.py``). Nothing of
+measured 0.614 s against 0.454 s (``benchmarks/probe_gradient_timing.py``). Nothing of
 logits size is kept besides the gradient itself (no log-softmax beside the logits).
 
 * One-hot fast path: for class-index targets without smoothing and a term that vanishes

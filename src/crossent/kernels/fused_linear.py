@@ -52,10 +52,11 @@ from crossent.engine import (
     reduce_losses,
 )
 
-# CPU (and devices without a memory query): a chunk's logits stay within the last-level cache
-# (8 MiB: 64 rows at K = 32000 in float32), so the elementwise pass and the two products
-# that read the gradient find it there; measured in benchmarks/bench_linear.py.
-CPU_CHUNK_BYTES = 8 << 20
+# CPU (and devices without a memory query): every chunk streams the weight twice and reads and
+# writes its gradient once, which dominates at small chunks. 32 MiB of logits (256 rows at
+# K = 32000 in float32) measured 12.8 s against 17.6 s for 8 MiB (64 rows) and 14.7 s for
+# PyTorch's chunked path, for 23 MiB more (benchmarks/bench_linear.py, 4096 x 2048 -> 32000).
+CPU_CHUNK_BYTES = 32 << 20
 # A float32 accumulator for a narrower weight is kept in this many row blocks of W.
 ACC_BLOCKS = 4
 # Chunks of at least this many rows are rounded up to a multiple of it (matmul tiles).
@@ -132,7 +133,7 @@ def choose_chunk_rows(
       16384 x 2048 -> 32000, in bf16), so the peak stays near the accumulator's size.
     * CUDA, accumulation in the weight's dtype (lean): the size of the hidden states
       ``N x H`` (Liger Kernel's rule; 256 rows at 8192 x 4096 -> 128256).
-    * CPU and other devices: :data:`CPU_CHUNK_BYTES` (the cache-sized chunk).
+    * CPU and other devices: :data:`CPU_CHUNK_BYTES` (a few large chunks, as measured).
 
     Every budget is capped at a quarter of the free memory (``torch.cuda.mem_get_info``, or
     ``MemAvailable`` on the host). The rows are then balanced over the chunks that budget
