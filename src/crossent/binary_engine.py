@@ -42,7 +42,7 @@ from torch import Tensor
 from crossent import _checks, config
 from crossent._checks import fail
 from crossent._memory import empty_like_for_gradient
-from crossent.engine import compute_dtype, run
+from crossent.engine import compute_dtype, run, weighted
 from crossent.terms import Term
 
 # Elements per block of rows (bounds float32 temporaries).
@@ -97,7 +97,7 @@ class _BinaryProblem:
         if self.term.vanishes_where_target_zero:
             f1 = torch.where(y == 0, torch.zeros_like(f1), f1)
             f0 = torch.where(y == 1, torch.zeros_like(f0), f0)
-        loss = _weighted(a1, f1) + _weighted(a0, f0)
+        loss = weighted(a1, f1) + weighted(a0, f0)
         if not want_grad:
             return loss, None
         g1, g0 = self.term.grad(s1, y), self.term.grad(s0, 1 - y)
@@ -105,7 +105,7 @@ class _BinaryProblem:
             g1 = torch.where(y == 0, torch.zeros_like(g1), g1)
             g0 = torch.where(y == 1, torch.zeros_like(g0), g0)
         # dl/dz = a1 G(s1, y) e^{s0} - a0 G(s0, 1-y) e^{s1},  e^{s0} = sigmoid(-z)
-        grad = _weighted(a1, g1) * torch.exp(s0) - _weighted(a0, g0) * torch.exp(s1)
+        grad = weighted(a1, g1) * torch.exp(s0) - weighted(a0, g0) * torch.exp(s1)
         return loss, grad
 
     def _hard_block(
@@ -118,7 +118,7 @@ class _BinaryProblem:
         a = a0 if a0 is a1 else torch.lerp(a0.broadcast_to(y.shape), a1, y)
         one = torch.ones((), dtype=x.dtype, device=x.device)
         f = self.term.value(s, one)
-        loss = _weighted(a, f) if self._factors_may_vanish() else f * a
+        loss = weighted(a, f) if self._factors_may_vanish() else f * a
         if not want_grad:
             return loss, None
         g = self.term.grad(s, one)
@@ -129,7 +129,7 @@ class _BinaryProblem:
         cdt = compute_dtype(z.dtype)
         # Per-element losses are kept only for reduction="none"; otherwise summed per block.
         keep = self.reduction == "none"
-        losses = torch.empty(z.shape if keep else (0,), dtype=cdt, device=z.device)
+        losses = torch.empty(z.shape, dtype=cdt, device=z.device) if keep else None
         total = torch.zeros((), dtype=cdt, device=z.device)
         grad = (z if self.inplace_backward else empty_like_for_gradient(z)) if want_grad else None
         scale = 1.0 / z.numel() if (self.reduction == "mean" and z.numel()) else 1.0
@@ -138,13 +138,13 @@ class _BinaryProblem:
         for r0 in range(0, n, rows):
             block = slice(r0, r0 + rows) if z.dim() else slice(None)
             loss, g = self._block(z, block, want_grad)
-            if keep:
+            if losses is not None:
                 losses[block] = loss
             else:
                 total += loss.sum()
             if g is not None:
                 torch.mul(g, scale, out=grad[block])
-        return (losses if keep else self._reduce_total(total, z.numel())), grad
+        return (losses if losses is not None else self._reduce_total(total, z.numel())), grad
 
     def differentiable(self, z: Tensor) -> Tensor:
         general = dataclasses.replace(self, hard_labels_allowed=False)  # graph-safe ops
@@ -169,11 +169,6 @@ def _is_hard(y: Tensor) -> bool:
         return False
     low, high = torch.aminmax(torch.addcmul(y, y, y, value=-1))
     return bool((low == 0) & (high == 0))
-
-
-def _weighted(a: Tensor, f: Tensor) -> Tensor:
-    """``a * f`` with 0 where ``a == 0`` even if ``f`` is inf."""
-    return torch.where(a == 0, torch.zeros_like(f), a * f)
 
 
 def _check_broadcast(name: str, value: Tensor | None, shape: torch.Size) -> Tensor | None:

@@ -123,8 +123,8 @@ def _row_stats(x: Tensor, out: Tensor | None, t: Tensor | None = None) -> _RowSt
     empty = d == 0
     d_safe = torch.where(empty, torch.ones_like(d), d)
     log_d = torch.log(d_safe)
-    lse = torch.where(empty, torch.full_like(d, -math.inf), m + log_d)
-    lse_safe = torch.where(empty, torch.zeros_like(lse), lse)
+    lse_safe = m + log_d  # a fully masked row has m = 0 and d_safe = 1 here: 0
+    lse = torch.where(empty, torch.full_like(d, -math.inf), lse_safe)
     s_t = None if z_t is None else (z_t - m) - log_d
     return _RowStats(e, d_safe, lse, lse_safe, s_t)
 
@@ -184,13 +184,13 @@ def _fast_chunk(
     stats = _chunk_stats(x, t, out)
     one = torch.ones((), dtype=x.dtype, device=x.device)
     # Zero-weight and ignored elements contribute 0 even where F is inf (masked target).
-    loss = _target_part(ew, opts.term.value(stats.s_t, one))
+    loss = weighted(ew, opts.term.value(stats.s_t, one))
     if opts.z_loss:
         z_term = opts.z_loss * stats.lse**2
         loss = loss + torch.where(ew == 0, torch.zeros_like(z_term), z_term)
     if out is None:
         return loss.squeeze(1), None
-    wg_t = _target_part(ew, opts.term.grad(stats.s_t, one)) * scale
+    wg_t = weighted(ew, opts.term.grad(stats.s_t, one)) * scale
     coef = -wg_t
     if opts.z_loss:
         valid = (ew != 0).to(x.dtype)
@@ -225,13 +225,13 @@ def _linear_chunk(
     else:
         parts = _term_parts(x, t, opts.term, mult, out)
     stats = parts.stats
-    loss = off * parts.row_f + _target_part(ew, (on - off) * parts.f_t)
+    loss = off * parts.row_f + weighted(ew, (on - off) * parts.f_t)
     if opts.z_loss:
         loss = loss + opts.z_loss * stats.lse**2
     loss = torch.where(valid, loss, torch.zeros_like(loss))
     if out is None:
         return loss.squeeze(1), None
-    g_t = _target_part(ew, (on - off) * parts.g_t)
+    g_t = weighted(ew, (on - off) * parts.g_t)
     big_s = off * parts.row_g + g_t
     if opts.z_loss:
         big_s = big_s - 2 * opts.z_loss * stats.lse_safe
@@ -240,17 +240,18 @@ def _linear_chunk(
     grad = stats.e.mul_(-big_s * vs / stats.d_safe)
     if parts.mg is None:  # m_j g_j = c (a constant)
         grad.add_(vs * (off * parts.g_t))
-    elif parts.mg.shape[0] == 1:  # m_j g_j = c m_j (one vector for every row)
-        grad.addcmul_(vs, parts.mg, value=off)
-    else:
-        grad.addcmul_(parts.mg, off * vs)
+    else:  # (R, K, Dc), or (1, K, Dc) broadcast over the rows
+        grad.addcmul_(parts.mg, vs, value=off)
     grad.scatter_add_(1, t, g_t * vs)
     return loss.squeeze(1), grad
 
 
-def _target_part(ew: Tensor, value: Tensor) -> Tensor:
-    """``ew * value``, 0 where the element weight is 0 (ignored, or ``F`` infinite there)."""
-    return torch.where(ew == 0, torch.zeros_like(value), ew * value)
+def weighted(a: Tensor, value: Tensor) -> Tensor:
+    """``a * value`` with 0 where ``a == 0`` even if ``value`` is inf (no ``0 * inf = NaN``).
+
+    Used for element weights (0 where ignored) and the binary engine's factors.
+    """
+    return torch.where(a == 0, torch.zeros_like(value), a * value)
 
 
 @dataclass
