@@ -181,3 +181,22 @@ def test_softmax_and_log_sum_exp_routes_agree(term):
     torch.testing.assert_close(out[False][0][~keep], out[True][0][~keep])
     torch.testing.assert_close(out[False][1], out[True][1])
     assert torch.isfinite(out[False][1]).all()
+
+
+@pytest.mark.parametrize("eps", [0.0, 0.1])
+def test_z_loss_is_unweighted_and_skips_only_ignored(eps):
+    # A class weight of 0 removes the cross-entropy term, not the z-loss: the same rule on the
+    # one-hot fast path (eps = 0) and the smoothed path.
+    x = torch.randn(5, 4, dtype=torch.float64, requires_grad=True)
+    t = torch.tensor([0, 1, -100, 3, 0])
+    w = torch.tensor([0.0, 1.0, 2.0, 0.5], dtype=torch.float64)
+    kw = dict(weight=w, label_smoothing=eps, reduction="none")
+    base = crossent.cross_entropy(x, t, **kw)
+    with_z = crossent.cross_entropy(x, t, z_loss=0.1, **kw)
+    lse = torch.logsumexp(x, 1)
+    expected = base + 0.1 * lse**2 * (t != -100)
+    torch.testing.assert_close(with_z, expected)
+    go = torch.linspace(0.5, 1.5, 5, dtype=torch.float64)
+    (got,) = torch.autograd.grad(with_z, x, go)
+    (want,) = torch.autograd.grad(expected, x, go)
+    torch.testing.assert_close(got, want)

@@ -172,12 +172,20 @@ def _chunk_stats(x: Tensor, t: Tensor, out: Tensor | None) -> _RowStats:
 
 
 def _fast_chunk(
-    x: Tensor, t: Tensor, ew: Tensor, scale: Tensor, opts: EngineOptions, out: Tensor | None
+    x: Tensor,
+    t: Tensor,
+    ew: Tensor,
+    valid: Tensor,
+    scale: Tensor,
+    opts: EngineOptions,
+    out: Tensor | None,
 ) -> tuple[Tensor, Tensor | None]:
     """Loss ``(R, Dc)`` and, if ``out`` is given, the gradient of a one-hot chunk.
 
     ``t`` are target indices ``(R, 1, Dc)``, ``ew`` the per-element weights ``w_t`` (0 where
-    ignored) ``(R, 1, Dc)``, ``scale`` the reduction's factor (1/denominator for mean, 0-dim).
+    ignored) ``(R, 1, Dc)``, ``valid`` ``False`` where ignored (the z-loss is unweighted: it
+    applies to every element that is not ignored, whatever its class weight), ``scale`` the
+    reduction's factor (1/denominator for mean, 0-dim).
     With ``q = softmax(z)`` the gradient is ``dl/dz_j = q_j c + [j = t] w_t G_t`` with one
     coefficient ``c = 2 lam lse - w_t G_t`` per row.
     """
@@ -187,14 +195,13 @@ def _fast_chunk(
     loss = weighted(ew, opts.term.value(stats.s_t, one))
     if opts.z_loss:
         z_term = opts.z_loss * stats.lse**2
-        loss = loss + torch.where(ew == 0, torch.zeros_like(z_term), z_term)
+        loss = loss + torch.where(valid, z_term, torch.zeros_like(z_term))
     if out is None:
         return loss.squeeze(1), None
     wg_t = weighted(ew, opts.term.grad(stats.s_t, one)) * scale
     coef = -wg_t
     if opts.z_loss:
-        valid = (ew != 0).to(x.dtype)
-        coef = coef + 2 * opts.z_loss * stats.lse_safe * scale * valid
+        coef = coef + 2 * opts.z_loss * stats.lse_safe * scale * valid.to(x.dtype)
     grad = stats.e.mul_(coef / stats.d_safe)
     grad.scatter_add_(1, t, wg_t)
     return loss.squeeze(1), grad
@@ -402,7 +409,7 @@ def forward_pass(
         if fast:
             if want_grad and out is None:
                 out = torch.empty_like(x)
-            loss, g = _fast_chunk(x, t, ew, scale, opts, out if want_grad else None)
+            loss, g = _fast_chunk(x, t, ew, valid, scale, opts, out if want_grad else None)
         elif linear:
             if want_grad and out is None:
                 out = torch.empty_like(x)

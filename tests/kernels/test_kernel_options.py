@@ -131,3 +131,13 @@ def test_double_backward_raises_a_clear_error():
         loss = crossent.cross_entropy(z, torch.tensor([0, 1, 2], device=DEVICE))
     with pytest.raises(RuntimeError, match="double backward"):
         torch.autograd.grad(loss, z, create_graph=True)
+
+
+@pytest.mark.parametrize("eps", [0.0, 0.1])
+def test_z_loss_applies_to_zero_weight_classes(eps, layout):
+    z, t = torch.randn(5, 9), torch.tensor([1, 2, 1, -100, 4])
+    weight = torch.ones(9)
+    weight[1] = 0
+    kw = {"weight": weight, "z_loss": 0.1, "label_smoothing": eps, "reduction": "none"}
+    loss, _ = assert_matches(z, t, CE, **kw)
+    assert loss[0] > 0 and loss[3] == 0  # class weight 0: z-loss only; ignored: nothing

@@ -48,6 +48,7 @@ def fast_row(
     z_t: tl.tensor,
     lse: tl.tensor,
     ew: tl.tensor,
+    valid: tl.tensor,
     sc: tl.tensor,
     zl: tl.tensor,
     a0: tl.tensor,
@@ -58,7 +59,8 @@ def fast_row(
 ) -> tuple[tl.tensor, tl.tensor, tl.tensor]:
     """One-hot fast path: ``(loss, c, g_t)``, the gradient ``q_j c`` off the target, ``g_t`` on it.
 
-    ``ew = w_t`` (0 where ignored), ``sc`` the gradient factor.
+    ``ew = w_t`` (0 where ignored), ``valid`` false where ignored (the z-loss applies to every
+    element that is not ignored, whatever its class weight), ``sc`` the gradient factor.
     """
     lse_safe = tl.where(lse == _NEG_INF, 0.0, lse)
     s_t = z_t - lse_safe
@@ -69,8 +71,8 @@ def fast_row(
     wg = tl.where(on, ew * g_t, 0.0) * sc
     zc = tl.zeros_like(wg)
     if HAS_ZLOSS:
-        loss += tl.where(on, zl * lse * lse, 0.0)
-        zc = tl.where(on, 2.0 * zl * lse_safe * sc, 0.0)
+        loss += tl.where(valid, zl * lse * lse, 0.0)
+        zc = tl.where(valid, 2.0 * zl * lse_safe * sc, 0.0)
     # dl/dz_j = q_j (zc - w_t G_t) + [j = t] w_t G_t ; at t: w_t G_t (1 - q_t) + q_t zc
     gt = wg * one_minus_exp(s_t) + q_t * zc
     return loss, zc - wg, gt

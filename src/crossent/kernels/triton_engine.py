@@ -128,7 +128,9 @@ def _on_chip_tile(
     if PATH == 0:
         ew = tl.load(ew_ptr + rows, mask=rmask, other=0.0)
         z_t = tl.load(z_ptr + zoff + tl.maximum(t, 0) * s_zk, mask=rmask, other=0.0)
-        loss, coef, gt = fast_row(z_t.to(tl.float32), lse, ew, sc, zl, a0, a1, a2, TERM, HAS_ZLOSS)
+        loss, coef, gt = fast_row(
+            z_t.to(tl.float32), lse, ew, valid, sc, zl, a0, a1, a2, TERM, HAS_ZLOSS
+        )
         q = tl.exp(x - lse_safe[:, None])
         grad = tl.where(cols[None, :] == t[:, None], gt[:, None], q * coef[:, None])
         srow = tl.zeros_like(lse)
@@ -237,7 +239,9 @@ def _stream_tile(
     if PATH == 0:
         ew = tl.load(ew_ptr + rows, mask=rmask, other=0.0)
         z_t = tl.load(z_ptr + zoff + tl.maximum(t, 0) * s_zk, mask=rmask, other=0.0)
-        loss, coef, gt = fast_row(z_t.to(tl.float32), lse, ew, sc, zl, a0, a1, a2, TERM, HAS_ZLOSS)
+        loss, coef, gt = fast_row(
+            z_t.to(tl.float32), lse, ew, valid, sc, zl, a0, a1, a2, TERM, HAS_ZLOSS
+        )
         srow = tl.zeros_like(lse)
     if MODE != _GRAD:
         tl.store(loss_ptr + rows, loss, mask=rmask)
