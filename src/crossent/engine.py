@@ -380,14 +380,13 @@ def _term_parts(
     stats = _chunk_stats(x, t, out if separate else None)
     s = x - stats.lse_safe
     one = torch.ones((), dtype=x.dtype, device=x.device)
-    f = term.value(s, one)
+    f, g = term.value_and_grad(s, one) if out is not None else (term.value(s, one), None)
     f_t = f.gather(1, t)
     row_f = (f * mult if mult is not None else f).sum(dim=1, keepdim=True)
     del f
-    if out is None:
+    if g is None:
         zero = torch.zeros((), dtype=x.dtype, device=x.device)
         return _LinearParts(stats, row_f, f_t, zero, zero, None)
-    g = term.grad(s, one)
     g_t = g.gather(1, t)
     mg = g * mult if mult is not None else g
     return _LinearParts(stats, row_f, f_t, mg.sum(dim=1, keepdim=True), g_t, mg)

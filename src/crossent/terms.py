@@ -53,6 +53,10 @@ class Term:
         """``G(s, P) = dF/ds``, elementwise."""
         raise NotImplementedError
 
+    def value_and_grad(self, s: Tensor, p: Tensor) -> tuple[Tensor, Tensor]:
+        """``(F(s, P), G(s, P))``; a term overrides it where both share costly pieces."""
+        return self.value(s, p), self.grad(s, p)
+
     def kernel_params(self) -> tuple[float, ...]:
         """Runtime scalars the GPU kernel needs for this term (hyper-parameters)."""
         return ()
@@ -158,6 +162,19 @@ class FocalTerm(Term):
         one_minus_q = -torch.expm1(s)
         bracket = 1 - g * torch.exp(s) * s / one_minus_q.clamp(min=tiny)
         return -p * one_minus_q.pow(g) * bracket
+
+    def value_and_grad(self, s: Tensor, p: Tensor) -> tuple[Tensor, Tensor]:
+        """``F`` and ``G`` sharing ``1 - q`` and ``(1 - q)^g`` (one ``expm1``, one ``pow``)."""
+        if not _no_graph(s, p):
+            return self.value(s, p), self.grad(s, p)
+        g = self._gamma(s)
+        sc = s.clamp(min=_S_FLOOR)  # (1 - q) is 1 below the floor as it is at s = -inf
+        one_minus_q = torch.expm1(sc).neg_()
+        power = one_minus_q.pow(g)
+        value = torch.mul(power, s).mul_(-p)
+        tiny = torch.finfo(s.dtype).tiny
+        bracket = torch.exp(sc).mul_(sc).div_(one_minus_q.clamp_(min=tiny)).mul_(-g).add_(1)
+        return value, power.mul_(bracket).mul_(-p)
 
     def kernel_params(self) -> tuple[float, ...]:
         """``(gamma,)``."""

@@ -129,3 +129,17 @@ def test_masked_class_terms_are_finite():
     for term in DISTILL:
         st = torch.log(torch.tensor([0.0, 0.5]))
         assert bool((term.value(st, t) == 0).all()) and torch.isfinite(term.grad(st, t)).all()
+
+
+@pytest.mark.parametrize("term", TERMS + DISTILL, ids=repr)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_value_and_grad_equals_value_and_grad_apart(term, dtype):
+    s, p = _points()
+    edges = torch.tensor([0.0, -1e-30, -1e-6, -30.0, -1e4, -2e4, -math.inf], dtype=torch.float64)
+    s, p = torch.cat([s, edges]).to(dtype), torch.cat([p, torch.ones(7, dtype=torch.float64)])
+    p = p.to(dtype)
+    if term in DISTILL:
+        p = torch.log_softmax(torch.randn(s.numel(), dtype=dtype), 0)
+    value, grad = term.value_and_grad(s, p)
+    assert torch.equal(value, term.value(s, p))
+    assert torch.equal(grad, term.grad(s, p))
