@@ -8,7 +8,8 @@ allocates and frees ~1.5 GiB (as the benchmark's other side does), and ``--pause
 (the interleaved benchmark's spacing), one ``fill_`` of a 500 MiB float32 buffer that is
 
 * ``fresh``: ``torch.empty_like`` (4 KiB pages),
-* ``fresh_huge``: :func:`crossent._memory.empty_like_for_gradient` (huge-page advice),
+* ``fresh_huge``: ``torch.empty_like`` advised ``MADV_HUGEPAGE`` before the first touch
+  (what crossent did until 2026-11-23; it now allocates as PyTorch does),
 * ``reused``: allocated once before the loop (the cost of the writes alone).
 
 ``fresh - reused`` is what the kernel (and, in a VM, the hypervisor) spends handing out new
@@ -19,6 +20,7 @@ pages; it is paid by every fresh allocation, PyTorch's included. Float32, 2 thre
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import statistics
 import sys
@@ -30,7 +32,21 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _measure  # noqa: E402
-from crossent._memory import empty_like_for_gradient  # noqa: E402
+
+_HUGE = 2 << 20
+_MADV_HUGEPAGE = 14
+
+
+def empty_advised_huge(like: torch.Tensor) -> torch.Tensor:
+    """``torch.empty_like(like)`` with its whole 2 MiB pages advised ``MADV_HUGEPAGE``."""
+    out = torch.empty_like(like)
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    start = -(-out.data_ptr() // _HUGE) * _HUGE
+    end = (out.data_ptr() + out.numel() * out.element_size()) // _HUGE * _HUGE
+    if end > start:
+        libc.madvise(start, end - start, _MADV_HUGEPAGE)
+    return out
 
 
 def main() -> None:
@@ -45,7 +61,7 @@ def main() -> None:
     reused = torch.empty_like(base).fill_(0.0)
     makers = {
         "fresh": lambda: torch.empty_like(base),
-        "fresh_huge": lambda: empty_like_for_gradient(base.detach()),
+        "fresh_huge": lambda: empty_advised_huge(base.detach()),
         "reused": lambda: reused,
     }
     times: dict[str, list[float]] = {name: [] for name in makers}

@@ -41,7 +41,6 @@ from torch import Tensor
 
 from crossent import _checks, config
 from crossent._checks import fail
-from crossent._memory import empty_like_for_gradient
 from crossent.engine import compute_dtype, run, weighted
 from crossent.terms import Term
 
@@ -131,7 +130,11 @@ class _BinaryProblem:
         keep = self.reduction == "none"
         losses = torch.empty(z.shape, dtype=cdt, device=z.device) if keep else None
         total = torch.zeros((), dtype=cdt, device=z.device)
-        grad = (z if self.inplace_backward else empty_like_for_gradient(z)) if want_grad else None
+        grad = None
+        if want_grad and self.inplace_backward:
+            grad = z
+        elif want_grad:
+            grad = torch.empty_like(z, memory_format=torch.contiguous_format)
         scale = 1.0 / z.numel() if (self.reduction == "mean" and z.numel()) else 1.0
         rows = max(1, BLOCK_ELEMENTS // max(1, z[0].numel())) if z.dim() else 1
         n = z.shape[0] if z.dim() else 1

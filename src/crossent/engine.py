@@ -47,7 +47,6 @@ from torch import Tensor
 
 from crossent import _checks, kernels
 from crossent._autograd import EngineFunction, Problem, compute_dtype
-from crossent._memory import empty_like_for_gradient
 from crossent._targets import (
     Targets,
     check_input,
@@ -454,7 +453,8 @@ def forward_pass(
     cdt = compute_dtype(z.dtype)
     grad = None
     if want_grad:
-        grad = z if opts.inplace_backward else empty_like_for_gradient(z)
+        # A fresh buffer from PyTorch's allocator: THP_MEM_ALLOC_ENABLE=1 gives it huge pages.
+        grad = z if opts.inplace_backward else torch.empty_like(z)
     scale = _reduction_scale(targets, opts.reduction, cdt)
     if grad is not None and opts.softmax_rows(z, targets):
         losses = _fast_softmax_rows(z.squeeze(2), targets, scale, opts, grad.squeeze(2))
