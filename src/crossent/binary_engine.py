@@ -116,11 +116,10 @@ class _BinaryProblem:
         s = F.logsigmoid(u)
         a = a0 if a0 is a1 else torch.lerp(a0.broadcast_to(y.shape), a1, y)
         one = torch.ones((), dtype=x.dtype, device=x.device)
-        if not want_grad:
-            f = self.term.value(s, one)
-            return (weighted(a, f) if self._factors_may_vanish() else f * a), None
-        f, g = self.term.value_and_grad(s, one)
+        f, g = self.term.value_and_grad(s, one) if want_grad else (self.term.value(s, one), None)
         loss = weighted(a, f) if self._factors_may_vanish() else f * a
+        if g is None:
+            return loss, None
         # sigma(-u) = 1 - sigma(u): the probability of the other label
         return loss, (g * a).mul_(torch.sigmoid(u.neg_())).mul_(sign)  # g may be a broadcast
 

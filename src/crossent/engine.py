@@ -150,6 +150,18 @@ def _row_stats(x: Tensor, out: Tensor | None, t: Tensor | None = None) -> _RowSt
 _MIN_TARGET_PROB = 1e-30
 
 
+def _imprecise_rows(q_t: Tensor) -> Tensor | None:
+    """Rows whose ``log q_t`` must be recomputed from log-sum-exp, or ``None`` if there are none.
+
+    ``q_t`` is ``(R, 1)``; a row qualifies where ``q_t`` is below :data:`_MIN_TARGET_PROB` or
+    NaN (a fully masked row).
+    """
+    bad = ~(q_t >= _MIN_TARGET_PROB)
+    if not bool(bad.any()):
+        return None
+    return bad.squeeze(1).nonzero().squeeze(1)
+
+
 def _softmax_stats(x: Tensor, t: Tensor, out: Tensor) -> _RowStats:
     """Statistics of an ``(R, K)`` chunk from PyTorch's fused softmax, ``q`` into ``out``.
 
@@ -163,9 +175,8 @@ def _softmax_stats(x: Tensor, t: Tensor, out: Tensor) -> _RowStats:
     s_t = torch.log(q_t)
     lse = x.gather(1, t) - s_t
     lse_safe = lse
-    bad = ~(q_t >= _MIN_TARGET_PROB)  # also NaN (a fully masked row)
-    if bool(bad.any()):
-        rows = bad.squeeze(1).nonzero().squeeze(1)
+    rows = _imprecise_rows(q_t)
+    if rows is not None:
         exact = _row_stats(x.index_select(0, rows), None, t.index_select(0, rows))
         q.index_copy_(0, rows, exact.e.div_(exact.d_safe))
         s_t.index_copy_(0, rows, exact.s_t)
@@ -248,6 +259,8 @@ def _fast_softmax_rows(
     # w_t G_t times the reduction's factor: known now for an affine term, else per chunk.
     wg_t = weighted(ew, term.affine_slope * one) * scale if known else torch.empty_like(z_t)
     coef = -wg_t if known else None
+    # d(lam lse^2)/dz_j = 2 lam lse q_j for every element that is not ignored
+    z_coef = 2 * opts.z_loss * scale * valid.to(z.dtype) if opts.z_loss else None
     rows = max(1, CHUNK_ELEMENTS // max(k, 1))
     for r0 in range(0, n, rows):
         r = slice(r0, min(n, r0 + rows))
@@ -259,17 +272,16 @@ def _fast_softmax_rows(
         s_t = torch.log(q_t[r])
         wg = torch.mul(weighted(ew[r], term.grad(s_t, one)), scale, out=wg_t[r])
         c = -wg
-        if opts.z_loss:  # lse = z_t - s_t
-            c = c + 2 * opts.z_loss * (z_t[r] - s_t) * scale * valid[r].to(z.dtype)
+        if z_coef is not None:  # lse = z_t - s_t
+            c = c + z_coef[r] * (z_t[r] - s_t)
         q.mul_(c)
     grad.scatter_add_(1, t, wg_t)
     s_t = torch.log(q_t)
     loss = weighted(ew, term.value(s_t, one))
     if opts.z_loss:
         loss = loss + torch.where(valid, opts.z_loss * (z_t - s_t) ** 2, torch.zeros_like(loss))
-    bad = ~(q_t >= _MIN_TARGET_PROB)  # also NaN (a fully masked row)
-    if bool(bad.any()):
-        idx = bad.squeeze(1).nonzero().squeeze(1)
+    idx = _imprecise_rows(q_t)
+    if idx is not None:
         x = z.index_select(0, idx)  # a copy: recomputed in place by the four-pass route
         exact, g = _fast_chunk(x, t[idx], ew[idx], valid[idx], scale, opts, x)
         grad.index_copy_(0, idx, g)

@@ -153,14 +153,11 @@ class FocalTerm(Term):
         """
         g = self._gamma(s)
         s = s.clamp(min=_S_FLOOR)  # e^s = 0 below: keeps e^s * s finite at s = -inf
-        tiny = torch.finfo(s.dtype).tiny
         if _no_graph(s, p):  # the same, in place on fresh tensors (the engine's forward pass)
-            one_minus_q = torch.expm1(s).neg_()
-            # 1 - g q r(s) = 1 - g e^s s / (1 - e^s)
-            bracket = torch.exp(s).mul_(s).div_(one_minus_q.clamp(min=tiny)).mul_(-g).add_(1)
+            one_minus_q, bracket = _focal_pieces(s, g)
             return one_minus_q.pow_(g).mul_(bracket).mul_(-p)
         one_minus_q = -torch.expm1(s)
-        bracket = 1 - g * torch.exp(s) * s / one_minus_q.clamp(min=tiny)
+        bracket = 1 - g * torch.exp(s) * s / one_minus_q.clamp(min=torch.finfo(s.dtype).tiny)
         return -p * one_minus_q.pow(g) * bracket
 
     def value_and_grad(self, s: Tensor, p: Tensor) -> tuple[Tensor, Tensor]:
@@ -168,17 +165,27 @@ class FocalTerm(Term):
         if not _no_graph(s, p):
             return self.value(s, p), self.grad(s, p)
         g = self._gamma(s)
-        sc = s.clamp(min=_S_FLOOR)  # (1 - q) is 1 below the floor as it is at s = -inf
-        one_minus_q = torch.expm1(sc).neg_()
-        power = one_minus_q.pow(g)
+        # (1 - q) is 1 below the floor as it is at s = -inf, so F keeps the unclamped s
+        one_minus_q, bracket = _focal_pieces(s.clamp(min=_S_FLOOR), g)
+        power = one_minus_q.pow_(g)
         value = torch.mul(power, s).mul_(-p)
-        tiny = torch.finfo(s.dtype).tiny
-        bracket = torch.exp(sc).mul_(sc).div_(one_minus_q.clamp_(min=tiny)).mul_(-g).add_(1)
         return value, power.mul_(bracket).mul_(-p)
 
     def kernel_params(self) -> tuple[float, ...]:
         """``(gamma,)``."""
         return (self.gamma,)
+
+
+def _focal_pieces(s: Tensor, g: Tensor | float) -> tuple[Tensor, Tensor]:
+    """``1 - e^s`` and ``1 - g q r(s) = 1 - g e^s s / (1 - e^s)`` as fresh tensors.
+
+    ``s`` is already clamped at :data:`_S_FLOOR`; ``1 - e^s`` is ``-expm1(s)``, and the
+    division uses ``max(1 - e^s, tiny)`` (see :meth:`FocalTerm.grad`).
+    """
+    one_minus_q = torch.expm1(s).neg_()
+    tiny = torch.finfo(s.dtype).tiny
+    bracket = torch.exp(s).mul_(s).div_(one_minus_q.clamp(min=tiny)).mul_(-g).add_(1)
+    return one_minus_q, bracket
 
 
 class FLSD53FocalTerm(FocalTerm):
