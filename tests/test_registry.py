@@ -63,6 +63,19 @@ def test_every_name_builds_with_defaults_and_computes(name):
     assert z.grad is not None and torch.isfinite(z.grad).all()
 
 
+@pytest.mark.parametrize("name", REQUIRED)
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_an_empty_batch_gives_zero_and_an_empty_gradient(name, reduction):
+    # PyTorch gives NaN for the mean of nothing; crossent gives 0 (as for an all-ignored batch).
+    args, z = _inputs(loss_kind(name))
+    empty = tuple(a[:0].detach() for a in args)
+    z0 = empty[0].requires_grad_() if loss_kind(name) != "log_probs" else z[:0]
+    out = get_loss(name, reduction=reduction)(z0, *empty[1:])
+    assert torch.count_nonzero(out) == 0 and torch.isfinite(out).all()
+    (grad,) = torch.autograd.grad(out.sum(), z0 if z0.requires_grad else z, allow_unused=True)
+    assert grad is None or torch.count_nonzero(grad) == 0
+
+
 @pytest.mark.parametrize("name", available_losses(include_aliases=True))
 def test_every_alias_builds(name):
     args, _ = _inputs(loss_kind(name))

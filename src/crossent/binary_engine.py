@@ -33,6 +33,7 @@ holds.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 import torch
@@ -135,7 +136,7 @@ class _BinaryProblem:
         elif want_grad:
             grad = torch.empty_like(z, memory_format=torch.contiguous_format)
         scale = 1.0 / z.numel() if (self.reduction == "mean" and z.numel()) else 1.0
-        rows = max(1, BLOCK_ELEMENTS // max(1, z[0].numel())) if z.dim() else 1
+        rows = max(1, BLOCK_ELEMENTS // max(1, math.prod(z.shape[1:]))) if z.dim() else 1
         n = z.shape[0] if z.dim() else 1
         for r0 in range(0, n, rows):
             block = slice(r0, r0 + rows) if z.dim() else slice(None)

@@ -22,6 +22,7 @@ Computed on the whole tensor at once (logits-sized temporaries), not in chunks.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -105,7 +106,7 @@ class NormalizedProblem:
         return reduce_losses(self._parts(z).loss, self.targets, self.reduction)
 
     def none_factor(self, grad_output: Tensor, grad: Tensor) -> Tensor:
-        return grad_output.reshape(grad.shape[0], 1, -1)
+        return grad_output.reshape(grad.shape[0], 1, grad.shape[2])
 
 
 def normalized_loss(
@@ -129,7 +130,8 @@ def normalized_loss(
     warn_if_probabilities(input)
     targets = prepare_targets(input, target, None, None, ignore_index, 0.0, "uniform")
     problem = NormalizedProblem(targets, term, reduction)
-    loss = run(problem, input.contiguous().reshape(n, k, -1), targets.probs)
+    z = input.contiguous().reshape(n, k, math.prod(input.shape[2:]))
+    loss = run(problem, z, targets.probs)
     if reduction == "none":
         loss = loss.reshape(n, *input.shape[2:])
         if unbatched:

@@ -2,6 +2,8 @@ r"""Negative log-likelihood of log-probabilities, drop-in for PyTorch's ``nll_lo
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -76,7 +78,7 @@ def nll_loss(
     n, k = input.shape[0], input.shape[1]
     weight = _checks.check_class_weight(weight, k)
     targets = prepare_targets(input, target, weight, None, ignore_index, 0.0, "uniform")
-    x = input.reshape(n, k, -1)
+    x = input.reshape(n, k, math.prod(input.shape[2:]))
     picked = x.gather(1, targets.index.unsqueeze(1)).squeeze(1).to(compute_dtype(input.dtype))
     ew = targets.elem_weight.to(picked.dtype)
     # Ignored and zero-weight elements give 0 even where the input is -inf.
