@@ -182,8 +182,12 @@ def tversky_loss(
     """
     check_tversky_args(alpha, beta)
     check_overlap_args(mode, smooth, per_image, reduction)
-    ones = _tversky_complement(input, target, alpha, beta, mode, smooth, per_image, ignore_index)
-    return _reduce(ones, reduction)
+    counts = tversky_statistics(
+        input, target, mode=mode, per_image=per_image, ignore_index=ignore_index
+    )
+    return tversky_from_statistics(
+        counts, alpha=alpha, beta=beta, smooth=smooth, reduction=reduction
+    )
 
 
 def focal_tversky_loss(
@@ -244,8 +248,12 @@ def focal_tversky_loss(
     check_tversky_args(alpha, beta)
     gamma = _checks.check_real("gamma", gamma, low=0.0)
     check_overlap_args(mode, smooth, per_image, reduction)
-    ones = _tversky_complement(input, target, alpha, beta, mode, smooth, per_image, ignore_index)
-    return _reduce(_safe_pow(ones, gamma), reduction)
+    counts = tversky_statistics(
+        input, target, mode=mode, per_image=per_image, ignore_index=ignore_index
+    )
+    return tversky_from_statistics(
+        counts, alpha=alpha, beta=beta, smooth=smooth, reduction=reduction, gamma=gamma
+    )
 
 
 def unified_focal_loss(
@@ -338,10 +346,73 @@ def unified_focal_loss(
     """
     check_unified_args(weight, delta, gamma, asymmetric)
     check_overlap_args(mode, smooth, per_image, reduction)
+    stats = unified_statistics(
+        input,
+        target,
+        delta=delta,
+        gamma=gamma,
+        asymmetric=asymmetric,
+        mode=mode,
+        per_image=per_image,
+        ignore_index=ignore_index,
+    )
+    return unified_from_statistics(
+        stats,
+        weight=weight,
+        delta=delta,
+        gamma=gamma,
+        asymmetric=asymmetric,
+        smooth=smooth,
+        reduction=reduction,
+    )
+
+
+# Statistics and the losses formed from them. With per_image=False the statistics are sums
+# over the images and pixels of the batch, so those of two batches add up to those of their
+# union: the fused linear layer (crossent.linear_loss) sums them over chunks of rows.
+
+
+def tversky_statistics(
+    input: Tensor, target: Tensor, *, mode: str, per_image: bool, ignore_index: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    """``(TP, FP, FN)`` per problem and class: ``(L, K)``, or ``(N, L, K)`` with ``per_image``."""
+    sets = prepare(input, target, mode, ignore_index, background=False)
+    return _set_counts(sets, -torch.expm1(sets.logp), (3,) if per_image else (0, 3))
+
+
+def tversky_from_statistics(
+    counts: tuple[Tensor, Tensor, Tensor],
+    *,
+    alpha: float,
+    beta: float,
+    smooth: float,
+    reduction: str,
+    gamma: float | None = None,
+) -> Tensor:
+    """``1 - TI_c`` (or ``(1 - TI_c)^gamma``) per class, flattened over problems, reduced."""
+    ones = _complement(counts, alpha, beta, smooth).flatten(-2)
+    return _reduce(ones if gamma is None else _safe_pow(ones, gamma), reduction)
+
+
+def unified_statistics(
+    input: Tensor,
+    target: Tensor,
+    *,
+    delta: float,
+    gamma: float,
+    asymmetric: bool,
+    mode: str,
+    per_image: bool,
+    ignore_index: int,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """``(focal sum, valid pixels, TP, FP, FN)`` of the unified focal loss.
+
+    The first two are ``(L,)`` and the counts ``(L, K)`` (two classes, background and
+    foreground, in the sigmoid modes), each with a leading ``N`` with ``per_image``.
+    """
     sets = prepare(input, target, mode, ignore_index, background=True)
     p_rest = -torch.expm1(sets.logp)  # 1 - p = -expm1(log p)
-
-    # Focal part: per pixel -w_c m_c g_c log p_c summed over classes, mean over valid pixels.
+    # Focal part: per pixel -w_c m_c g_c log p_c summed over classes.
     k = sets.logp.shape[2]
     class_w = torch.full((k,), float(delta), dtype=sets.logp.dtype, device=sets.logp.device)
     class_w[0] = 1.0 - delta
@@ -351,53 +422,53 @@ def unified_focal_loss(
     per_pixel = -(class_w.view(1, 1, k, 1) * modulator * sets.g * sets.logp).sum(2)  # (N, L, S)
     pixel_dims = (2,) if per_image else (0, 2)
     count = sets.valid.squeeze(2).expand_as(per_pixel).sum(pixel_dims)
-    focal = per_pixel.sum(pixel_dims) / count.clamp_min(1)
+    counts = _set_counts(sets, p_rest, (3,) if per_image else (0, 3))
+    return (per_pixel.sum(pixel_dims), count, *counts)
 
+
+def unified_from_statistics(
+    stats: tuple[Tensor, Tensor, Tensor, Tensor, Tensor],
+    *,
+    weight: float,
+    delta: float,
+    gamma: float,
+    asymmetric: bool,
+    smooth: float,
+    reduction: str,
+) -> Tensor:
+    """The unified focal loss from :func:`unified_statistics`.
+
+    A scalar for the batch as one set; per image, ``(N,)`` reduced by ``reduction``.
+    """
+    focal_sum, count, *counts = stats
+    focal = focal_sum / count.clamp_min(1)  # mean over valid pixels
     # Focal Tversky part with delta on false negatives, mean over classes.
-    dims = (3,) if per_image else (0, 3)
-    ones = _complement_from_stats(sets, p_rest, 1.0 - delta, delta, smooth, dims)
+    ones = _complement(tuple(counts), 1.0 - delta, delta, smooth)
     enhanced = _safe_pow(ones, 1.0 - gamma)
     if asymmetric:
         enhanced = torch.cat([ones[..., :1], enhanced[..., 1:]], -1)
     tversky = enhanced.mean(-1)
-
     loss = (weight * focal + (1.0 - weight) * tversky).mean(-1)  # mean over problems L
-    return loss if not per_image else _reduce(loss, reduction)
+    return _reduce(loss, reduction)  # the identity on the batch's scalar
 
 
-def _tversky_complement(
-    input: Tensor,
-    target: Tensor,
-    alpha: float,
-    beta: float,
-    mode: str,
-    smooth: float,
-    per_image: bool,
-    ignore_index: int,
-) -> Tensor:
-    """``1 - TI`` per class: ``(C,)``, or ``(N, C)`` with ``per_image``."""
-    sets = prepare(input, target, mode, ignore_index, background=False)
-    dims = (3,) if per_image else (0, 3)
-    ones = _complement_from_stats(sets, -torch.expm1(sets.logp), alpha, beta, smooth, dims)
-    return ones.flatten(-2)
-
-
-def _complement_from_stats(
-    sets: Sets,
-    p_rest: Tensor,
-    alpha: float,
-    beta: float,
-    smooth: float,
-    dims: tuple[int, ...],
-) -> Tensor:
-    """``1 - TI = (alpha FP + beta FN) / (TP + alpha FP + beta FN + s)``, summed over ``dims``.
-
-    ``p_rest`` is ``1 - p``. An empty pair (denominator 0, only possible with ``s = 0``) gives 0.
-    """
+def _set_counts(sets: Sets, p_rest: Tensor, dims: tuple[int, ...]) -> tuple[Tensor, Tensor, Tensor]:
+    """``TP, FP, FN`` summed over ``dims``; ``p_rest`` is ``1 - p``."""
     p = torch.exp(sets.logp) * sets.valid
     tp = (p * sets.g).sum(dims)
     fp = (p * (1.0 - sets.g)).sum(dims)
     fn = (p_rest * sets.g).sum(dims)
+    return tp, fp, fn
+
+
+def _complement(
+    counts: tuple[Tensor, Tensor, Tensor], alpha: float, beta: float, smooth: float
+) -> Tensor:
+    """``1 - TI = (alpha FP + beta FN) / (TP + alpha FP + beta FN + s)``.
+
+    An empty pair (denominator 0, only possible with ``s = 0``) gives 0.
+    """
+    tp, fp, fn = counts
     errors = alpha * fp + beta * fn
     den = tp + errors + smooth
     positive = den > 0

@@ -14,8 +14,12 @@ from crossent._overlap_sets import check_overlap_args, check_tversky_args, check
 from crossent.overlap import (
     dice_loss,
     focal_tversky_loss,
+    tversky_from_statistics,
     tversky_loss,
+    tversky_statistics,
     unified_focal_loss,
+    unified_from_statistics,
+    unified_statistics,
 )
 
 
@@ -41,6 +45,28 @@ class _OverlapLoss(torch.nn.Module):
             "ignore_index": self.ignore_index,
             "reduction": self.reduction,
         }
+
+    def statistics(self, input: Tensor, target: Tensor) -> tuple[Tensor, ...]:
+        """The sums the loss is formed from (the Tversky family: ``TP, FP, FN`` per class).
+
+        With ``per_image=False`` they are sums over the images and pixels of the batch, so the
+        statistics of two batches add up to those of their union (the fused linear layer,
+        :func:`crossent.linear_loss`, sums them over chunks of rows); with ``per_image=True``
+        they have a leading ``N``. ``self(input, target)`` equals
+        ``self.loss_from_statistics(self.statistics(input, target))``.
+        """
+        common = {"mode": self.mode, "per_image": self.per_image, "ignore_index": self.ignore_index}
+        return tversky_statistics(input, target, **common)
+
+    def loss_from_statistics(self, stats: tuple[Tensor, ...]) -> Tensor:
+        """The loss from :meth:`statistics` (reduced as ``reduction`` says)."""
+        return tversky_from_statistics(
+            stats, **self._index_settings(), smooth=self.smooth, reduction=self.reduction
+        )
+
+    def _index_settings(self) -> dict[str, float]:
+        """``alpha``, ``beta`` (and ``gamma``) of the Tversky index; Dice: ``1/2, 1/2``."""
+        return {"alpha": 0.5, "beta": 0.5}
 
     def extra_repr(self) -> str:
         """Settings shown by ``repr``."""
@@ -103,6 +129,9 @@ class TverskyLoss(_OverlapLoss):
         """Compute the loss (see :func:`crossent.overlap.tversky_loss`)."""
         return tversky_loss(input, target, alpha=self.alpha, beta=self.beta, **self._common())
 
+    def _index_settings(self) -> dict[str, float]:
+        return {"alpha": self.alpha, "beta": self.beta}
+
     def _settings(self) -> dict[str, object]:
         return {"alpha": self.alpha, "beta": self.beta, **self._common()}
 
@@ -140,8 +169,11 @@ class FocalTverskyLoss(_OverlapLoss):
             input, target, alpha=self.alpha, beta=self.beta, gamma=self.gamma, **self._common()
         )
 
+    def _index_settings(self) -> dict[str, float]:
+        return {"alpha": self.alpha, "beta": self.beta, "gamma": self.gamma}
+
     def _settings(self) -> dict[str, object]:
-        return {"alpha": self.alpha, "beta": self.beta, "gamma": self.gamma, **self._common()}
+        return {**self._index_settings(), **self._common()}
 
 
 class UnifiedFocalLoss(_OverlapLoss):
@@ -183,6 +215,31 @@ class UnifiedFocalLoss(_OverlapLoss):
             gamma=self.gamma,
             asymmetric=self.asymmetric,
             **self._common(),
+        )
+
+    def statistics(self, input: Tensor, target: Tensor) -> tuple[Tensor, ...]:
+        """Focal sum, valid pixels and ``TP, FP, FN`` (see :meth:`_OverlapLoss.statistics`)."""
+        return unified_statistics(
+            input,
+            target,
+            delta=self.delta,
+            gamma=self.gamma,
+            asymmetric=self.asymmetric,
+            mode=self.mode,
+            per_image=self.per_image,
+            ignore_index=self.ignore_index,
+        )
+
+    def loss_from_statistics(self, stats: tuple[Tensor, ...]) -> Tensor:
+        """The loss from :meth:`statistics` (reduced over images with ``per_image``)."""
+        return unified_from_statistics(
+            stats,  # type: ignore[arg-type]
+            weight=self.weight,
+            delta=self.delta,
+            gamma=self.gamma,
+            asymmetric=self.asymmetric,
+            smooth=self.smooth,
+            reduction=self.reduction,
         )
 
     def _settings(self) -> dict[str, object]:
