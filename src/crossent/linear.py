@@ -2,17 +2,20 @@ r"""Fused linear layer + loss: the loss of ``input @ linear_weight.T + bias`` wi
 
 A language model's output layer turns hidden states ``(N, H)`` into logits ``(N, K)`` with
 ``K`` in the tens or hundreds of thousands; the logits, their softmax and their gradient are
-then the largest tensors of the step. These functions compute any per-class loss of the
-engine on those logits, and the gradients of the hidden states, the weight and the bias,
-while holding only one chunk of rows of logits at a time (see
-:mod:`crossent.kernels.fused_linear` for the chunk loop and its memory/speed trade-off).
+then the largest tensors of the step. These functions compute any registry loss on those
+logits, and the gradients of the hidden states, the weight and the bias, while holding only
+one chunk of rows of logits at a time (see :mod:`crossent.kernels.fused_linear` for the chunk
+loop and its memory/speed trade-off, :mod:`crossent.linear_generic` for the losses that are
+not one engine term).
 
 * :func:`linear_cross_entropy`: drop-in for PyTorch 2.13's
   ``torch.nn.functional.linear_cross_entropy``, plus smoothing conventions, z-loss and the
   chunking and accumulation settings; unlike PyTorch's chunked path it supports probability
   targets, label smoothing and K-dimensional outputs.
-* :func:`linear_loss`: the same for every registry loss built on an engine term (focal,
-  generalized CE, poly-1, ...), chosen by name.
+* :func:`linear_loss`: the same for every registry loss, chosen by name: those built on an
+  engine term (focal, generalized CE, poly-1, ...) in place, chunk by chunk, as the
+  cross-entropy; the others (NLL, normalized, binary, distillation, overlap losses) through
+  autograd per chunk.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from crossent.engine import EngineOptions, compute_dtype
 from crossent.functional import _params
 from crossent.functional.focal import focal_term
 from crossent.kernels.fused_linear import FusedProblem, choose_chunk_rows, run_fused
+from crossent.linear_generic import forward_arguments, generic_problem
 from crossent.terms import (
     BrierTerm,
     ConfidencePenaltyTerm,
@@ -376,11 +380,15 @@ _MODULE_TERMS: dict[str, Callable[[Any], Term]] = {
 _ENGINE_ARGUMENTS = ("weight", "ignore_index", "reduction", "label_smoothing", "smoothing")
 
 
-def fusable_losses() -> list[str]:
-    """The registry names :func:`linear_loss` accepts (losses built on one engine term).
+def term_losses() -> list[str]:
+    """The registry names :func:`linear_loss` fuses through the engine-term chunk path.
+
+    Those losses (built on one engine term) have each chunk's logits turned into their
+    gradient in place, by the Triton kernel on CUDA; every other name is fused through
+    autograd per chunk (:mod:`crossent.linear_generic`).
 
     Example:
-        >>> "focal" in fusable_losses() and "dice" not in fusable_losses()
+        >>> "focal" in term_losses() and "dice" not in term_losses()
         True
     """
     from crossent import registry
@@ -396,8 +404,11 @@ def fusable_losses() -> list[str]:
     return names
 
 
-def _term_and_options(loss: object, kwargs: dict[str, Any]) -> tuple[Term, dict[str, Any]]:
-    """The engine term and engine arguments of a loss given by name (or as a term)."""
+def _term_and_options(loss: object, kwargs: dict[str, Any]) -> tuple[Term, dict[str, Any]] | None:
+    """The engine term and engine arguments of a loss given by name (or as a term).
+
+    ``None`` for a registry loss that is not built on one engine term.
+    """
     if isinstance(loss, Term):
         return loss, kwargs
     from crossent import registry
@@ -406,17 +417,59 @@ def _term_and_options(loss: object, kwargs: dict[str, Any]) -> tuple[Term, dict[
     cls = registry.loss_class(name)
     build = _MODULE_TERMS.get(cls.__name__)
     if build is None:
-        raise fail(
-            "loss",
-            "a loss built on one per-class engine term, fusable with the linear layer "
-            f"({', '.join(fusable_losses())}); {name!r} ({cls.__name__}) is not",
-            loss,
-        )
+        return None
     module = registry.get_loss(loss, **kwargs)  # validates names and hyper-parameters
     options = {key: getattr(module, key) for key in _ENGINE_ARGUMENTS}
     options["z_loss"] = getattr(module, "z_loss", 0.0)
     options["class_scale"] = getattr(module, "alpha", None) if cls.__name__ == "FocalLoss" else None
     return build(module), options
+
+
+def _linear_module_loss(
+    input: Tensor,
+    linear_weight: Tensor,
+    target: Tensor,
+    loss: str,
+    linear_bias: Tensor | None,
+    chunk_size: int | None,
+    accumulate_dtype: torch.dtype | None,
+    kwargs: dict[str, Any],
+) -> Tensor:
+    """:func:`linear_loss` for a registry loss that is not one engine term (autograd per chunk)."""
+    from crossent import registry
+
+    _check_operands(input, linear_weight, linear_bias)
+    target = _checks.check_tensor("target", target)
+    cls = registry.loss_class(registry.parse_spec(loss)[0])
+    extra_names = forward_arguments(cls)
+    extras = {key: kwargs.pop(key) for key in extra_names if key in kwargs}
+    extras = {key: value for key, value in extras.items() if value is not None}
+    module = registry.get_loss(loss, **kwargs)  # validates names and hyper-parameters
+    batch = tuple(input.shape[:-1])
+    n, hidden = math.prod(batch), input.shape[-1]
+    out = tuple(linear_weight.shape[1:-1])
+    logits_shape = (n, linear_weight.shape[0], *out)
+    w = linear_weight.reshape(-1, hidden)
+    chunk_size = _check_chunk_size(chunk_size)
+    acc = _check_accumulate_dtype(accumulate_dtype, linear_weight.dtype)
+    if chunk_size is None:
+        # A quarter of the engine path's chunk: autograd through a loss keeps several
+        # chunk-sized temporaries (the logits, their gradient, the loss's own).
+        rows = choose_chunk_rows(n, hidden, w.shape[0], input.dtype, w.dtype, acc, input.device)
+        chunk_size = max(1, rows // 4)
+    problem = generic_problem(
+        module, input, logits_shape, batch, target, extras, min(chunk_size, max(n, 1)), acc
+    )
+    x = input.reshape(n, hidden)
+    b = None if linear_bias is None else linear_bias.reshape(-1)
+    if n == 0:  # nothing to chunk: the formula on the empty logits
+        result = problem.differentiable(x, w, b)
+    else:
+        needs_formula = [t for t in (problem.target, *problem.extras.values()) if t.requires_grad]
+        result = run_fused(x, w, b, problem, needs_formula[0] if needs_formula else None)
+    if problem.set_loss or problem.reduction != "none":
+        return result
+    return result.reshape((*batch, *result.shape[1:]))
 
 
 def linear_loss(
@@ -430,12 +483,14 @@ def linear_loss(
     accumulate_dtype: torch.dtype | None = None,
     **kwargs: Any,
 ) -> Tensor:
-    r"""Any per-class loss of a linear layer's output, fused and chunked like the cross-entropy.
+    r"""Any registry loss of a linear layer's output, fused and chunked like the cross-entropy.
 
     Equal to ``crossent.get_loss(loss, **kwargs)(F.linear(input, linear_weight, linear_bias),
-    target)`` to float rounding, values and gradients, with the memory of
-    :func:`linear_cross_entropy` (see it for the chunk loop, ``chunk_size`` and
-    ``accumulate_dtype``). For a term ``F`` with derivative ``G`` (DESIGN §1):
+    target)`` to float rounding, values and gradients, without the ``N x C`` logits (see
+    :func:`linear_cross_entropy` for the chunk loop, ``chunk_size`` and ``accumulate_dtype``).
+    For the losses built on one engine term (:func:`term_losses`: focal, generalized CE,
+    poly-1, MAE, ...), each chunk's logits become their gradient in place (the Triton kernel
+    on CUDA), with ``F`` the term and ``G`` its derivative (DESIGN §1):
 
     .. math::
 
@@ -443,17 +498,27 @@ def linear_loss(
         \ell = \sum_k w_k F(s_k, P_k), \quad
         \frac{\partial \ell}{\partial z_j} = w_j G_j - e^{s_j} \sum_k w_k G_k .
 
+    Every other registry loss (NLL, normalized and active-passive losses, the binary /
+    multi-label losses, distillation, the overlap losses) is fused through autograd per chunk
+    (:mod:`crossent.linear_generic`): the chunk's gradient comes from the loss's own backward,
+    so a chunk holds a few chunk-sized temporaries (the default chunk is a quarter of the
+    engine path's), and the overlap losses over the whole batch sweep twice (their batch
+    statistics, then the gradients). The linear layer's output is the loss's input: logits
+    (binary / multi-label losses: one per label; NLL: log-probabilities; distillation: the
+    student's logits, ``target`` the teacher's).
+
     ``loss`` is a registry name or spec (``"focal"``, ``"focal(gamma=1)"``, ``"gce"``,
-    ``"flsd-53"``, ...; :func:`fusable_losses` lists them: every loss built on one engine
-    term), or a :class:`crossent.terms.Term`. The default, ``"focal"``, is the reason this
-    function exists beside :func:`linear_cross_entropy`. Losses that are not one per-class
-    term (normalized CE, active-passive, NLL, distillation, binary and overlap losses) raise
-    ``ValueError``.
+    ``"flsd-53"``, ``"bce(pos_weight=[2.0, 1.0])"``, ``"dice"``, ...), or a
+    :class:`crossent.terms.Term`. The default, ``"focal"``, is the reason this function exists
+    beside :func:`linear_cross_entropy`.
 
     Args:
         input: hidden states ``(H,)``, ``(N, H)`` or ``(*, H)``.
         linear_weight: ``(C, H)`` or ``(C, d1, ..., dn, H)``.
-        target: class indices or probabilities, as for :func:`linear_cross_entropy`.
+        target: what the loss takes, with the batch dims of ``input`` as its leading dims:
+            class indices or probabilities (as for :func:`linear_cross_entropy`), labels in
+            [0, 1] shaped like the logits (binary / multi-label), the teacher's logits
+            (distillation), masks (overlap losses).
         loss: registry name, spec string or term. Default ``"focal"``.
         linear_bias: ``(C,)`` or ``(C, d1, ..., dn)``. Default None.
         chunk_size: rows per chunk (``None``: chosen from ``C``, ``H`` and free memory).
@@ -462,22 +527,32 @@ def linear_loss(
         **kwargs: the loss's own arguments, with its defaults and checks: hyper-parameters
             (``gamma``, ``alpha``, ``q``, ...) and the engine's ``weight``, ``ignore_index``,
             ``reduction``, ``label_smoothing``, ``smoothing`` (and ``z_loss`` for
-            cross-entropy). With a term, the engine's arguments and ``class_scale``.
+            cross-entropy); per-row arguments of the loss's ``forward`` (distillation's
+            ``labels``, with the batch dims of ``input``). With a term, the engine's
+            arguments and ``class_scale``.
 
     Shape:
-        - as :func:`linear_cross_entropy`.
+        - as :func:`linear_cross_entropy`; the logits the loss sees are
+          ``(N, C, d1, ..., dn)`` with ``N`` the product of the batch dims of ``input``, and
+          ``reduction="none"`` gives the loss's per-element output with the batch dims
+          restored.
 
     Returns:
         The loss (float32 for half inputs).
 
     Example:
         >>> import torch
+        >>> from crossent import binary_cross_entropy_with_logits
         >>> from crossent.functional import focal_loss
         >>> from crossent.linear import linear_loss
         >>> x, w = torch.randn(6, 4), torch.randn(10, 4)
         >>> t = torch.tensor([0, 3, 9, 1, 1, 2])
         >>> fused = linear_loss(x, w, t, "focal", gamma=2.0)
         >>> torch.allclose(fused, focal_loss(x @ w.T, t, gamma=2.0))
+        True
+        >>> labels = (torch.rand(6, 10) < 0.3).float()  # multi-label
+        >>> fused = linear_loss(x, w, labels, "bce", chunk_size=4)
+        >>> torch.allclose(fused, binary_cross_entropy_with_logits(x @ w.T, labels))
         True
 
     References:
@@ -486,7 +561,14 @@ def linear_loss(
         Hsu et al., `Liger Kernel: Efficient Triton Kernels for LLM Training
         <https://arxiv.org/abs/2410.10989>`_, 2024.
     """
-    term, options = _term_and_options(loss, kwargs)
+    found = _term_and_options(loss, kwargs)
+    if found is None:
+        name = str(loss)
+        acc = accumulate_dtype
+        return _linear_module_loss(
+            input, linear_weight, target, name, linear_bias, chunk_size, acc, kwargs
+        )
+    term, options = found
     class_scale = options.pop("class_scale", None)
     if class_scale is not None:
         classes = _checks.check_tensor("linear_weight", linear_weight).shape[0]

@@ -36,6 +36,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 from torch import Tensor
@@ -293,6 +294,62 @@ class _WeightGradient:
         return torch.cat(parts)
 
 
+def chunk_logits(x: Tensor, w: Tensor, b: Tensor | None, span: slice, buffer: Tensor) -> Tensor:
+    """``Z_c = X_c W^T + b`` for the rows ``span``, written into the front of ``buffer``."""
+    logits = buffer[: span.stop - span.start]
+    if b is None:
+        torch.mm(x[span], w.T, out=logits)
+    else:
+        torch.addmm(b, x[span], w.T, out=logits)
+    return logits
+
+
+@dataclass
+class GradientBuffers:
+    """The gradients being formed over the chunks (``None`` where not asked for).
+
+    Attributes:
+        input: ``grad_X`` ``(N, H)``, filled chunk by chunk.
+        weight: the ``grad_W`` accumulator.
+        bias: ``grad_b`` ``(K,)`` in the accumulation dtype, summed over chunks.
+    """
+
+    input: Tensor | None
+    weight: _WeightGradient | None
+    bias: Tensor | None
+
+    @classmethod
+    def new(
+        cls, x: Tensor, w: Tensor, needs: tuple[bool, bool, bool], dtype: torch.dtype
+    ) -> GradientBuffers:
+        """Buffers for the gradients of ``(X, W, b)`` in ``needs``; ``dtype`` accumulates W, b."""
+        gx = torch.empty(x.shape, dtype=x.dtype, device=x.device) if needs[0] else None
+        gw = _WeightGradient((w.shape[0], w.shape[1]), dtype, w) if needs[1] else None
+        gb = torch.zeros(w.shape[0], dtype=dtype, device=x.device) if needs[2] else None
+        return cls(gx, gw, gb)
+
+    def wanted(self) -> bool:
+        """Whether any gradient is asked for."""
+        return self.input is not None or self.weight is not None or self.bias is not None
+
+    def add(self, g: Tensor, x: Tensor, w: Tensor, span: slice) -> None:
+        """Back-propagate a chunk's logits gradient ``G_c`` ``(R, K)`` through the layer.
+
+        ``grad_X[c] = G_c W``, ``grad_W += G_c^T X_c``, ``grad_b += sum_r G_c[r]``.
+        """
+        if self.input is not None:
+            torch.mm(g, w, out=self.input[span])
+        if self.weight is not None:
+            self.weight.add(g, x[span])
+        if self.bias is not None:
+            self.bias += g.sum(0, dtype=self.bias.dtype)
+
+    def result(self, b: Tensor | None) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+        """The gradients of ``(X, W, b)`` in their parameters' dtypes."""
+        grad_b = None if self.bias is None or b is None else self.bias.to(b.dtype)
+        return self.input, None if self.weight is None else self.weight.result(), grad_b
+
+
 def _sweep(
     x: Tensor,
     w: Tensor,
@@ -300,33 +357,23 @@ def _sweep(
     problem: FusedProblem,
     rows: int,
     row_scale: Tensor | None,
-    out: FusedResult,
-    gw: _WeightGradient | None,
+    losses: Tensor,
+    grads: GradientBuffers,
 ) -> None:
-    """The chunk loop of :func:`fused_pass`, filling ``out`` (and ``gw``) in place."""
-    want_grad = out.grad_input is not None or gw is not None or out.grad_bias is not None
+    """The chunk loop of :func:`fused_pass`, filling ``losses`` and ``grads`` in place."""
+    want_grad = grads.wanted()
     chunk_loss = _chunk_loss_fn(problem, x.dtype, x.device)
     buffer = x.new_empty((rows, w.shape[0]))
     for r0 in range(0, x.shape[0], rows):
         span = slice(r0, min(x.shape[0], r0 + rows))
-        xc = x[span]
-        logits = buffer[: span.stop - r0]
-        if b is None:
-            torch.mm(xc, w.T, out=logits)
-        else:
-            torch.addmm(b, xc, w.T, out=logits)
-        out.losses[span] = chunk_loss(logits, span, want_grad)
+        logits = chunk_logits(x, w, b, span, buffer)
+        losses[span] = chunk_loss(logits, span, want_grad)
         if not want_grad:
             continue
         if row_scale is not None:
             view = logits.view(logits.shape[0], problem.num_classes, problem.positions)
             view.mul_(row_scale[span].unsqueeze(1))
-        if out.grad_input is not None:
-            torch.mm(logits, w, out=out.grad_input[span])
-        if gw is not None:
-            gw.add(logits, xc)
-        if out.grad_bias is not None:
-            out.grad_bias += logits.sum(0, dtype=out.grad_bias.dtype)
+        grads.add(logits, x, w, span)
 
 
 def fused_pass(
@@ -350,17 +397,12 @@ def fused_pass(
             ``reduction="none"``), or ``None``.
     """
     n = x.shape[0]
-    kd = w.shape[0]
     rows = max(1, min(problem.chunk_rows, n))
     losses = torch.empty((n, problem.positions), dtype=compute_dtype(x.dtype), device=x.device)
-    gx = torch.empty(x.shape, dtype=x.dtype, device=x.device) if needs[0] else None
-    gw = _WeightGradient((kd, w.shape[1]), problem.accumulate_dtype, w) if needs[1] else None
-    acc_b = problem.accumulate_dtype
-    gb = torch.zeros(kd, dtype=acc_b, device=x.device) if needs[2] else None
+    grads = GradientBuffers.new(x, w, needs, problem.accumulate_dtype)
     # The chunk buffer lives inside _sweep only: freed before the gradient is converted.
-    _sweep(x, w, b, problem, rows, row_scale, FusedResult(losses, gx, None, gb), gw)
-    grad_b = None if gb is None or b is None else gb.to(b.dtype)
-    return FusedResult(losses, gx, None if gw is None else gw.result(), grad_b)
+    _sweep(x, w, b, problem, rows, row_scale, losses, grads)
+    return FusedResult(losses, *grads.result(b))
 
 
 def differentiable(x: Tensor, w: Tensor, b: Tensor | None, problem: FusedProblem) -> Tensor:
@@ -369,41 +411,105 @@ def differentiable(x: Tensor, w: Tensor, b: Tensor | None, problem: FusedProblem
     Used when a probability target requires grad and for double backward; returns what the
     fused call returns (reduced loss, or ``(N, D)`` losses for ``"none"``).
     """
-    z = torch.nn.functional.linear(x, w, b).view(x.shape[0], problem.num_classes, -1)
+    z = torch.nn.functional.linear(x, w, b).view(x.shape[0], problem.num_classes, problem.positions)
     losses = differentiable_loss(z, problem.targets, problem.opts)
     return reduce_losses(losses, problem.targets, problem.reduction)
 
 
+Gradients = tuple[Tensor | None, Tensor | None, Tensor | None]
+
+
+class FusedProblemProtocol(Protocol):
+    """What :class:`FusedLinearLoss` needs of a fused call.
+
+    Engine terms: :class:`FusedProblem` (through ``_EngineTermCall``); every other registry
+    loss: :class:`crossent.linear_generic.GenericProblem`.
+    """
+
+    def forward(
+        self, x: Tensor, w: Tensor, b: Tensor | None, needs: tuple[bool, bool, bool]
+    ) -> tuple[Tensor, Gradients | None]:
+        """The loss, and the gradients in ``needs`` for ``grad_output = 1``.
+
+        ``None`` instead of the gradients where they cannot be scaled afterwards: then
+        :meth:`backward` sweeps again.
+        """
+
+    def backward(
+        self,
+        x: Tensor,
+        w: Tensor,
+        b: Tensor | None,
+        needs: tuple[bool, bool, bool],
+        grad_output: Tensor,
+    ) -> Gradients:
+        """The gradients in ``needs`` for this ``grad_output`` (a sweep of its own)."""
+
+    def differentiable(self, x: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
+        """The loss as differentiable operations on the full logits (double backward)."""
+
+
+class _EngineTermCall:
+    """:class:`FusedProblem` seen through :class:`FusedProblemProtocol`."""
+
+    def __init__(self, problem: FusedProblem) -> None:
+        self.problem = problem
+
+    def forward(
+        self, x: Tensor, w: Tensor, b: Tensor | None, needs: tuple[bool, bool, bool]
+    ) -> tuple[Tensor, Gradients | None]:
+        problem = self.problem
+        if problem.reduction == "none":  # a summed grad_W cannot be rescaled row by row
+            return fused_pass(x, w, b, problem, (False, False, False)).losses, None
+        result = fused_pass(x, w, b, problem, needs)
+        loss = reduce_losses(result.losses, problem.targets, problem.reduction)
+        return loss, (result.grad_input, result.grad_weight, result.grad_bias)
+
+    def backward(
+        self,
+        x: Tensor,
+        w: Tensor,
+        b: Tensor | None,
+        needs: tuple[bool, bool, bool],
+        grad_output: Tensor,
+    ) -> Gradients:
+        result = fused_pass(x, w, b, self.problem, needs, row_scale=grad_output)
+        return result.grad_input, result.grad_weight, result.grad_bias
+
+    def differentiable(self, x: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
+        return differentiable(x, w, b, self.problem)
+
+
 class FusedLinearLoss(torch.autograd.Function):
-    """``loss(X W^T + b)`` with every gradient formed in the forward sweep."""
+    """``loss(X W^T + b)`` with every gradient formed in the forward sweep when it can be.
+
+    Where the gradients cannot be scaled by ``grad_output`` afterwards (``reduction="none"``)
+    the forward computes the loss alone and backward sweeps again with ``grad_output``.
+    """
 
     @staticmethod
     def forward(
-        ctx: FunctionCtx, x: Tensor, w: Tensor, b: Tensor | None, problem: FusedProblem
+        ctx: FunctionCtx, x: Tensor, w: Tensor, b: Tensor | None, call: FusedProblemProtocol
     ) -> Tensor:
-        """Run the sweep; store the gradients (or, for ``"none"``, the inputs)."""
-        ctx.problem = problem
+        """Run the sweep; store the gradients (or the inputs, for a later sweep)."""
+        ctx.call = call
         ctx.needs = tuple(ctx.needs_input_grad[:3])
-        if problem.reduction == "none":
-            ctx.save_for_backward(x, w, b)
-            return fused_pass(x, w, b, problem, (False, False, False)).losses
-        result = fused_pass(x, w, b, problem, ctx.needs)
+        loss, grads = call.forward(x, w, b, ctx.needs)
+        ctx.swept = grads is not None
+        ctx.inputs = (x, w, b)  # for double backward only (references, not copies)
         # Saved tensors are released before the gradients reach `.grad` (no copy there)
         # unless retain_graph=True, which then keeps them intact for the next backward.
-        ctx.save_for_backward(result.grad_input, result.grad_weight, result.grad_bias)
-        ctx.inputs = (x, w, b)  # for double backward only (references, not copies)
-        return reduce_losses(result.losses, problem.targets, problem.reduction)
+        ctx.save_for_backward(*(grads if grads is not None else (x, w, b)))
+        return loss
 
     @staticmethod
     def backward(ctx: FunctionCtx, grad_output: Tensor) -> tuple[Tensor | None, ...]:
-        """Scale the stored gradients by ``grad_output`` (``"none"``: sweep again)."""
-        problem: FusedProblem = ctx.problem
+        """Scale the stored gradients by ``grad_output``, or sweep again with it."""
+        call: FusedProblemProtocol = ctx.call
         if torch.is_grad_enabled():  # create_graph=True: differentiate the formula itself
             return (*_double_backward(ctx, grad_output), None)
-        if problem.reduction == "none":
-            x, w, b = ctx.saved_tensors
-            result = fused_pass(x, w, b, problem, ctx.needs, row_scale=grad_output)
-            return result.grad_input, result.grad_weight, result.grad_bias, None
+        if not ctx.swept:
+            return (*call.backward(*ctx.saved_tensors, ctx.needs, grad_output), None)
         grads = ctx.saved_tensors
         if bool(grad_output == 1):
             return (*grads, None)
@@ -412,31 +518,35 @@ class FusedLinearLoss(torch.autograd.Function):
 
 
 def _double_backward(ctx: FunctionCtx, grad_output: Tensor) -> tuple[Tensor | None, ...]:
-    problem: FusedProblem = ctx.problem
-    inputs = ctx.saved_tensors if problem.reduction == "none" else ctx.inputs
-    wanted = [t for t, need in zip(inputs, ctx.needs, strict=True) if need]
+    wanted = [t for t, need in zip(ctx.inputs, ctx.needs, strict=True) if need]
     with torch.enable_grad():
-        loss = differentiable(*inputs, problem)
+        loss = ctx.call.differentiable(*ctx.inputs)
         grads = iter(torch.autograd.grad(loss, wanted, grad_output, create_graph=True))
     return tuple(next(grads) if need else None for need in ctx.needs)
 
 
 def run_fused(
-    x: Tensor, w: Tensor, b: Tensor | None, problem: FusedProblem, soft_target: Tensor | None
+    x: Tensor,
+    w: Tensor,
+    b: Tensor | None,
+    call: FusedProblem | FusedProblemProtocol,
+    soft_target: Tensor | None,
 ) -> Tensor:
     """Dispatch one fused call: differentiable fallback, fused gradients, or loss only.
 
-    * a probability target that requires grad: the unfused differentiable formula;
+    * a target that requires grad (``soft_target``): the unfused differentiable formula;
     * an input, weight or bias that requires grad under grad mode: :class:`FusedLinearLoss`;
     * otherwise (``no_grad``, inference): the loss alone, one matrix product per chunk.
 
-    Returns the reduced loss, or ``(N, D)`` losses for ``"none"``.
+    Returns the reduced loss, or the per-element losses for ``"none"``.
     """
+    if isinstance(call, FusedProblem):
+        call = _EngineTermCall(call)
     grad_mode = torch.is_grad_enabled()
     if grad_mode and soft_target is not None and soft_target.requires_grad:
-        return differentiable(x, w, b, problem)
+        return call.differentiable(x, w, b)
     if grad_mode and any(t is not None and t.requires_grad for t in (x, w, b)):
-        return FusedLinearLoss.apply(x, w, b, problem)
+        return FusedLinearLoss.apply(x, w, b, call)
     detached = (x.detach(), w.detach(), None if b is None else b.detach())
-    losses = fused_pass(*detached, problem, (False, False, False)).losses
-    return reduce_losses(losses, problem.targets, problem.reduction)
+    with torch.no_grad():
+        return call.forward(*detached, (False, False, False))[0]
