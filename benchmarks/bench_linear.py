@@ -3,6 +3,7 @@
 Usage::
 
     python benchmarks/bench_linear.py [--iters 5] [--chunks 64 256] [--quick]      # CPU
+    python benchmarks/bench_linear.py --loss nce [--iters 3]                       # CPU, any loss
     python benchmarks/bench_linear.py --device cuda [--iters 20] [--quick]         # GPU
 
 CPU (``torch.set_num_threads(2)``, float32, 4096 x 2048 -> 32000, class-index targets):
@@ -13,7 +14,10 @@ PyTorch 2.13's ``F.linear_cross_entropy`` with its chunked path
 process, median after one warm-up; peak extra memory: each side in its own process
 (``MALLOC_MMAP_THRESHOLD_=131072``, ``/proc/self/clear_refs``, ``VmHWM - VmRSS before``) after
 one warm-up step whose gradients are dropped, so the measured step allocates its own
-``.grad``. Writes ``benchmarks/results/linear_cpu.json``.
+``.grad``. Writes ``benchmarks/results/linear_cpu.json``. With ``--loss NAME`` (a registry
+loss other than ``ce``): ``crossent.linear_loss(x, w, t, NAME)`` against the registry module on
+``F.linear(x, w)``, same method, at 2048 x 1024 -> 32000 (targets of the loss's kind: class
+indices, 0.1% positive labels, teacher logits); writes ``linear_cpu_NAME.json``.
 
 CUDA (bf16, 8192 x 4096 -> 128256 and 16384 x 2048 -> 32000, CE and focal): crossent with
 float32 accumulation and in the lean mode (bf16 accumulation, small chunks) against unfused
@@ -39,10 +43,12 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _measure  # noqa: E402
+from crossent import registry  # noqa: E402
 from crossent.linear import linear_cross_entropy, linear_loss  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 CPU_SHAPE = (4096, 2048, 32000)
+CPU_OTHER_LOSS_SHAPE = (2048, 1024, 32000)
 GPU_SHAPES = [(8192, 4096, 128256), (16384, 2048, 32000)]
 GAMMA = 2.0
 GIB = 1024**3
@@ -86,8 +92,19 @@ def _cce() -> Callable | None:
     return lambda x, w, t: cce(x, w, t)
 
 
+def cpu_loss_functions(loss: str, chunks: list[int]) -> dict[str, Callable]:
+    """The CPU sides: those of :func:`loss_functions` for CE, else fused against unfused."""
+    if loss == "ce":
+        return loss_functions("cpu", loss, chunks)
+    module = registry.get_loss(loss)
+    return {
+        "crossent": lambda x, w, t: linear_loss(x, w, t, loss),
+        "pytorch_unfused": lambda x, w, t: module(F.linear(x, w), t),
+    }
+
+
 def loss_functions(device: str, loss: str, chunks: list[int]) -> dict[str, Callable]:
-    """Side name -> ``fn(x, w, t)`` returning the scalar loss."""
+    """Side name -> ``fn(x, w, t)`` returning the scalar loss (CE or focal)."""
     sides: dict[str, Callable] = {}
     if loss == "ce":
         sides["crossent"] = lambda x, w, t: linear_cross_entropy(x, w, t)
@@ -123,11 +140,17 @@ def loss_functions(device: str, loss: str, chunks: list[int]) -> dict[str, Calla
     return sides
 
 
-def make_inputs(n: int, h: int, k: int, dtype: torch.dtype, device: str):
+def make_inputs(n: int, h: int, k: int, dtype: torch.dtype, device: str, loss: str = "ce"):
     g = torch.Generator(device=device).manual_seed(0)
     x = (torch.randn(n, h, generator=g, device=device) * 0.5).to(dtype).requires_grad_()
     w = (torch.randn(k, h, generator=g, device=device) / h**0.5 * 2).to(dtype).requires_grad_()
-    t = torch.randint(0, k, (n,), generator=g, device=device)
+    kind = registry.loss_kind(registry.parse_spec(loss)[0])
+    if kind == "binary":
+        t = (torch.rand(n, k, generator=g, device=device) < 1e-3).to(dtype)
+    elif kind == "distillation":
+        t = torch.randn(n, k, generator=g, device=device).to(dtype)
+    else:
+        t = torch.randint(0, k, (n,), generator=g, device=device)
     return x, w, t
 
 
@@ -146,38 +169,43 @@ def prepare_step(fn: Callable, x, w, t) -> Callable[[], Callable[[], None]]:
 # ---------------------------------------------------------------------------- CPU
 
 
-def cpu_child_time(iters: int, chunks: list[int], quick: bool) -> dict:
+def cpu_child_time(iters: int, chunks: list[int], quick: bool, loss: str) -> dict:
     torch.set_num_threads(2)
-    x, w, t = make_inputs(*cpu_shape(quick), torch.float32, "cpu")
-    sides = {s: prepare_step(fn, x, w, t) for s, fn in loss_functions("cpu", "ce", chunks).items()}
+    x, w, t = make_inputs(*cpu_shape(quick, loss), torch.float32, "cpu", loss)
+    functions = cpu_loss_functions(loss, chunks)
+    sides = {s: prepare_step(fn, x, w, t) for s, fn in functions.items()}
     times = _measure.interleaved_times(sides, iters, warmup=1)
     return {"times": times, "env": _measure.environment()}
 
 
-def cpu_child_memory(side: str, chunks: list[int], quick: bool) -> dict:
+def cpu_child_memory(side: str, chunks: list[int], quick: bool, loss: str) -> dict:
     torch.set_num_threads(2)
-    x, w, t = make_inputs(*cpu_shape(quick), torch.float32, "cpu")
-    prepare = prepare_step(loss_functions("cpu", "ce", chunks)[side], x, w, t)
+    x, w, t = make_inputs(*cpu_shape(quick, loss), torch.float32, "cpu", loss)
+    prepare = prepare_step(cpu_loss_functions(loss, chunks)[side], x, w, t)
     prepare()()  # warm-up: thread pool, allocator, code paths; its .grad is dropped next
     step = prepare()
     return {"peak_extra_bytes": _measure.peak_extra_bytes(step)}
 
 
-def cpu_shape(quick: bool) -> tuple[int, int, int]:
-    return (512, 256, 4000) if quick else CPU_SHAPE
+def cpu_shape(quick: bool, loss: str) -> tuple[int, int, int]:
+    if quick:
+        return (512, 256, 4000)
+    return CPU_SHAPE if loss == "ce" else CPU_OTHER_LOSS_SHAPE
 
 
 def run_cpu(args: argparse.Namespace) -> None:
     me = str(Path(__file__).resolve())
-    common = ["--chunks", *map(str, args.chunks)] + (["--quick"] if args.quick else [])
+    common = ["--chunks", *map(str, args.chunks), "--loss", args.loss]
+    common += ["--quick"] if args.quick else []
     timed = _measure.run_child(me, ["--child", "time", str(args.iters), *common], {})
     memory = {}
     for side in timed["times"]:
         env = {"MALLOC_MMAP_THRESHOLD_": "131072"}
         child = _measure.run_child(me, ["--child", "memory", side, *common], env)
         memory[side] = child["peak_extra_bytes"]
-    n, h, k = cpu_shape(args.quick)
+    n, h, k = cpu_shape(args.quick, args.loss)
     record = {
+        "loss": args.loss,
         "shape": {"n": n, "hidden": h, "classes": k},
         "dtype": "float32",
         "iterations_after_warmup": args.iters,
@@ -188,7 +216,8 @@ def run_cpu(args: argparse.Namespace) -> None:
         "note": "2 shared cores; other jobs ran at the same time: read medians only",
     }
     print_cpu(record)
-    out = Path(args.out or RESULTS / "linear_cpu.json")
+    default = "linear_cpu.json" if args.loss == "ce" else f"linear_cpu_{args.loss}.json"
+    out = Path(args.out or RESULTS / default)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=1))
     print(f"wrote {out}")
@@ -196,9 +225,10 @@ def run_cpu(args: argparse.Namespace) -> None:
 
 def print_cpu(rec: dict) -> None:
     med, mem = rec["median_s"], rec["peak_extra_bytes"]
-    ref_t, ref_m = med["pytorch_lce_chunked"], mem["pytorch_lce_chunked"]
-    s = rec["shape"]
-    print(f"CPU fused linear + CE {s['n']}x{s['hidden']} -> {s['classes']}, float32, 2 threads")
+    ref = "pytorch_lce_chunked" if "pytorch_lce_chunked" in med else "pytorch_unfused"
+    ref_t, ref_m = med[ref], mem[ref]
+    s, loss = rec["shape"], rec["loss"]
+    print(f"CPU fused linear + {loss} {s['n']}x{s['hidden']} -> {s['classes']}, float32, 2 threads")
     print(f"{'side':24s} {'median s':>9s} {'vs torch':>9s} {'peak GiB':>9s} {'vs torch':>9s}")
     for side in med:
         print(
@@ -332,6 +362,7 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=None, help="timed iterations per side")
     parser.add_argument("--chunks", type=int, nargs="*", default=[256], help="CPU extra chunks")
     parser.add_argument("--quick", action="store_true", help="small shapes, for a smoke run")
+    parser.add_argument("--loss", default="ce", help="CPU: the registry loss (default ce)")
     parser.add_argument("--out", default=None)
     parser.add_argument("--only", nargs="*", default=[], help="CUDA: run only these sides")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
@@ -339,9 +370,9 @@ def main() -> None:
     if args.child:
         kind, arg = args.child
         if kind == "time":
-            result = cpu_child_time(int(arg), args.chunks, args.quick)
+            result = cpu_child_time(int(arg), args.chunks, args.quick, args.loss)
         else:
-            result = cpu_child_memory(arg, args.chunks, args.quick)
+            result = cpu_child_memory(arg, args.chunks, args.quick, args.loss)
         print(json.dumps(result))
         return
     if args.device == "cuda":

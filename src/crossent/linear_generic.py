@@ -123,12 +123,12 @@ def _row_module(module: torch.nn.Module) -> torch.nn.Module:
     return rows
 
 
-def _mean_denominator(problem: GenericProblem, row_elements: int) -> Tensor:
+def _mean_denominator(problem: GenericProblem, row_elements: int, dtype: torch.dtype) -> Tensor:
     """``D`` of ``mean = sum / D`` for a row loss (see the module docstring)."""
     module, device = problem.module, problem.target.device
     name = type(module).__name__
     if name in _TARGET_WEIGHTED_MEAN:
-        logits = torch.empty((), device=device).expand(problem.logits_shape)
+        logits = torch.empty((), dtype=dtype, device=device).expand(problem.logits_shape)
         weight = getattr(module, "weight", None)
         targets = prepare_targets(
             logits, problem.target, weight, None, module.ignore_index, 0.0, "uniform"
@@ -159,7 +159,8 @@ def _row_sweep(
     if upstream is not None:
         upstream = upstream.reshape(n, upstream.numel() // n)
     buffer = x.new_empty((rows, w.shape[0]))
-    pieces: list[Tensor] = []
+    pieces: list[Tensor] = []  # per-element losses, kept for "none" only (else summed)
+    total: Tensor | float = 0.0
     scale: Tensor | None = None
     for r0 in range(0, n, rows):
         span = slice(r0, min(n, r0 + rows))
@@ -173,12 +174,14 @@ def _row_sweep(
         if grads.wanted():
             u = scale if upstream is None else upstream[span].reshape(losses.shape)
             grads.add(_chunk_gradient(losses, leaf, u), x, w, span)
-        pieces.append(losses.detach())
+        if problem.reduction == "none":
+            pieces.append(losses.detach())
+        else:
+            total = total + losses.detach().sum()
     del buffer
-    output = torch.cat(pieces) if pieces else torch.zeros(0, device=x.device)
-    if problem.reduction != "none":
-        output = output.sum() * scale
-    return output, grads.result(b)
+    if problem.reduction == "none":
+        return torch.cat(pieces), grads.result(b)
+    return total * scale, grads.result(b)
 
 
 def _reduction_scale(problem: GenericProblem, row_elements: int, dtype: torch.dtype) -> Tensor:
@@ -186,7 +189,7 @@ def _reduction_scale(problem: GenericProblem, row_elements: int, dtype: torch.dt
     one = torch.ones((), dtype=dtype, device=problem.target.device)
     if problem.reduction != "mean":
         return one
-    denominator = _mean_denominator(problem, row_elements).to(one.dtype)
+    denominator = _mean_denominator(problem, row_elements, dtype).to(dtype)
     return torch.where(denominator == 0, torch.zeros_like(one), one / denominator)
 
 
