@@ -54,19 +54,17 @@ _CE = CrossEntropyTerm()
 
 @dataclass(frozen=True)
 class _Layout:
-    """The call flattened to the chunk loop's layout.
+    """The linear layer's tensors flattened to the chunk loop's layout.
 
-    ``x`` ``(N, H)``, ``w`` ``(C*D, H)``, ``b`` ``(C*D,)``; ``target`` with batch dims
-    flattened (``(N, *out)`` indices or ``(N, C, *out)`` probabilities); ``logits_shape``
-    ``(N, C, *out)``; ``loss_shape`` the shape of ``reduction="none"``'s output.
+    ``x`` ``(N, H)``, ``w`` ``(C*D, H)``, ``b`` ``(C*D,)``; ``batch`` the batch dims of
+    ``input`` (``N`` is their product); ``logits_shape`` ``(N, C, *out)``.
     """
 
     x: Tensor
     w: Tensor
     b: Tensor | None
-    target: Tensor
+    batch: tuple[int, ...]
     logits_shape: tuple[int, ...]
-    loss_shape: tuple[int, ...]
 
 
 def _check_operands(input: object, linear_weight: object, linear_bias: object) -> None:
@@ -101,34 +99,37 @@ def _check_operands(input: object, linear_weight: object, linear_bias: object) -
         raise fail("linear_bias", f"to have shape {tuple(w.shape[:-1])}", tuple(linear_bias.shape))
 
 
-def _layout(
-    input: Tensor, linear_weight: Tensor, target: object, linear_bias: Tensor | None
-) -> _Layout:
-    """Check the tensors and flatten them for the chunk loop."""
+def _layout(input: Tensor, linear_weight: Tensor, linear_bias: Tensor | None) -> _Layout:
+    """Check the linear layer's tensors and flatten them for the chunk loop."""
     _check_operands(input, linear_weight, linear_bias)
-    target = _checks.check_tensor("target", target)
     batch = tuple(input.shape[:-1])
     classes, out = linear_weight.shape[0], tuple(linear_weight.shape[1:-1])
-    n = math.prod(batch)
+    n, hidden = math.prod(batch), input.shape[-1]
+    return _Layout(
+        input.reshape(n, hidden),
+        linear_weight.reshape(-1, hidden) if out else linear_weight,
+        None if linear_bias is None else linear_bias.reshape(-1),
+        batch,
+        (n, classes, *out),
+    )
+
+
+def _class_target(layout: _Layout, target: object) -> Tensor:
+    """Class indices ``(*batch, *out)`` or probabilities ``(*batch, C, *out)``, flattened."""
+    target = _checks.check_tensor("target", target)
+    n, classes, *out = layout.logits_shape
+    batch = layout.batch
     index_shape, prob_shape = (*batch, *out), (*batch, classes, *out)
     expected = prob_shape if target.is_floating_point() else index_shape
     if tuple(target.shape) != expected:
         raise fail(
             "target",
             f"to have shape {index_shape} (class indices) or {prob_shape} (probabilities) "
-            f"for input {tuple(input.shape)} and linear_weight {tuple(linear_weight.shape)}",
+            f"for input {(*batch, layout.x.shape[1])} and linear_weight "
+            f"{(classes, *out, layout.x.shape[1])}",
             tuple(target.shape),
         )
-    hidden = input.shape[-1]
-    flat_target = target.reshape(n, *expected[len(batch) :])
-    return _Layout(
-        input.reshape(n, hidden),
-        linear_weight.reshape(-1, hidden) if out else linear_weight,
-        None if linear_bias is None else linear_bias.reshape(-1),
-        flat_target,
-        (n, classes, *out),
-        (*batch, *out),
-    )
+    return target.reshape(n, *expected[len(batch) :])
 
 
 def _check_accumulate_dtype(accumulate_dtype: object, weight_dtype: torch.dtype) -> torch.dtype:
@@ -204,7 +205,8 @@ def linear_term_loss(
     the arguments); ``class_scale`` is a per-class multiplier outside the ``mean``'s
     denominator (focal's ``alpha``), checked by the caller.
     """
-    layout = _layout(input, linear_weight, target, linear_bias)
+    layout = _layout(input, linear_weight, linear_bias)
+    target = _class_target(layout, target)
     reduction = _checks.check_reduction(reduction)
     z_loss = _checks.check_real("z_loss", z_loss, low=0.0)
     ignore_index = -100 if ignore_index is None else _params.check_ignore_index(ignore_index)
@@ -214,9 +216,7 @@ def linear_term_loss(
     chunk_size = _check_chunk_size(chunk_size)
     acc = _check_accumulate_dtype(accumulate_dtype, linear_weight.dtype)
     logits = torch.empty((), dtype=input.dtype, device=input.device).expand(layout.logits_shape)
-    targets = prepare_targets(
-        logits, layout.target, weight, class_scale, ignore_index, eps, smoothing
-    )
+    targets = prepare_targets(logits, target, weight, class_scale, ignore_index, eps, smoothing)
     opts = EngineOptions(
         term, weight, class_scale, ignore_index, reduction, eps, smoothing, z_loss, True
     )
@@ -226,11 +226,11 @@ def linear_term_loss(
         device = input.device
         chunk_size = choose_chunk_rows(n, hidden, kd, input.dtype, linear_weight.dtype, acc, device)
     positions = kd // classes
-    problem = FusedProblem(targets, layout.target, opts, classes, positions, chunk_size, acc)
-    soft = layout.target if layout.target.is_floating_point() else None
+    problem = FusedProblem(targets, target, opts, classes, positions, chunk_size, acc)
+    soft = target if target.is_floating_point() else None
     loss = run_fused(layout.x, layout.w, layout.b, problem, soft)
     if reduction == "none":
-        loss = loss.reshape(layout.loss_shape)
+        loss = loss.reshape((*layout.batch, *layout.logits_shape[2:]))
     return loss
 
 
@@ -438,18 +438,13 @@ def _linear_module_loss(
     """:func:`linear_loss` for a registry loss that is not one engine term (autograd per chunk)."""
     from crossent import registry
 
-    _check_operands(input, linear_weight, linear_bias)
-    target = _checks.check_tensor("target", target)
+    layout = _layout(input, linear_weight, linear_bias)
     cls = registry.loss_class(registry.parse_spec(loss)[0])
     extra_names = forward_arguments(cls)
     extras = {key: kwargs.pop(key) for key in extra_names if key in kwargs}
     extras = {key: value for key, value in extras.items() if value is not None}
     module = registry.get_loss(loss, **kwargs)  # validates names and hyper-parameters
-    batch = tuple(input.shape[:-1])
-    n, hidden = math.prod(batch), input.shape[-1]
-    out = tuple(linear_weight.shape[1:-1])
-    logits_shape = (n, linear_weight.shape[0], *out)
-    w = linear_weight.reshape(-1, hidden)
+    (n, hidden), w = layout.x.shape, layout.w
     chunk_size = _check_chunk_size(chunk_size)
     acc = _check_accumulate_dtype(accumulate_dtype, linear_weight.dtype)
     if chunk_size is None:
@@ -459,11 +454,9 @@ def _linear_module_loss(
         # logits, their gradient, the loss's own). On CPU the engine's 32 MiB of logits
         # (256 rows: 3.7 s against 5.3 s for 64 rows, NLL at 2048 x 1024 -> 32000).
         chunk_size = max(1, rows // 4) if input.is_cuda else rows
-    problem = generic_problem(
-        module, input, logits_shape, batch, target, extras, min(chunk_size, max(n, 1)), acc
-    )
-    x = input.reshape(n, hidden)
-    b = None if linear_bias is None else linear_bias.reshape(-1)
+    rows = min(chunk_size, max(n, 1))
+    problem = generic_problem(module, layout, target, extras, rows, acc)
+    x, b = layout.x, layout.b
     if n == 0:  # nothing to chunk: the formula on the empty logits
         result = problem.differentiable(x, w, b)
     else:
@@ -471,7 +464,7 @@ def _linear_module_loss(
         result = run_fused(x, w, b, problem, needs_formula[0] if needs_formula else None)
     if problem.set_loss or problem.reduction != "none":
         return result
-    return result.reshape((*batch, *result.shape[1:]))
+    return result.reshape((*layout.batch, *result.shape[1:]))
 
 
 def linear_loss(

@@ -33,7 +33,7 @@ from __future__ import annotations
 import copy
 import inspect
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -41,6 +41,9 @@ from torch import Tensor
 from crossent import _checks
 from crossent._targets import prepare_targets
 from crossent.kernels.fused_linear import GradientBuffers, Gradients, chunk_logits
+
+if TYPE_CHECKING:
+    from crossent.linear import _Layout
 
 # Row losses whose ``mean`` divides by the class weights of the non-ignored targets
 # (PyTorch's NLL convention), not by the number of loss elements.
@@ -270,15 +273,17 @@ def forward_arguments(cls: type[torch.nn.Module]) -> tuple[str, ...]:
 
 def generic_problem(
     module: torch.nn.Module,
-    x: Tensor,
-    logits_shape: tuple[int, ...],
-    batch: tuple[int, ...],
-    target: Tensor,
+    layout: _Layout,
+    target: object,
     extras: dict[str, Tensor],
     chunk_rows: int,
     accumulate_dtype: torch.dtype,
 ) -> GenericProblem:
-    """Check that targets and extras have one entry per row and build the problem."""
+    """Check that targets and extras have one entry per row and build the problem.
+
+    ``layout`` is the flattened linear layer (its ``batch`` dims and ``logits_shape``).
+    """
+    batch, logits_shape = layout.batch, layout.logits_shape
     n = logits_shape[0]
     flat: dict[str, Tensor] = {}
     for name, value in {"target": target, **extras}.items():
@@ -289,7 +294,7 @@ def generic_problem(
             )
         flat[name] = value.reshape(n, *value.shape[len(batch) :])
     set_loss = hasattr(module, "statistics") and not module.per_image
-    module = module.to(x.device)
+    module = module.to(layout.x.device)
     return GenericProblem(
         module,
         set_loss,
@@ -299,4 +304,3 @@ def generic_problem(
         chunk_rows,
         accumulate_dtype,
     )
-

@@ -36,7 +36,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -52,6 +52,9 @@ from crossent.engine import (
     forward_pass,
     reduce_losses,
 )
+
+if TYPE_CHECKING:
+    from crossent.linear_generic import GenericProblem
 
 # CPU (and devices without a memory query): every chunk streams the weight twice and reads and
 # writes its gradient once, which dominates at small chunks. 32 MiB of logits (256 rows at
@@ -91,6 +94,46 @@ class FusedProblem:
     def reduction(self) -> str:
         """``"none" | "mean" | "sum"``."""
         return self.opts.reduction
+
+    def forward(
+        self, x: Tensor, w: Tensor, b: Tensor | None, needs: tuple[bool, bool, bool]
+    ) -> tuple[Tensor, Gradients | None]:
+        """The loss, and the gradients in ``needs`` for ``grad_output = 1``.
+
+        ``None`` instead of the gradients for ``reduction="none"`` (a summed ``grad_W``
+        cannot be rescaled row by row): then :meth:`backward` sweeps again.
+        """
+        if self.reduction == "none":
+            return fused_pass(x, w, b, self, (False, False, False)).losses, None
+        result = fused_pass(x, w, b, self, needs)
+        loss = reduce_losses(result.losses, self.targets, self.reduction)
+        return loss, (result.grad_input, result.grad_weight, result.grad_bias)
+
+    def backward(
+        self,
+        x: Tensor,
+        w: Tensor,
+        b: Tensor | None,
+        needs: tuple[bool, bool, bool],
+        grad_output: Tensor,
+    ) -> Gradients:
+        """The gradients in ``needs`` for this ``grad_output`` (a sweep of its own)."""
+        result = fused_pass(x, w, b, self, needs, row_scale=grad_output)
+        return result.grad_input, result.grad_weight, result.grad_bias
+
+    def differentiable(self, x: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
+        """The unfused loss written with differentiable operations (materialises the logits).
+
+        Used when a probability target requires grad and for double backward; returns what
+        the fused call returns (reduced loss, or ``(N, D)`` losses for ``"none"``).
+        """
+        z = torch.nn.functional.linear(x, w, b)
+        z = z.view(x.shape[0], self.num_classes, self.positions)
+        losses = differentiable_loss(z, self.targets, self.opts)
+        return reduce_losses(losses, self.targets, self.reduction)
+
+
+Gradients = tuple[Tensor | None, Tensor | None, Tensor | None]
 
 
 @dataclass
@@ -405,91 +448,24 @@ def fused_pass(
     return FusedResult(losses, *grads.result(b))
 
 
-def differentiable(x: Tensor, w: Tensor, b: Tensor | None, problem: FusedProblem) -> Tensor:
-    """The unfused loss written with differentiable operations (materialises the logits).
-
-    Used when a probability target requires grad and for double backward; returns what the
-    fused call returns (reduced loss, or ``(N, D)`` losses for ``"none"``).
-    """
-    z = torch.nn.functional.linear(x, w, b).view(x.shape[0], problem.num_classes, problem.positions)
-    losses = differentiable_loss(z, problem.targets, problem.opts)
-    return reduce_losses(losses, problem.targets, problem.reduction)
-
-
-Gradients = tuple[Tensor | None, Tensor | None, Tensor | None]
-
-
-class FusedProblemProtocol(Protocol):
-    """What :class:`FusedLinearLoss` needs of a fused call.
-
-    Engine terms: :class:`FusedProblem` (through ``_EngineTermCall``); every other registry
-    loss: :class:`crossent.linear_generic.GenericProblem`.
-    """
-
-    def forward(
-        self, x: Tensor, w: Tensor, b: Tensor | None, needs: tuple[bool, bool, bool]
-    ) -> tuple[Tensor, Gradients | None]:
-        """The loss, and the gradients in ``needs`` for ``grad_output = 1``.
-
-        ``None`` instead of the gradients where they cannot be scaled afterwards: then
-        :meth:`backward` sweeps again.
-        """
-
-    def backward(
-        self,
-        x: Tensor,
-        w: Tensor,
-        b: Tensor | None,
-        needs: tuple[bool, bool, bool],
-        grad_output: Tensor,
-    ) -> Gradients:
-        """The gradients in ``needs`` for this ``grad_output`` (a sweep of its own)."""
-
-    def differentiable(self, x: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
-        """The loss as differentiable operations on the full logits (double backward)."""
-
-
-class _EngineTermCall:
-    """:class:`FusedProblem` seen through :class:`FusedProblemProtocol`."""
-
-    def __init__(self, problem: FusedProblem) -> None:
-        self.problem = problem
-
-    def forward(
-        self, x: Tensor, w: Tensor, b: Tensor | None, needs: tuple[bool, bool, bool]
-    ) -> tuple[Tensor, Gradients | None]:
-        problem = self.problem
-        if problem.reduction == "none":  # a summed grad_W cannot be rescaled row by row
-            return fused_pass(x, w, b, problem, (False, False, False)).losses, None
-        result = fused_pass(x, w, b, problem, needs)
-        loss = reduce_losses(result.losses, problem.targets, problem.reduction)
-        return loss, (result.grad_input, result.grad_weight, result.grad_bias)
-
-    def backward(
-        self,
-        x: Tensor,
-        w: Tensor,
-        b: Tensor | None,
-        needs: tuple[bool, bool, bool],
-        grad_output: Tensor,
-    ) -> Gradients:
-        result = fused_pass(x, w, b, self.problem, needs, row_scale=grad_output)
-        return result.grad_input, result.grad_weight, result.grad_bias
-
-    def differentiable(self, x: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
-        return differentiable(x, w, b, self.problem)
-
-
 class FusedLinearLoss(torch.autograd.Function):
     """``loss(X W^T + b)`` with every gradient formed in the forward sweep when it can be.
 
-    Where the gradients cannot be scaled by ``grad_output`` afterwards (``reduction="none"``)
-    the forward computes the loss alone and backward sweeps again with ``grad_output``.
+    The call (:class:`FusedProblem` for the engine terms,
+    :class:`crossent.linear_generic.GenericProblem` for every other registry loss) has three
+    methods: ``forward(x, w, b, needs)`` returns the loss and the gradients for
+    ``grad_output = 1``, or ``None`` for them where they cannot be scaled afterwards (then
+    ``backward(x, w, b, needs, grad_output)`` sweeps again); ``differentiable(x, w, b)`` is
+    the loss on the full logits, for double backward.
     """
 
     @staticmethod
     def forward(
-        ctx: FunctionCtx, x: Tensor, w: Tensor, b: Tensor | None, call: FusedProblemProtocol
+        ctx: FunctionCtx,
+        x: Tensor,
+        w: Tensor,
+        b: Tensor | None,
+        call: FusedProblem | GenericProblem,
     ) -> Tensor:
         """Run the sweep; store the gradients (or the inputs, for a later sweep)."""
         ctx.call = call
@@ -505,7 +481,7 @@ class FusedLinearLoss(torch.autograd.Function):
     @staticmethod
     def backward(ctx: FunctionCtx, grad_output: Tensor) -> tuple[Tensor | None, ...]:
         """Scale the stored gradients by ``grad_output``, or sweep again with it."""
-        call: FusedProblemProtocol = ctx.call
+        call: FusedProblem | GenericProblem = ctx.call
         if torch.is_grad_enabled():  # create_graph=True: differentiate the formula itself
             return (*_double_backward(ctx, grad_output), None)
         if not ctx.swept:
@@ -529,7 +505,7 @@ def run_fused(
     x: Tensor,
     w: Tensor,
     b: Tensor | None,
-    call: FusedProblem | FusedProblemProtocol,
+    call: FusedProblem | GenericProblem,
     soft_target: Tensor | None,
 ) -> Tensor:
     """Dispatch one fused call: differentiable fallback, fused gradients, or loss only.
@@ -540,8 +516,6 @@ def run_fused(
 
     Returns the reduced loss, or the per-element losses for ``"none"``.
     """
-    if isinstance(call, FusedProblem):
-        call = _EngineTermCall(call)
     grad_mode = torch.is_grad_enabled()
     if grad_mode and soft_target is not None and soft_target.requires_grad:
         return call.differentiable(x, w, b)
