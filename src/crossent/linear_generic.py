@@ -155,19 +155,28 @@ def _row_sweep(
     ``upstream``: ``None`` for the gradient of the reduced loss itself, or the
     ``grad_output`` of ``reduction="none"`` (shaped like the output).
     """
-    n = x.shape[0]
-    rows = problem.chunk_rows
-    module = _row_module(problem.module)
     grads = GradientBuffers.new(x, w, needs, problem.accumulate_dtype)
+    output = _row_chunks(x, w, b, problem, grads, upstream)
+    return output, grads.result(b)
+
+
+def _row_chunks(
+    x: Tensor,
+    w: Tensor,
+    b: Tensor | None,
+    problem: GenericProblem,
+    grads: GradientBuffers,
+    upstream: Tensor | None,
+) -> Tensor:
+    """The chunk loop of :func:`_row_sweep`: the output, the gradients added to ``grads``."""
+    n = x.shape[0]
+    module = _row_module(problem.module)
     if upstream is not None:
         upstream = upstream.reshape(n, upstream.numel() // n)
-    buffer = x.new_empty((rows, w.shape[0]))
     pieces: list[Tensor] = []  # per-element losses, kept for "none" only (else summed)
     total: Tensor | float = 0.0
     scale: Tensor | None = None
-    for r0 in range(0, n, rows):
-        span = slice(r0, min(n, r0 + rows))
-        logits = chunk_logits(x, w, b, span, buffer)
+    for span, logits in chunk_logits(x, w, b, problem.chunk_rows):
         leaf = logits.detach().requires_grad_(grads.wanted())
         with torch.set_grad_enabled(grads.wanted()):
             losses = problem.chunk_call(module, leaf, span)
@@ -181,10 +190,7 @@ def _row_sweep(
             pieces.append(losses.detach())
         else:
             total = total + losses.detach().sum()
-    del buffer
-    if problem.reduction == "none":
-        return torch.cat(pieces), grads.result(b)
-    return total * scale, grads.result(b)
+    return torch.cat(pieces) if problem.reduction == "none" else total * scale
 
 
 def _reduction_scale(problem: GenericProblem, row_elements: int, dtype: torch.dtype) -> Tensor:
@@ -217,13 +223,9 @@ def _set_statistics(
     x: Tensor, w: Tensor, b: Tensor | None, problem: GenericProblem
 ) -> tuple[Tensor, ...]:
     """Sweep 1 of a set loss: its statistics summed over the chunks."""
-    n, rows = x.shape[0], problem.chunk_rows
-    buffer = x.new_empty((rows, w.shape[0]))
     total: tuple[Tensor, ...] = ()
     with torch.no_grad():
-        for r0 in range(0, n, rows):
-            span = slice(r0, min(n, r0 + rows))
-            logits = chunk_logits(x, w, b, span, buffer)
+        for span, logits in chunk_logits(x, w, b, problem.chunk_rows):
             stats = problem.chunk_call(problem.module.statistics, logits, span)
             total = stats if not total else tuple(t + s for t, s in zip(total, stats, strict=True))
     return total
@@ -243,17 +245,25 @@ def _set_gradients(
     with torch.enable_grad():
         loss = problem.module.loss_from_statistics(tuple(leaves))
         d_stats = _statistics_gradient(loss, leaves, grad_output)
-    n, rows = x.shape[0], problem.chunk_rows
     grads = GradientBuffers.new(x, w, needs, problem.accumulate_dtype)
-    buffer = x.new_empty((rows, w.shape[0]))
-    for r0 in range(0, n, rows):
-        span = slice(r0, min(n, r0 + rows))
-        leaf = chunk_logits(x, w, b, span, buffer).detach().requires_grad_()
+    _backpropagate_statistics(x, w, b, problem, d_stats, grads)
+    return grads.result(b)
+
+
+def _backpropagate_statistics(
+    x: Tensor,
+    w: Tensor,
+    b: Tensor | None,
+    problem: GenericProblem,
+    d_stats: tuple[Tensor | None, ...],
+    grads: GradientBuffers,
+) -> None:
+    """The chunk loop of :func:`_set_gradients`: ``dPsi/dS`` through each chunk's ``S_c``."""
+    for span, logits in chunk_logits(x, w, b, problem.chunk_rows):
+        leaf = logits.detach().requires_grad_()
         with torch.enable_grad():
             chunk_stats = problem.chunk_call(problem.module.statistics, leaf, span)
         grads.add(_chunk_gradient(tuple(chunk_stats), leaf, d_stats), x, w, span)
-    del buffer
-    return grads.result(b)
 
 
 def _statistics_gradient(

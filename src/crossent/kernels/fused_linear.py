@@ -34,7 +34,7 @@ Chunk size (:func:`choose_chunk_rows`): every chunk reads ``W`` twice and reads 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -337,14 +337,25 @@ class _WeightGradient:
         return torch.cat(parts)
 
 
-def chunk_logits(x: Tensor, w: Tensor, b: Tensor | None, span: slice, buffer: Tensor) -> Tensor:
-    """``Z_c = X_c W^T + b`` for the rows ``span``, written into the front of ``buffer``."""
-    logits = buffer[: span.stop - span.start]
-    if b is None:
-        torch.mm(x[span], w.T, out=logits)
-    else:
-        torch.addmm(b, x[span], w.T, out=logits)
-    return logits
+def chunk_logits(
+    x: Tensor, w: Tensor, b: Tensor | None, rows: int
+) -> Iterator[tuple[slice, Tensor]]:
+    """``(span, Z_c = X_c W^T + b)`` for the chunks of ``rows`` rows, in order.
+
+    One buffer serves every chunk (a chunk's logits are overwritten by the next one's); it is
+    released when the loop ends, so callers loop in a function of its own and convert the
+    gradients after it returns.
+    """
+    n = x.shape[0]
+    buffer = x.new_empty((min(rows, n), w.shape[0]))
+    for r0 in range(0, n, rows):
+        span = slice(r0, min(n, r0 + rows))
+        logits = buffer[: span.stop - r0]
+        if b is None:
+            torch.mm(x[span], w.T, out=logits)
+        else:
+            torch.addmm(b, x[span], w.T, out=logits)
+        yield span, logits
 
 
 @dataclass
@@ -406,10 +417,7 @@ def _sweep(
     """The chunk loop of :func:`fused_pass`, filling ``losses`` and ``grads`` in place."""
     want_grad = grads.wanted()
     chunk_loss = _chunk_loss_fn(problem, x.dtype, x.device)
-    buffer = x.new_empty((rows, w.shape[0]))
-    for r0 in range(0, x.shape[0], rows):
-        span = slice(r0, min(x.shape[0], r0 + rows))
-        logits = chunk_logits(x, w, b, span, buffer)
+    for span, logits in chunk_logits(x, w, b, rows):
         losses[span] = chunk_loss(logits, span, want_grad)
         if not want_grad:
             continue
