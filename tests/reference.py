@@ -254,18 +254,26 @@ def binary_lq(logits: Tensor, target: Tensor, q: float) -> Tensor:
 
 
 def normalized_loss(
-    logits: Tensor, target: Tensor, gamma: float = 0.0, ignore_index: int = -100
+    logits: Tensor,
+    target: Tensor,
+    gamma: float = 0.0,
+    ignore_index: int = -100,
+    weight: Tensor | None = None,
+    label_smoothing: float = 0.0,
+    smoothing: str = "uniform",
 ) -> Tensor:
-    """Ma et al.'s normalized focal loss (NCE at ``gamma = 0``), mean over kept rows:
-    ``FL(p_t) / sum_j FL(p_j)`` with ``FL(p) = -(1 - p)^gamma log p``."""
+    """Ma et al.'s normalized focal loss (NCE at ``gamma = 0``), PyTorch's (weighted) mean:
+    ``sum_k w_k P_k FL(p_k) / sum_j FL(p_j)`` with ``FL(p) = -(1 - p)^gamma log p``."""
     p = softmax(logits)
+    k = p.shape[1]
+    w = torch.ones(k, dtype=torch.float64) if weight is None else weight.double()
     fl = -((1 - p) ** gamma) * torch.log(p)
-    big_p = target_matrix(target, p.shape[1])
-    per = (big_p * fl).sum(dim=1) / fl.sum(dim=1)
+    big_p = target_matrix(target, k, label_smoothing, smoothing)
+    per = (w * big_p * fl).sum(dim=1) / fl.sum(dim=1)
     if target.is_floating_point():
         return per.mean()
     valid = target != ignore_index
-    return per[valid].sum() / valid.sum()
+    return per[valid].sum() / w[target[valid]].sum()
 
 
 def nll_loss(

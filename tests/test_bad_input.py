@@ -124,3 +124,44 @@ def test_no_warning_for_ordinary_logits():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         crossent.cross_entropy(torch.randn(8, 5), torch.randint(0, 5, (8,)))
+
+
+INFINITE_HYPERPARAMETERS = [
+    (crossent.focal_loss, "gamma"),
+    (crossent.symmetric_cross_entropy, "alpha"),
+    (crossent.reverse_cross_entropy, "A"),
+    (crossent.poly1_cross_entropy, "epsilon"),
+    (crossent.cross_entropy, "z_loss"),
+]
+
+
+@pytest.mark.parametrize("fn,name", INFINITE_HYPERPARAMETERS)
+@pytest.mark.parametrize("value", [float("inf"), float("-inf")])
+def test_infinite_hyperparameters_are_rejected_not_turned_into_nan(fn, name, value):
+    with pytest.raises(ValueError, match=rf"`{name}`.*finite"):
+        fn(X, T, **{name: value})
+
+
+def test_registry_spec_with_overflowing_number_is_rejected():
+    with pytest.raises(ValueError, match=r"`gamma`.*finite"):
+        crossent.get_loss("focal(gamma=1e999)")
+
+
+def test_unbounded_range_is_printed_open():
+    with pytest.raises(ValueError, match=r"`gamma` in \[0, inf\)"):
+        crossent.focal_loss(X, T, gamma=-1.0)
+
+
+@pytest.mark.parametrize(
+    "fn",
+    [
+        crossent.reverse_cross_entropy,
+        crossent.symmetric_cross_entropy,
+        crossent.active_passive_loss,
+    ],
+)
+def test_loss_reading_log_of_target_rejects_negative_probabilities(fn):
+    p = torch.softmax(torch.randn(4, 5), 1)
+    p[1, 2] = -1e-9
+    with pytest.raises(ValueError, match=r"`target`.*>= 0"):
+        fn(X, p)

@@ -561,3 +561,12 @@ def test_bad_input_raises_naming_the_argument(kwargs, exc, message):
 def test_linear_loss_bad_names_and_hyper_parameters(loss, kwargs, exc, message):
     with pytest.raises(exc, match=message):
         linear_loss(_X, _W, _T, loss, **kwargs)
+
+
+@pytest.mark.parametrize("loss", ["rce", "sce"])
+def test_fused_loss_reading_log_of_target_rejects_negative_probabilities(loss):
+    x, w = torch.randn(4, 3), torch.randn(5, 3)
+    p = torch.softmax(torch.randn(4, 5), 1)
+    p[0, 1] = -1e-9
+    with pytest.raises(ValueError, match=r"`target`.*>= 0"):
+        crossent.linear_loss(x, w, p, loss)

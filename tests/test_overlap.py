@@ -272,13 +272,13 @@ def test_modules_equal_functions():
 
 BAD = [
     (dice_loss, {"mode": "sparse"}, ValueError, r"`mode` to be one of 'multiclass'"),
-    (dice_loss, {"smooth": -1.0}, ValueError, r"`smooth` in \[0, inf\]"),
+    (dice_loss, {"smooth": -1.0}, ValueError, r"`smooth` in \[0, inf\)"),
     (dice_loss, {"per_image": 1}, TypeError, r"`per_image` to be a bool"),
     (dice_loss, {"reduction": "avg"}, ValueError, r"`reduction`"),
-    (tversky_loss, {"alpha": -0.1}, ValueError, r"`alpha` in \[0, inf\]"),
-    (tversky_loss, {"beta": -1}, ValueError, r"`beta` in \[0, inf\]"),
+    (tversky_loss, {"alpha": -0.1}, ValueError, r"`alpha` in \[0, inf\)"),
+    (tversky_loss, {"beta": -1}, ValueError, r"`beta` in \[0, inf\)"),
     (tversky_loss, {"alpha": 0.0, "beta": 0.0}, ValueError, r"`alpha \+ beta` > 0"),
-    (focal_tversky_loss, {"gamma": -0.5}, ValueError, r"`gamma` in \[0, inf\]"),
+    (focal_tversky_loss, {"gamma": -0.5}, ValueError, r"`gamma` in \[0, inf\)"),
     (unified_focal_loss, {"weight": 1.5}, ValueError, r"`weight` in \[0, 1\]"),
     (unified_focal_loss, {"delta": -0.1}, ValueError, r"`delta` in \[0, 1\]"),
     (unified_focal_loss, {"gamma": 2.0}, ValueError, r"`gamma` in \[0, 1\]"),

@@ -59,13 +59,13 @@ def check_real(
     if isinstance(value, bool) or not isinstance(value, Real):
         raise TypeError(f"Expected `{name}` to be a real number, but got {_fmt(value)}")
     v = float(value)
-    if math.isnan(v):
-        raise fail(name, "to be a number", value)
+    if not math.isfinite(v):
+        raise fail(name, "to be a finite number", value)
     lo_ok = low is None or (v > low if low_open else v >= low)
     hi_ok = high is None or (v < high if high_open else v <= high)
     if not (lo_ok and hi_ok):
-        left = "(" if low_open else "["
-        right = ")" if high_open else "]"
+        left = "(" if low_open or low is None else "["
+        right = ")" if high_open or high is None else "]"
         lo = "-inf" if low is None else f"{low:g}"
         hi = "inf" if high is None else f"{high:g}"
         raise fail(name, f"in {left}{lo}, {hi}{right}", value)

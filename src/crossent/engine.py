@@ -45,7 +45,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from crossent import _checks, kernels
+from crossent import _checks, config, kernels
 from crossent._autograd import EngineFunction, Problem, compute_dtype
 from crossent._targets import (
     Targets,
@@ -597,6 +597,14 @@ class _MulticlassProblem:
         return grad_output.reshape(grad.shape[0], 1, grad.shape[2])
 
 
+def check_log_target(term: Term, probs: Tensor | None) -> None:
+    """A term that reads ``log P`` (reverse CE) needs probability targets ``>= 0``."""
+    if probs is None or not term.takes_log_of_target() or not config.validate_args():
+        return
+    if bool((probs < 0).any()):
+        raise _checks.fail("target", "probabilities >= 0 (this loss reads log P)", probs)
+
+
 def term_loss(
     input: Tensor,
     target: Tensor,
@@ -649,6 +657,7 @@ def term_loss(
         raise _checks.fail("input", "to be contiguous with inplace_backward=True", input)
     warn_if_probabilities(input)
     targets = prepare_targets(input, target, weight, class_scale, ignore_index, eps, smoothing)
+    check_log_target(term, targets.probs)
     opts = EngineOptions(
         term,
         weight,

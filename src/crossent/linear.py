@@ -31,7 +31,7 @@ from torch import Tensor
 from crossent import _checks
 from crossent._checks import fail
 from crossent._targets import check_smoothing, prepare_targets
-from crossent.engine import EngineOptions, compute_dtype
+from crossent.engine import EngineOptions, check_log_target, compute_dtype
 from crossent.functional import _params
 from crossent.functional.focal import focal_term
 from crossent.kernels.fused_linear import FusedProblem, choose_chunk_rows, run_fused
@@ -217,6 +217,7 @@ def linear_term_loss(
     acc = _check_accumulate_dtype(accumulate_dtype, linear_weight.dtype)
     logits = torch.empty((), dtype=input.dtype, device=input.device).expand(layout.logits_shape)
     targets = prepare_targets(logits, target, weight, class_scale, ignore_index, eps, smoothing)
+    check_log_target(term, targets.probs)
     opts = EngineOptions(
         term, weight, class_scale, ignore_index, reduction, eps, smoothing, z_loss, True
     )

@@ -61,6 +61,10 @@ class Term:
         """Runtime scalars the GPU kernel needs for this term (hyper-parameters)."""
         return ()
 
+    def takes_log_of_target(self) -> bool:
+        """Whether ``F`` reads ``log P`` (then a negative probability target is an error)."""
+        return False
+
     def __repr__(self) -> str:
         params = ", ".join(f"{v:g}" for v in self.kernel_params())
         return f"{type(self).__name__}({params})"
@@ -365,6 +369,10 @@ class ReverseCrossEntropyTerm(Term):
         """``d/ds (-e^s c) = -e^s c``: the value itself."""
         return self.value(s, p)
 
+    def takes_log_of_target(self) -> bool:
+        """``log P``: a negative probability target has no value."""
+        return True
+
     def kernel_params(self) -> tuple[float, ...]:
         """``(A,)``."""
         return (self.A,)
@@ -517,6 +525,10 @@ class WeightedSumTerm(Term):
     def grad(self, s: Tensor, p: Tensor) -> Tensor:
         """``sum_i c_i G_i(s, P)``."""
         return self._sum([c * self._part(t, t.grad(s, p), p) for c, t in self.parts])
+
+    def takes_log_of_target(self) -> bool:
+        """Whether any part reads ``log P``."""
+        return any(t.takes_log_of_target() for _, t in self.parts)
 
     def kernel_params(self) -> tuple[float, ...]:
         """``(c_1, *params_1, c_2, *params_2, ...)``."""

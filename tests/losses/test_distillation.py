@@ -77,6 +77,16 @@ def test_labels_mix_with_cross_entropy_and_ignored_rows_are_excluded():
     )
 
 
+@pytest.mark.parametrize("alpha", [0.0, 0.5])
+def test_all_labels_ignored_gives_zero_loss_and_zero_gradient(alpha):
+    s, t = _pair()
+    y = torch.full((s.shape[0],), -100)
+    loss = distillation_loss(s, t, temperature=2.0, labels=y, alpha=alpha)
+    loss.backward()
+    assert loss.item() == 0.0
+    assert bool((s.grad == 0).all())
+
+
 def test_without_labels_alpha_has_no_effect():
     s, t = _pair()
     torch.testing.assert_close(distillation_loss(s, t, alpha=0.7), distillation_loss(s, t))

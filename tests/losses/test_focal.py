@@ -122,6 +122,14 @@ def test_alpha_is_a_plain_mean_weight_is_pytorchs():
     torch.testing.assert_close(per, wper)
 
 
+def test_alpha_sequence_keeps_float64_precision():
+    x, t = inputs()
+    values = [0.1, 0.7, 1.3, 0.3, 2.9]  # not representable in float32
+    as_list = focal_loss(x, t, alpha=values, reduction="none")
+    as_tensor = focal_loss(x, t, alpha=torch.tensor(values, dtype=torch.float64), reduction="none")
+    assert torch.equal(as_list, as_tensor)
+
+
 def test_float_alpha_raises_asking_for_per_class_values():
     x, t = inputs()
     with pytest.raises(ValueError, match="per-class"):

@@ -101,7 +101,7 @@ X, T = torch.zeros(2, 3), torch.tensor([0, 1])
 Y = torch.ones(2, 3)
 BAD = [
     # (function, module class, kwargs, message regex)
-    (CF.focal_loss, cnn.FocalLoss, {"gamma": -1.0}, r"`gamma` in \[0, inf\]"),
+    (CF.focal_loss, cnn.FocalLoss, {"gamma": -1.0}, r"`gamma` in \[0, inf\)"),
     (CF.focal_loss, cnn.FocalLoss, {"gamma": "flsd-99"}, "flsd-53"),
     (CF.focal_loss, cnn.FocalLoss, {"alpha": 0.25}, "per-class"),
     (CF.focal_loss, cnn.FocalLoss, {"alpha": [0.5, -0.5, 1.0]}, ">= 0"),
@@ -116,7 +116,7 @@ BAD = [
     (CF.smooth_generalized_cross_entropy, cnn.SGCELoss, {"smoothing": "both"}, "smoothing"),
     (CF.binary_generalized_cross_entropy, cnn.BinaryGCELoss, {"q": 1.1}, "`q`"),
     (CF.binary_smooth_generalized_cross_entropy, cnn.BinarySGCELoss, {"q": -1}, "`q`"),
-    (CF.reverse_cross_entropy, cnn.RCELoss, {"A": 0.0}, r"`A` in \[-inf, 0\)"),
+    (CF.reverse_cross_entropy, cnn.RCELoss, {"A": 0.0}, r"`A` in \(-inf, 0\)"),
     (CF.symmetric_cross_entropy, cnn.SCELoss, {"A": 1.0}, "`A`"),
     (CF.symmetric_cross_entropy, cnn.SCELoss, {"alpha": -0.1}, "`alpha`"),
     (CF.symmetric_cross_entropy, cnn.SCELoss, {"beta": -1.0}, "`beta`"),

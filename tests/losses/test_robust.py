@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import crossent.nn
 from crossent.functional import (
     active_passive_loss,
     mae_loss,
@@ -96,6 +97,44 @@ def test_normalized_losses_match_reference(gamma, ignore):
         return normalized_focal_loss(z, t, gamma=gamma, ignore_index=ii)
 
     assert_matches(ours, lambda z: reference.normalized_loss(z, t, gamma, ignore_index=ii), x)
+
+
+@pytest.mark.parametrize("gamma", [0.0, 0.5])
+@pytest.mark.parametrize("eps,smoothing", [(0.0, "uniform"), (0.2, "uniform"), (0.2, "others")])
+def test_normalized_losses_with_weights_and_smoothing_match_reference(gamma, eps, smoothing):
+    x, t = inputs(ignore_index=-100)
+    w = W
+    kw = dict(weight=w, label_smoothing=eps, smoothing=smoothing)
+
+    def ours(z):
+        if gamma == 0:
+            return normalized_cross_entropy(z, t, **kw)
+        return normalized_focal_loss(z, t, gamma=gamma, **kw)
+
+    assert_matches(ours, lambda z: reference.normalized_loss(z, t, gamma, **kw), x)
+    assert torch.autograd.gradcheck(ours, (x,))
+
+
+def test_normalized_weight_on_probability_targets_weights_each_class():
+    x, _ = inputs()
+    p = torch.softmax(torch.randn(x.shape, dtype=torch.float64), 1)
+    w = torch.rand(x.shape[1], dtype=torch.float64) + 0.5
+    assert_matches(
+        lambda z: normalized_cross_entropy(z, p, weight=w, label_smoothing=0.1),
+        lambda z: reference.normalized_loss(z, p, weight=w, label_smoothing=0.1),
+        x,
+    )
+
+
+def test_active_passive_common_arguments_apply_to_both_parts():
+    x, t = inputs(ignore_index=-100)
+    w = torch.rand(x.shape[1], dtype=torch.float64) + 0.5
+    kw = dict(weight=w, label_smoothing=0.1, smoothing="others")
+    got = active_passive_loss(x, t, alpha=0.7, beta=2.0, **kw)
+    want = 0.7 * normalized_cross_entropy(x, t, **kw) + 2.0 * reverse_cross_entropy(x, t, **kw)
+    torch.testing.assert_close(got, want)
+    module = crossent.nn.APLoss(alpha=0.7, beta=2.0, **kw)
+    torch.testing.assert_close(module(x, t), got)
 
 
 def test_normalized_losses_probability_targets_and_reductions():

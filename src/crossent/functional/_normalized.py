@@ -2,9 +2,13 @@ r"""Normalized losses (Ma et al. 2020): a term's loss divided by its sum over al
 
 .. math::
 
-    \ell = \frac{\sum_k P_k F_1(s_k)}{\sum_j F_1(s_j)}, \qquad F_1(s) = F(s, 1),
+    \ell = \frac{\sum_k w_k P_k F_1(s_k)}{\sum_j F_1(s_j)}, \qquad F_1(s) = F(s, 1),
 
 e.g. ``F_1(s) = -s`` (normalized cross-entropy) or ``-(1 - e^s)^g s`` (normalized focal).
+``P`` is the (smoothed) target distribution and ``w`` the class weights (1 without), so the
+numerator is the term's own loss with PyTorch's weighting (``w_t F_1(s_t)`` for a one-hot
+target) and ``mean`` divides by the targets' weights, as :func:`torch.nn.functional.cross_entropy`
+does; the denominator, a sum over all labels, has neither.
 The denominator couples all classes through a ratio, so this is not a per-class sum and not
 an engine term; it is built here from the terms' ``F`` and ``G`` with its own analytic
 gradient, and dispatched by the engine's :func:`crossent.engine.run` (same autograd contract:
@@ -32,6 +36,7 @@ from crossent import _checks
 from crossent._targets import (
     Targets,
     check_input,
+    check_smoothing,
     prepare_targets,
     smoothed_target_chunk,
     warn_if_probabilities,
@@ -60,6 +65,9 @@ class NormalizedProblem:
     targets: Targets
     term: Term
     reduction: str
+    weight: Tensor | None = None
+    label_smoothing: float = 0.0
+    smoothing: str = "uniform"
     inplace_backward: bool = False
 
     def _parts(self, z: Tensor) -> _Parts:
@@ -68,8 +76,16 @@ class NormalizedProblem:
         # A fully masked row has lse = -inf; shift by 0 so s stays -inf, not NaN.
         s = x - torch.where(torch.isneginf(lse), torch.zeros_like(lse), lse)
         p = smoothed_target_chunk(
-            self.targets, slice(None), slice(None), x.shape[1], 0.0, "uniform", x.dtype
+            self.targets,
+            slice(None),
+            slice(None),
+            x.shape[1],
+            self.label_smoothing,
+            self.smoothing,
+            x.dtype,
         )
+        if self.weight is not None:  # w_k P_k: the rest of the formula is linear in it
+            p = p * self.weight.to(x.dtype).view(1, -1, 1)
         one = torch.ones((), dtype=x.dtype, device=x.device)
         f = self._masked(s, self.term.value(s, one))
         num = torch.where(p == 0, torch.zeros_like(f), p * f).sum(dim=1, keepdim=True)
@@ -110,12 +126,20 @@ class NormalizedProblem:
 
 
 def normalized_loss(
-    input: Tensor, target: Tensor, term: Term, *, ignore_index: int, reduction: str
+    input: Tensor,
+    target: Tensor,
+    term: Term,
+    *,
+    weight: Tensor | None,
+    ignore_index: int,
+    reduction: str,
+    label_smoothing: float,
+    smoothing: str,
 ) -> Tensor:
     """The normalized loss of ``term`` (see the module docstring) with PyTorch's reductions.
 
-    ``mean`` divides by the number of non-ignored elements (class indices) or by
-    ``N * d1 * ... * dn`` (probabilities).
+    ``mean`` divides by the summed class weights of the non-ignored targets (their number
+    without weights) for class indices, or by ``N * d1 * ... * dn`` for probabilities.
     """
     input = check_input(input)
     reduction = _checks.check_reduction(reduction)
@@ -127,9 +151,11 @@ def normalized_loss(
     n, k = input.shape[0], input.shape[1]
     if k < 2:
         raise _checks.fail("input", "to have at least 2 classes for a normalized loss", input)
+    eps = check_smoothing(label_smoothing, smoothing, k)
+    weight = _checks.check_class_weight(weight, k)
     warn_if_probabilities(input)
-    targets = prepare_targets(input, target, None, None, ignore_index, 0.0, "uniform")
-    problem = NormalizedProblem(targets, term, reduction)
+    targets = prepare_targets(input, target, weight, None, ignore_index, eps, smoothing)
+    problem = NormalizedProblem(targets, term, reduction, weight, eps, smoothing)
     z = input.contiguous().reshape(n, k, math.prod(input.shape[2:]))
     loss = run(problem, z, targets.probs)
     if reduction == "none":

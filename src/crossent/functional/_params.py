@@ -112,7 +112,8 @@ def check_class_alpha(alpha: object) -> Tensor | None:
         try:  # a sequence or an array of numbers
             if isinstance(alpha, (str, bytes, dict)):
                 raise TypeError
-            alpha = torch.as_tensor(alpha, dtype=torch.get_default_dtype())
+            # float64: the loss casts it to its compute dtype (float32 would round it first)
+            alpha = torch.as_tensor(alpha, dtype=torch.float64)
         except (TypeError, ValueError, RuntimeError):
             raise TypeError(
                 "Expected `alpha` to be None or per-class values (a sequence, array or tensor), "
@@ -121,7 +122,7 @@ def check_class_alpha(alpha: object) -> Tensor | None:
     if alpha.dim() != 1:
         raise fail("alpha", "to be one-dimensional (one value per class)", alpha)
     if not alpha.is_floating_point():
-        alpha = alpha.to(torch.get_default_dtype())
+        alpha = alpha.to(torch.float64)
     if bool(((alpha < 0) | ~torch.isfinite(alpha)).any()):
         raise fail("alpha", "to be finite and >= 0", alpha)
     return alpha

@@ -169,5 +169,6 @@ def _reduce(per: Tensor, keep: Tensor | None, reduction: str) -> Tensor:
     total = per.sum()
     if keep is None:
         return total / per.numel() if per.numel() else total
-    count = keep.sum().to(total.dtype)
-    return torch.where(count == 0, torch.zeros_like(total), total / count)
+    # No kept element: total is 0 and so is the loss; clamping (not torch.where) keeps the
+    # backward of 0/0 from turning the gradient into NaN.
+    return total / keep.sum().to(total.dtype).clamp_min(1)

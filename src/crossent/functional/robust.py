@@ -280,14 +280,25 @@ def symmetric_cross_entropy(
 
 
 def normalized_cross_entropy(
-    input: Tensor, target: Tensor, *, ignore_index: int = -100, reduction: str = "mean"
+    input: Tensor,
+    target: Tensor,
+    *,
+    weight: Tensor | None = None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+    smoothing: str = "uniform",
 ) -> Tensor:
     r"""Normalized cross-entropy (Ma et al. 2020): CE over the sum of CE to every label.
 
     .. math::
 
-        \ell = \frac{-\sum_k P_k \log p_k}{-\sum_j \log p_j}
-             = \frac{-\log p_t}{-\sum_j \log p_j} \in [0, 1] .
+        \ell = \frac{-\sum_k w_k P_k \log p_k}{-\sum_j \log p_j}
+             = \frac{-w_t \log p_t}{-\sum_j \log p_j} \text{ (one-hot target)} .
+
+    ``P`` is the target distribution (smoothed with ``label_smoothing``), ``w`` the class
+    weights with PyTorch's meaning (``mean`` divides by the targets' weights); without weights
+    the loss lies in ``[0, 1]``.
 
     The denominator makes it a ratio, not a per-class sum, so it is computed from the
     cross-entropy term's ``F`` and ``G`` with its own analytic gradient rather than by the
@@ -298,8 +309,11 @@ def normalized_cross_entropy(
     Args:
         input: logits ``(C,)``, ``(N, C)`` or ``(N, C, d1, ..., dn)`` with ``C >= 2``.
         target: class indices, or probabilities shaped like ``input``.
+        weight: class weights ``(C,)`` (PyTorch's meaning). Default None.
         ignore_index: class index that contributes nothing. Default -100.
         reduction: ``"none" | "mean" | "sum"``. Default ``"mean"``.
+        label_smoothing: ``eps`` in [0, 1]. Default 0.
+        smoothing: ``"uniform"`` or ``"others"``. Default ``"uniform"``.
 
     Shape:
         - input: ``(C)``, ``(N, C)`` or ``(N, C, d1, ..., dn)``
@@ -320,7 +334,14 @@ def normalized_cross_entropy(
         <https://arxiv.org/abs/2006.13554>`_, 2020.
     """
     return normalized_loss(
-        input, target, CrossEntropyTerm(), ignore_index=ignore_index, reduction=reduction
+        input,
+        target,
+        CrossEntropyTerm(),
+        weight=weight,
+        ignore_index=ignore_index,
+        reduction=reduction,
+        label_smoothing=label_smoothing,
+        smoothing=smoothing,
     )
 
 
@@ -329,14 +350,20 @@ def normalized_focal_loss(
     target: Tensor,
     *,
     gamma: float = 0.5,
+    weight: Tensor | None = None,
     ignore_index: int = -100,
     reduction: str = "mean",
+    label_smoothing: float = 0.0,
+    smoothing: str = "uniform",
 ) -> Tensor:
     r"""Normalized focal loss (Ma et al. 2020): focal loss over its sum to every label.
 
     .. math::
 
-        \ell = \frac{-(1 - p_t)^{\gamma} \log p_t}{-\sum_j (1 - p_j)^{\gamma} \log p_j} .
+        \ell = \frac{-\sum_k w_k P_k (1 - p_k)^{\gamma} \log p_k}
+                    {-\sum_j (1 - p_j)^{\gamma} \log p_j}
+             = \frac{-w_t (1 - p_t)^{\gamma} \log p_t}{-\sum_j (1 - p_j)^{\gamma} \log p_j}
+             \text{ (one-hot target)} .
 
     Built like :func:`normalized_cross_entropy` from the focal term (finite gradient for
     ``gamma < 1`` at saturated rows). The default ``gamma = 0.5`` is the authors' setting
@@ -348,8 +375,11 @@ def normalized_focal_loss(
         input: logits ``(C,)``, ``(N, C)`` or ``(N, C, d1, ..., dn)`` with ``C >= 2``.
         target: class indices, or probabilities shaped like ``input``.
         gamma: focusing parameter ``>= 0``. Default 0.5.
+        weight: class weights ``(C,)`` (PyTorch's meaning). Default None.
         ignore_index: class index that contributes nothing. Default -100.
         reduction: ``"none" | "mean" | "sum"``. Default ``"mean"``.
+        label_smoothing: ``eps`` in [0, 1]. Default 0.
+        smoothing: ``"uniform"`` or ``"others"``. Default ``"uniform"``.
 
     Shape:
         - input: ``(C)``, ``(N, C)`` or ``(N, C, d1, ..., dn)``
@@ -371,7 +401,14 @@ def normalized_focal_loss(
     """
     g = _params.check_gamma(gamma, allow_schedule=False)
     return normalized_loss(
-        input, target, FocalTerm(float(g)), ignore_index=ignore_index, reduction=reduction
+        input,
+        target,
+        FocalTerm(float(g)),
+        weight=weight,
+        ignore_index=ignore_index,
+        reduction=reduction,
+        label_smoothing=label_smoothing,
+        smoothing=smoothing,
     )
 
 
@@ -385,8 +422,11 @@ def active_passive_loss(
     beta: float = 1.0,
     gamma: float = 0.5,
     A: float = _A,
+    weight: Tensor | None = None,
     ignore_index: int = -100,
     reduction: str = "mean",
+    label_smoothing: float = 0.0,
+    smoothing: str = "uniform",
 ) -> Tensor:
     r"""Active passive loss (Ma et al. 2020): ``alpha * active + beta * passive``.
 
@@ -400,7 +440,8 @@ def active_passive_loss(
     authors' ``1 - p_t`` (:func:`unhinged_loss`), half of :func:`mae_loss` — their code's
     "reduced MAE". The defaults ``alpha = beta = 1`` are the paper's CIFAR-10 NCE+RCE
     setting. The active part is normalized (not an engine term), the passive part runs on
-    the engine; their gradients add.
+    the engine; their gradients add. ``weight``, ``ignore_index``, ``label_smoothing`` and
+    ``smoothing`` apply to both parts.
 
     Args:
         input: logits ``(C,)``, ``(N, C)`` or ``(N, C, d1, ..., dn)`` with ``C >= 2``.
@@ -411,8 +452,11 @@ def active_passive_loss(
         beta: weight of the passive loss, ``>= 0``. Default 1.
         gamma: NFL's focusing parameter ``>= 0`` (only with ``active="nfl"``). Default 0.5.
         A: RCE's ``log 0``, ``< 0`` (only with ``passive="rce"``). Default ``log(1e-4)``.
+        weight: class weights ``(C,)`` (PyTorch's meaning). Default None.
         ignore_index: class index that contributes nothing. Default -100.
         reduction: ``"none" | "mean" | "sum"``. Default ``"mean"``.
+        label_smoothing: ``eps`` in [0, 1]. Default 0.
+        smoothing: ``"uniform"`` or ``"others"``. Default ``"uniform"``.
 
     Shape:
         - input: ``(C)``, ``(N, C)`` or ``(N, C, d1, ..., dn)``
@@ -441,8 +485,13 @@ def active_passive_loss(
     a_ = _params.check_A(A)
     active_term = CrossEntropyTerm() if active == "nce" else FocalTerm(g)
     passive_term = ReverseCrossEntropyTerm(a_) if passive == "rce" else UnhingedTerm()
-    act = normalized_loss(
-        input, target, active_term, ignore_index=ignore_index, reduction=reduction
+    common = dict(
+        weight=weight,
+        ignore_index=ignore_index,
+        reduction=reduction,
+        label_smoothing=label_smoothing,
+        smoothing=smoothing,
     )
-    pas = term_loss(input, target, passive_term, ignore_index=ignore_index, reduction=reduction)
+    act = normalized_loss(input, target, active_term, **common)
+    pas = term_loss(input, target, passive_term, **common)
     return a * act + b * pas

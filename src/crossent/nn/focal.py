@@ -47,7 +47,10 @@ class FocalLoss(EngineLoss):
             smoothing=smoothing,
         )
         self.gamma = _params.check_gamma(gamma)
-        self.register_buffer("alpha", _params.check_class_alpha(alpha))
+        checked = _params.check_class_alpha(alpha)
+        if checked is not None and not isinstance(alpha, Tensor):
+            checked = checked.to(torch.get_default_dtype())  # a buffer, like PyTorch's own
+        self.register_buffer("alpha", checked)
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
         """Compute the loss (see :func:`crossent.focal_loss`)."""

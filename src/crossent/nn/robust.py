@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 from crossent import _checks
@@ -127,20 +126,7 @@ class SCELoss(EngineLoss):
         return {"alpha": self.alpha, "beta": self.beta, "A": self.A}
 
 
-class _NormalizedLoss(torch.nn.Module):
-    """Shared settings of the normalized losses: ``ignore_index`` and ``reduction``."""
-
-    def __init__(self, ignore_index: int, reduction: str) -> None:
-        super().__init__()
-        self.ignore_index = _params.check_ignore_index(ignore_index)
-        self.reduction = _checks.check_reduction(reduction)
-
-    def extra_repr(self) -> str:
-        """Settings shown by ``repr``."""
-        return f"reduction={self.reduction!r}, ignore_index={self.ignore_index}"
-
-
-class NCELoss(_NormalizedLoss):
+class NCELoss(EngineLoss):
     """Module form of :func:`crossent.normalized_cross_entropy`.
 
     Example:
@@ -149,17 +135,12 @@ class NCELoss(_NormalizedLoss):
         tensor(0.2500)
     """
 
-    def __init__(self, *, ignore_index: int = -100, reduction: str = "mean") -> None:
-        super().__init__(ignore_index, reduction)
-
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
         """Compute the loss (see :func:`crossent.normalized_cross_entropy`)."""
-        return normalized_cross_entropy(
-            input, target, ignore_index=self.ignore_index, reduction=self.reduction
-        )
+        return normalized_cross_entropy(input, target, **self.common())
 
 
-class NFLoss(_NormalizedLoss):
+class NFLoss(EngineLoss):
     """Module form of :func:`crossent.normalized_focal_loss`.
 
     Example:
@@ -169,23 +150,34 @@ class NFLoss(_NormalizedLoss):
     """
 
     def __init__(
-        self, *, gamma: float = 0.5, ignore_index: int = -100, reduction: str = "mean"
+        self,
+        *,
+        gamma: float = 0.5,
+        weight: Tensor | None = None,
+        ignore_index: int = -100,
+        reduction: str = "mean",
+        label_smoothing: float = 0.0,
+        smoothing: str = "uniform",
     ) -> None:
-        super().__init__(ignore_index, reduction)
+        super().__init__(
+            weight=weight,
+            ignore_index=ignore_index,
+            reduction=reduction,
+            label_smoothing=label_smoothing,
+            smoothing=smoothing,
+        )
         self.gamma = float(_params.check_gamma(gamma, allow_schedule=False))
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
         """Compute the loss (see :func:`crossent.normalized_focal_loss`)."""
-        return normalized_focal_loss(
-            input,
-            target,
-            gamma=self.gamma,
-            ignore_index=self.ignore_index,
-            reduction=self.reduction,
-        )
+        return normalized_focal_loss(input, target, gamma=self.gamma, **self.common())
+
+    def hyperparameters(self) -> dict[str, object]:
+        """``gamma``."""
+        return {"gamma": self.gamma}
 
 
-class APLoss(_NormalizedLoss):
+class APLoss(EngineLoss):
     """Module form of :func:`crossent.active_passive_loss` (``alpha active + beta passive``).
 
     Example:
@@ -203,10 +195,19 @@ class APLoss(_NormalizedLoss):
         beta: float = 1.0,
         gamma: float = 0.5,
         A: float = _params.DEFAULT_A,
+        weight: Tensor | None = None,
         ignore_index: int = -100,
         reduction: str = "mean",
+        label_smoothing: float = 0.0,
+        smoothing: str = "uniform",
     ) -> None:
-        super().__init__(ignore_index, reduction)
+        super().__init__(
+            weight=weight,
+            ignore_index=ignore_index,
+            reduction=reduction,
+            label_smoothing=label_smoothing,
+            smoothing=smoothing,
+        )
         _checks.check_choice("active", active, ("nce", "nfl"))
         _checks.check_choice("passive", passive, ("rce", "mae"))
         self.active, self.passive = active, passive
@@ -226,8 +227,7 @@ class APLoss(_NormalizedLoss):
             beta=self.beta,
             gamma=self.gamma,
             A=self.A,
-            ignore_index=self.ignore_index,
-            reduction=self.reduction,
+            **self.common(),
         )
 
     def extra_repr(self) -> str:
