@@ -49,6 +49,70 @@ def test_retain_graph_second_backward(reduction, eps):
     torch.testing.assert_close(first, expected)
 
 
+LOSS_PAIRS = [
+    ("ce", crossent.cross_entropy, F.cross_entropy, False),
+    ("ce_unbatched", crossent.cross_entropy, F.cross_entropy, False),
+    ("bce", crossent.binary_cross_entropy_with_logits, F.binary_cross_entropy_with_logits, True),
+]
+
+
+@pytest.mark.parametrize("name,ours,theirs,binary", LOSS_PAIRS)
+def test_many_retained_backwards_and_grad_edits_match_pytorch(name, ours, theirs, binary):
+    """``.grad`` shares no storage with what the graph keeps: editing it between retained
+    backwards (as ``optimizer.zero_grad(set_to_none=False)`` does) changes nothing else."""
+    x = torch.randn(7 if name.endswith("unbatched") else (5, 7), dtype=torch.float64)
+    x.requires_grad_()
+    if binary:
+        t = torch.rand(x.shape, dtype=torch.float64)
+    else:
+        t = torch.randint(0, 7, x.shape[:-1]) if x.dim() == 2 else torch.tensor(3)
+    (expected,) = torch.autograd.grad(theirs(x, t), x)
+    loss = ours(x, t)
+    for k in range(1, 4):
+        loss.backward(retain_graph=True)
+        torch.testing.assert_close(x.grad, k * expected)
+    x.grad.zero_()
+    loss.backward(retain_graph=True)
+    torch.testing.assert_close(x.grad, expected)
+    x.grad.mul_(7.0)
+    x.grad = None
+    loss.backward()
+    torch.testing.assert_close(x.grad, expected)
+
+
+def test_logits_are_released_after_backward():
+    import gc
+    import weakref
+
+    x, t = _pair()
+    logits = x * 2.0
+    alive = weakref.ref(logits)
+    loss = crossent.cross_entropy(logits, t)
+    del logits
+    loss.backward()
+    gc.collect()
+    assert alive() is None  # PyTorch's own cross-entropy frees them too
+
+
+@pytest.mark.parametrize("eps", [0.0, 0.1])
+def test_one_hot_probability_target_gradient_matches_pytorch_where_target_is_zero(eps):
+    x, t = _pair()
+    p = F.one_hot(t, x.shape[1]).to(x.dtype).requires_grad_()
+    a = torch.autograd.grad(crossent.cross_entropy(x, p, label_smoothing=eps), (x, p))
+    b = torch.autograd.grad(F.cross_entropy(x, p, label_smoothing=eps), (x, p))
+    torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("pos_weight", [False, True])
+def test_binary_target_gradient_matches_pytorch_for_hard_labels(pos_weight):
+    x = torch.randn(4, 6, dtype=torch.float64, requires_grad=True)
+    y = torch.randint(0, 2, (4, 6)).to(x.dtype).requires_grad_()
+    kw = {"pos_weight": torch.rand(6, dtype=torch.float64) + 0.5} if pos_weight else {}
+    a = torch.autograd.grad(crossent.binary_cross_entropy_with_logits(x, y, **kw), (x, y))
+    b = torch.autograd.grad(F.binary_cross_entropy_with_logits(x, y, **kw), (x, y))
+    torch.testing.assert_close(a, b)
+
+
 @pytest.mark.parametrize("eps", [0.0, 0.2])
 def test_double_backward_matches_pytorch(eps):
     x, t = _pair()
@@ -99,6 +163,16 @@ class TestInplaceBackward:
         torch.testing.assert_close(logits.detach(), expected)  # the logits now hold dL/dlogits
         loss.backward()
         torch.testing.assert_close(base.grad, expected)
+
+    def test_a_leaf_keeps_its_values_and_gets_a_new_grad(self):
+        x = torch.randn(6, 9, requires_grad=True)
+        before = x.detach().clone()
+        y = torch.randint(0, 9, (6,))
+        (expected,) = torch.autograd.grad(F.cross_entropy(x, y), x)
+        crossent.cross_entropy(x, y, inplace_backward=True).backward()
+        assert torch.equal(x.detach(), before)
+        assert x.grad.data_ptr() != x.data_ptr()
+        torch.testing.assert_close(x.grad, expected)
 
     def test_version_counter_bumped_so_saved_uses_fail(self):
         base = torch.randn(4, 5, requires_grad=True)

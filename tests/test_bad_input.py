@@ -108,6 +108,23 @@ def test_double_softmax_warning_once_per_call_site():
     assert hits[0].filename == __file__  # points at the caller, not at crossent
 
 
+def test_double_softmax_warning_points_at_the_caller_of_a_module_and_unbatched_input():
+    module = crossent.nn.CrossEntropyLoss()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        module(torch.softmax(torch.randn(8, 5), 1), torch.randint(0, 5, (8,)))
+        crossent.cross_entropy(torch.tensor([0.2, 0.3, 0.5]), torch.tensor(1))
+    hits = [w for w in caught if issubclass(w.category, ProbabilityInputWarning)]
+    assert [w.filename for w in hits] == [__file__, __file__]  # not torch's Module.__call__
+
+
+def test_module_checks_ignore_index_and_weight_at_construction():
+    with pytest.raises(TypeError, match="`ignore_index`"):
+        crossent.nn.CrossEntropyLoss(ignore_index="x")
+    with pytest.raises(ValueError, match="`weight`"):
+        crossent.nn.CrossEntropyLoss(weight=torch.ones(2, 2))
+
+
 def test_double_softmax_warning_never_changes_result_and_can_be_disabled():
     p = torch.softmax(torch.randn(8, 5), 1)
     t = torch.randint(0, 5, (8,))

@@ -111,3 +111,15 @@ def test_hard_labels_with_zero_weight_and_infinite_logit_give_zero():
     loss = crossent.binary_cross_entropy_with_logits(x, y, weight=w, reduction="none")
     assert loss[0, 0].item() == 0.0
     assert torch.isfinite(loss).all()
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("y", [1.0, 0.3])
+def test_zero_dim_input_matches_pytorch(reduction, y):
+    x = torch.tensor(0.3, dtype=torch.float64, requires_grad=True)
+    t = torch.tensor(y, dtype=torch.float64)
+    kw = {"pos_weight": torch.tensor(3.0, dtype=torch.float64), "reduction": reduction}
+    ours = crossent.binary_cross_entropy_with_logits(x, t, **kw)
+    theirs = F.binary_cross_entropy_with_logits(x, t, **kw)
+    torch.testing.assert_close(ours, theirs)
+    torch.testing.assert_close(torch.autograd.grad(ours, x), torch.autograd.grad(theirs, x))

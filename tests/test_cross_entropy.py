@@ -186,3 +186,39 @@ def test_k_equal_one():
     assert loss.item() == 0.0
     loss.backward()
     assert torch.equal(x.grad, torch.zeros_like(x))
+
+
+@pytest.mark.parametrize("soft", [False, True])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_zero_size_spatial_dim_gives_zero_and_empty_gradient(soft, reduction):
+    x = torch.randn(2, 4, 0, requires_grad=True)
+    t = torch.rand(2, 4, 0) if soft else torch.zeros(2, 0, dtype=torch.long)
+    loss = crossent.cross_entropy(x, t, reduction=reduction)
+    assert loss.shape == ((2, 0) if reduction == "none" else ())
+    if reduction != "none":
+        assert loss.item() == 0.0  # PyTorch: nan for mean (the documented all-ignored rule)
+    loss.sum().backward()
+    assert x.grad.shape == x.shape
+
+
+def test_probability_targets_accept_a_negative_ignore_index_as_pytorch():
+    x = torch.randn(3, 4, dtype=torch.float64)
+    p = torch.softmax(torch.randn(3, 4, dtype=torch.float64), 1)
+    for ignore_index in (-1, -5):
+        torch.testing.assert_close(
+            crossent.cross_entropy(x, p, ignore_index=ignore_index),
+            F.cross_entropy(x, p, ignore_index=ignore_index),
+        )
+    with pytest.raises(ValueError, match="`ignore_index`.*probability targets"):
+        crossent.cross_entropy(x, p, ignore_index=0)
+
+
+def test_ignore_index_may_be_any_integer_type():
+    np = pytest.importorskip("numpy", reason="NumPy integers are one of the accepted types")
+    x = torch.randn(4, 5, dtype=torch.float64)
+    t = torch.tensor([0, 2, 2, 4])
+    want = F.cross_entropy(x, t, ignore_index=2)
+    for ignore_index in (np.int64(2), torch.tensor(2)):
+        torch.testing.assert_close(crossent.cross_entropy(x, t, ignore_index=ignore_index), want)
+    with pytest.raises(TypeError, match="`ignore_index`"):
+        crossent.cross_entropy(x, t, ignore_index=True)

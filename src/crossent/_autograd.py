@@ -1,8 +1,9 @@
 """The autograd wrapper shared by the multiclass and binary engines.
 
 The gradient is formed in the forward pass and stored (see :mod:`crossent.engine` for why);
-backward hands it out untouched when ``grad_output == 1`` and scales a copy otherwise, so a
-second backward with ``retain_graph=True`` is correct. In the opt-in in-place mode the
+the first backward hands it out (untouched when ``grad_output == 1``, else scaled in place)
+and forgets it, so ``.grad`` never shares storage with a saved tensor; a second backward with
+``retain_graph=True`` forms it again from the saved logits. In the opt-in in-place mode the
 gradient lives in the logits' storage: their version counter is bumped in forward and a
 second backward raises. Double backward (``create_graph=True``) differentiates the problem's
 differentiable formula instead.
@@ -64,21 +65,35 @@ def scale_gradient(grad: Tensor, factor: Tensor, inplace: bool) -> Tensor:
     return out
 
 
+def writes_in_place(input: Tensor, inplace_backward: object) -> bool:
+    """Whether ``inplace_backward`` applies: to logits made by an operation, never to a leaf.
+
+    A leaf (a parameter, or a tensor the caller made) keeps its values, and its ``.grad`` is a
+    new buffer, as without ``inplace_backward``.
+    """
+    return bool(inplace_backward) and not input.is_leaf
+
+
 class EngineFunction(torch.autograd.Function):
-    """``loss = problem(z)`` with the analytic gradient computed in forward."""
+    """``loss = problem(z)`` with the analytic gradient computed in forward.
+
+    The first backward hands the stored gradient out (scaled in place by ``grad_output``) and
+    drops it, so the caller's ``.grad`` owns it and shares no storage with anything kept
+    here. A later backward (``retain_graph=True``) forms it again from the saved logits.
+    """
 
     @staticmethod
     def forward(ctx: FunctionCtx, z: Tensor, problem: Problem) -> Tensor:
         """Compute the loss and store the gradient."""
         loss, grad = problem.compute(z, want_grad=True)
-        ctx.problem, ctx.consumed = problem, False
+        ctx.problem, ctx.consumed, ctx.grad = problem, False, grad
         if problem.inplace_backward:
             # The logits now hold their gradient: bump their version so any saved use fails.
             torch.autograd.graph.increment_version(z)
-            ctx.grad_buffer = grad
         else:
-            ctx.save_for_backward(grad)  # an intermediate: released after backward
-            ctx.logits = z  # for double backward only (a reference, not a copy)
+            # Released after backward unless retained; version-checked when used (a later
+            # backward, double backward).
+            ctx.save_for_backward(z)
         return loss
 
     @staticmethod
@@ -96,16 +111,23 @@ class EngineFunction(torch.autograd.Function):
                     "retain_graph=True."
                 )
             ctx.consumed = True
-            grad = ctx.grad_buffer.detach()
-        else:
-            (grad,) = ctx.saved_tensors
-        if problem.reduction == "none":
-            factor = problem.none_factor(grad_output, grad)
-        elif bool(grad_output == 1):
-            return grad, None
-        else:
-            factor = grad_output
-        return scale_gradient(grad, factor, inplace=problem.inplace_backward), None
+            return _scaled(problem, ctx.grad.detach(), grad_output, inplace=True), None
+        grad, ctx.grad = ctx.grad, None  # the caller owns it from here
+        if grad is None:  # handed out by an earlier backward (retain_graph): form it again
+            (z,) = ctx.saved_tensors
+            _, grad = problem.compute(z.detach(), want_grad=True)
+        return _scaled(problem, grad, grad_output, inplace=True), None
+
+
+def _scaled(problem: Problem, grad: Tensor, grad_output: Tensor, inplace: bool) -> Tensor:
+    """The stored gradient times ``grad_output`` (per element for ``reduction='none'``)."""
+    if problem.reduction == "none":
+        factor = problem.none_factor(grad_output, grad)
+    elif bool(grad_output == 1):
+        return grad
+    else:
+        factor = grad_output
+    return scale_gradient(grad, factor, inplace=inplace)
 
 
 def _double_backward(ctx: FunctionCtx, grad_output: Tensor) -> Tensor:
@@ -115,8 +137,8 @@ def _double_backward(ctx: FunctionCtx, grad_output: Tensor) -> Tensor:
             "crossent: double backward (create_graph=True) is not available with "
             "inplace_backward=True: the logits were overwritten by their gradient."
         )
+    (z,) = ctx.saved_tensors  # the caller's logits, graph included (second order flows on)
     with torch.enable_grad():
-        z = ctx.logits
         loss = problem.differentiable(z)
         (grad,) = torch.autograd.grad(loss, z, grad_output, create_graph=True)
     return grad

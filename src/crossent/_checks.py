@@ -8,6 +8,7 @@ one) run unless :func:`crossent.set_validation` turned them off.
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Iterable
 from numbers import Real
 
@@ -70,6 +71,20 @@ def check_real(
         hi = "inf" if high is None else f"{high:g}"
         raise fail(name, f"in {left}{lo}, {hi}{right}", value)
     return v
+
+
+def check_ignore_index(ignore_index: object) -> int:
+    """An integer (any value; PyTorch's default is -100), returned as a Python int.
+
+    Anything with ``__index__`` counts (a NumPy integer, a 0-dim integer tensor), as in
+    PyTorch; a bool does not.
+    """
+    if isinstance(ignore_index, bool):
+        raise TypeError(f"Expected `ignore_index` to be an int, but got {ignore_index!r}")
+    try:
+        return operator.index(ignore_index)  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(f"Expected `ignore_index` to be an int, but got {ignore_index!r}") from None
 
 
 def check_tensor(name: str, value: object) -> torch.Tensor:

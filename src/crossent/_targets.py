@@ -20,6 +20,7 @@ from crossent._autograd import compute_dtype
 from crossent._checks import fail
 
 _PACKAGE_DIR = str(Path(__file__).resolve().parent)
+_LIBRARY_DIRS = (_PACKAGE_DIR, str(Path(torch.__file__).resolve().parent))
 _PROBE_ROWS = 64
 
 
@@ -49,10 +50,14 @@ class Targets:
 
 
 def caller_stacklevel() -> int:
-    """Stack level of the first frame outside the crossent package (for warnings)."""
+    """Stack level of the first frame outside crossent and torch (for warnings).
+
+    torch's frames are skipped too, so a loss module called through ``Module.__call__``
+    reports the line of the user's code, not a line inside torch.
+    """
     frame = sys._getframe(1)
     level = 1
-    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+    while frame is not None and frame.f_code.co_filename.startswith(_LIBRARY_DIRS):
         frame = frame.f_back
         level += 1
     return level
@@ -61,9 +66,14 @@ def caller_stacklevel() -> int:
 def warn_if_probabilities(input: Tensor) -> None:
     """Warn once per call site when the first rows of ``input`` look like probabilities.
 
+    "Once per call site" is Python's default warning filter (the call site is the first line
+    outside crossent and torch); a filter set to ``"always"`` shows every occurrence.
+
     Only ``min(N, 64)`` rows are probed, so the check costs nothing next to the loss; it never
     changes the result and :func:`crossent.set_probability_warning` turns it off.
     """
+    if input.dim() == 1:  # unbatched (K,): one row
+        input = input.unsqueeze(0)
     if not config.warn_probabilities() or input.dim() < 2 or input.shape[1] < 2:
         return
     with torch.no_grad():
@@ -162,10 +172,10 @@ def prepare_targets(
             )
         if smoothing == "others" and label_smoothing > 0:
             raise fail("smoothing", "'uniform' for probability targets", smoothing)
-        if ignore_index != -100:
+        if ignore_index >= 0:  # PyTorch rejects these and ignores a negative one
             raise fail(
                 "ignore_index",
-                "to be left at -100 for probability targets (as PyTorch)",
+                "to be negative (unused) for probability targets, as in PyTorch",
                 ignore_index,
             )
         probs = target.reshape(n, k, math.prod(input.shape[2:]))

@@ -41,9 +41,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from crossent import _checks, config
+from crossent._autograd import writes_in_place
 from crossent._checks import fail
 from crossent.engine import compute_dtype, run, weighted
-from crossent.terms import Term
+from crossent.terms import Term, value_where_target
 
 # Elements per block of rows (bounds float32 temporaries).
 BLOCK_ELEMENTS = 1 << 20
@@ -93,10 +94,8 @@ class _BinaryProblem:
             y = y * (1 - self.label_smoothing) + self.label_smoothing / 2
         # log(sigmoid(z)) and log(1 - sigmoid(z)) = log(sigmoid(-z)), both stable.
         s1, s0 = F.logsigmoid(x), F.logsigmoid(-x)
-        f1, f0 = self.term.value(s1, y), self.term.value(s0, 1 - y)
-        if self.term.vanishes_where_target_zero:
-            f1 = torch.where(y == 0, torch.zeros_like(f1), f1)
-            f0 = torch.where(y == 1, torch.zeros_like(f0), f0)
+        f1 = value_where_target(self.term, s1, y)
+        f0 = value_where_target(self.term, s0, 1 - y)
         loss = weighted(a1, f1) + weighted(a0, f0)
         if not want_grad:
             return loss, None
@@ -139,7 +138,7 @@ class _BinaryProblem:
         rows = max(1, BLOCK_ELEMENTS // max(1, math.prod(z.shape[1:]))) if z.dim() else 1
         n = z.shape[0] if z.dim() else 1
         for r0 in range(0, n, rows):
-            block = slice(r0, r0 + rows) if z.dim() else slice(None)
+            block = slice(r0, r0 + rows) if z.dim() else ...  # a 0-dim input: all of it
             loss, g = self._block(z, block, want_grad)
             if losses is not None:
                 losses[block] = loss
@@ -230,11 +229,12 @@ def binary_term_loss(
             raise fail("target", "to hold values in [0, 1]", target)
     weight = _check_broadcast("weight", weight, input.shape)
     pos_weight = _check_broadcast("pos_weight", pos_weight, input.shape)
+    inplace_backward = writes_in_place(input, inplace_backward)
     if inplace_backward and not input.is_contiguous():
         raise fail("input", "to be contiguous with inplace_backward=True", input)
     hard = eps == 0 and term.vanishes_where_target_zero and not target.requires_grad
     problem = _BinaryProblem(
-        target, term, weight, pos_weight, balance, reduction, eps, bool(inplace_backward), hard
+        target, term, weight, pos_weight, balance, reduction, eps, inplace_backward, hard
     )
     soft = target if target.requires_grad else None
     return run(problem, input, soft)

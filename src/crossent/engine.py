@@ -46,7 +46,7 @@ import torch
 from torch import Tensor
 
 from crossent import _checks, config, kernels
-from crossent._autograd import EngineFunction, Problem, compute_dtype
+from crossent._autograd import EngineFunction, Problem, compute_dtype, writes_in_place
 from crossent._targets import (
     Targets,
     check_input,
@@ -56,7 +56,7 @@ from crossent._targets import (
     smoothing_levels,
     warn_if_probabilities,
 )
-from crossent.terms import Term
+from crossent.terms import Term, value_where_target
 
 # Elements per chunk: ~1M float32 (4 MiB) keeps a chunk's temporaries in cache; measured
 # best among 2^18..2^22 at (4096, 32000) on the 2-core benchmark machine.
@@ -101,6 +101,8 @@ class EngineOptions:
 
 def iter_chunks(n: int, k: int, d: int) -> Iterator[tuple[slice, slice]]:
     """Row and position slices of ``(N, K, D)`` covering ~``CHUNK_ELEMENTS`` logits each."""
+    if n * k * d == 0:  # no logits (an empty batch or a zero-size spatial dim): no chunks
+        return
     if k * d <= CHUNK_ELEMENTS:
         rows = max(1, CHUNK_ELEMENTS // (k * d))
         for n0 in range(0, n, rows):
@@ -557,9 +559,7 @@ def differentiable_loss(z: Tensor, targets: Targets, opts: EngineOptions) -> Ten
     p = smoothed_target_chunk(
         targets, slice(None), slice(None), k, opts.label_smoothing, opts.smoothing, x.dtype
     )
-    f = opts.term.value(s, p)
-    if opts.term.vanishes_where_target_zero:
-        f = torch.where(p == 0, torch.zeros_like(f), f)
+    f = value_where_target(opts.term, s, p)
     mult = _class_multiplier(opts, k, x.dtype, x.device)
     if mult is not None:
         f = f * mult
@@ -644,8 +644,7 @@ def term_loss(
     input = check_input(input)
     reduction = _checks.check_reduction(reduction)
     z_loss = _checks.check_real("z_loss", z_loss, low=0.0)
-    if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
-        raise TypeError(f"Expected `ignore_index` to be an int, but got {ignore_index!r}")
+    ignore_index = _checks.check_ignore_index(ignore_index)
     target = _checks.check_tensor("target", target)
     unbatched = input.dim() == 1
     if unbatched:
@@ -653,6 +652,7 @@ def term_loss(
     k = input.shape[1]
     eps = check_smoothing(label_smoothing, smoothing, k)
     weight = _checks.check_class_weight(weight, k)
+    inplace_backward = writes_in_place(input, inplace_backward)
     if inplace_backward and not input.is_contiguous():
         raise _checks.fail("input", "to be contiguous with inplace_backward=True", input)
     warn_if_probabilities(input)
@@ -667,7 +667,7 @@ def term_loss(
         eps,
         smoothing,
         z_loss,
-        bool(inplace_backward),
+        inplace_backward,
     )
     problem = _MulticlassProblem(targets, opts)
     z = input.contiguous().reshape(input.shape[0], k, math.prod(input.shape[2:]))

@@ -32,7 +32,6 @@ from crossent import _checks
 from crossent._checks import fail
 from crossent._targets import check_smoothing, prepare_targets
 from crossent.engine import EngineOptions, check_log_target, compute_dtype
-from crossent.functional import _params
 from crossent.functional.focal import focal_term
 from crossent.kernels.fused_linear import FusedProblem, choose_chunk_rows, run_fused
 from crossent.linear_generic import forward_arguments, generic_problem
@@ -209,7 +208,7 @@ def linear_term_loss(
     target = _class_target(layout, target)
     reduction = _checks.check_reduction(reduction)
     z_loss = _checks.check_real("z_loss", z_loss, low=0.0)
-    ignore_index = -100 if ignore_index is None else _params.check_ignore_index(ignore_index)
+    ignore_index = -100 if ignore_index is None else _checks.check_ignore_index(ignore_index)
     n, classes = layout.logits_shape[:2]
     eps = check_smoothing(label_smoothing, smoothing, classes)
     weight = _checks.check_class_weight(weight, classes)

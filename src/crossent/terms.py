@@ -483,6 +483,23 @@ class BrierTerm(Term):
         return 2 * _prob_minus_target(s, p) * torch.exp(s)
 
 
+def value_where_target(term: Term, s: Tensor, p: Tensor) -> Tensor:
+    """``F(s, P)`` with the engine's convention ``F = 0`` where ``P = 0`` for vanishing terms.
+
+    Written so that autograd also gets ``dF/dP`` right at ``P = 0`` (a probability target
+    that requires grad): a term linear in the target (``F = P F(s, 1)``) is evaluated with
+    ``s = 0`` where ``P = 0`` and ``s = -inf`` (a masked class), which gives exactly 0 there
+    and keeps ``dF/dP = F(s, 1)`` elsewhere; other vanishing terms are zeroed where ``P = 0``.
+    """
+    if not term.vanishes_where_target_zero:
+        return term.value(s, p)
+    if term.linear_in_target:
+        s = torch.where((p == 0) & torch.isneginf(s), torch.zeros_like(s), s)
+        return term.value(s, p)
+    f = term.value(s, p)
+    return torch.where(p == 0, torch.zeros_like(f), f)
+
+
 class WeightedSumTerm(Term):
     r"""A weighted sum of terms, ``F = sum_i c_i F_i``, ``G = sum_i c_i G_i``, in one pass.
 

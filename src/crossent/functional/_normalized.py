@@ -33,6 +33,7 @@ import torch
 from torch import Tensor
 
 from crossent import _checks
+from crossent._checks import check_ignore_index
 from crossent._targets import (
     Targets,
     check_input,
@@ -42,7 +43,6 @@ from crossent._targets import (
     warn_if_probabilities,
 )
 from crossent.engine import compute_dtype, reduce_losses, run
-from crossent.functional._params import check_ignore_index
 from crossent.terms import Term
 
 

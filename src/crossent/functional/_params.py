@@ -69,13 +69,6 @@ def check_temperature(temperature: object) -> float:
     return _checks.check_real("temperature", temperature, low=0.0, low_open=True)
 
 
-def check_ignore_index(ignore_index: object) -> int:
-    """An int (any value; PyTorch's default is -100)."""
-    if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
-        raise TypeError(f"Expected `ignore_index` to be an int, but got {ignore_index!r}")
-    return ignore_index
-
-
 def check_binary_smoothing(label_smoothing: object, smoothing: object) -> float:
     """``eps`` in [0, 1] and the convention; ``"others"`` with two outcomes needs ``eps <= 1/2``."""
     eps = _checks.check_real("label_smoothing", label_smoothing, low=0.0, high=1.0)

@@ -74,7 +74,9 @@ def cross_entropy(
             (unweighted; PaLM's auxiliary loss). Default 0.
         inplace_backward: write the gradient into ``input``'s storage during the forward pass
             (saves one logits-sized buffer). The logits are unusable afterwards; their version
-            counter is bumped so an operation that saved them fails loudly. Default False.
+            counter is bumped so an operation that saved them fails loudly. Applies to logits
+            made by an operation; a leaf keeps its values and gets a new ``.grad``. Default
+            False.
 
     Shape:
         - input: ``(C)``, ``(N, C)`` or ``(N, C, d1, ..., dn)``

@@ -110,7 +110,7 @@ def distillation_loss(
     mix = _params.check_unit("mix", mix)
     alpha = _params.check_unit("alpha", alpha)
     reduction = _checks.check_reduction(reduction)
-    ignore_index = _params.check_ignore_index(ignore_index)
+    ignore_index = _checks.check_ignore_index(ignore_index)
     student = check_input(student_logits)
     teacher = _checks.check_tensor("teacher_logits", teacher_logits)
     if teacher.shape != student.shape:

@@ -8,9 +8,9 @@ import torch
 from torch import Tensor
 
 from crossent import _checks
+from crossent._checks import check_ignore_index
 from crossent._targets import check_input, prepare_targets
 from crossent.engine import compute_dtype, reduce_losses
-from crossent.functional._params import check_ignore_index
 
 
 def nll_loss(

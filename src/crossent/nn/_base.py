@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from crossent import _checks
-from crossent.functional._params import check_ignore_index
+from crossent._checks import check_ignore_index
 
 
 class EngineLoss(torch.nn.Module):

@@ -34,8 +34,12 @@ class CrossEntropyLoss(torch.nn.Module):
         inplace_backward: bool = False,
     ) -> None:
         super().__init__()
+        if weight is not None:
+            _checks.check_tensor("weight", weight)
+            if weight.dim() != 1:
+                raise _checks.fail("weight", "to have shape (C,) (one weight per class)", weight)
         self.register_buffer("weight", weight)
-        self.ignore_index = ignore_index
+        self.ignore_index = _checks.check_ignore_index(ignore_index)
         self.reduction = _checks.check_reduction(reduction)
         self.label_smoothing = _checks.check_real(
             "label_smoothing", label_smoothing, low=0.0, high=1.0

@@ -38,7 +38,7 @@ class DistillationLoss(torch.nn.Module):
         self.divergence = divergence
         self.mix = _params.check_unit("mix", mix)
         self.alpha = _params.check_unit("alpha", alpha)
-        self.ignore_index = _params.check_ignore_index(ignore_index)
+        self.ignore_index = _checks.check_ignore_index(ignore_index)
         self.reduction = _checks.check_reduction(reduction)
 
     def forward(

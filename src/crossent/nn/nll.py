@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 
 from crossent import _checks
-from crossent.functional._params import check_ignore_index
+from crossent._checks import check_ignore_index
 from crossent.functional.nll import nll_loss
 
 
