@@ -255,3 +255,54 @@ def test_help_lists_the_command():
     assert result.exit_code == 0
     for option in ("--labels", "--logits / --probs", "--bins", "--out"):
         assert option in result.output
+
+
+def test_unwritable_out_gives_a_one_line_error(tmp_path):
+    logits, labels = _logits(n=40)
+    path = tmp_path / "m.npz"
+    np.savez(path, logits=logits.numpy(), labels=labels.numpy())
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    line = _fails(path, "--out", blocker / "sub", contains=str(blocker / "sub"))
+    assert "cannot write" in line
+
+
+def test_float_labels_beyond_int64_are_malformed(tmp_path):
+    path = tmp_path / "big.npz"
+    np.savez(path, probs=np.full((30, 2), 0.5), labels=np.full(30, 1e30))
+    _fails(path, contains="labels must be whole numbers")
+
+
+def test_binary_run_prints_the_precision_recall_curve_and_stores_it(tmp_path):
+    probs, labels = _binary()
+    path = tmp_path / "b.npz"
+    np.savez(path, probs=probs.numpy(), labels=labels.numpy())
+    out = tmp_path / "out"
+    result = _ok(path, "--out", out)
+    assert "Precision-recall curve" in result.output
+    report = json.loads((out / "calibration.json").read_text())
+    points = report["pr_curve"]
+    assert 2 <= len(points) <= 11
+    precision, recall, thresholds = precision_recall_curve(labels.numpy(), probs.numpy())
+    for point in points:  # every printed point lies on scikit-learn's curve
+        (index,) = np.flatnonzero(thresholds == point["threshold"])
+        assert point["precision"] == pytest.approx(precision[index], abs=1e-12)
+        assert point["recall"] == pytest.approx(recall[index], abs=1e-12)
+        assert f"{point['threshold']:.4f}" in result.output
+    assert points[-1]["recall"] == 1.0
+    assert [p["recall"] for p in points] == sorted(p["recall"] for p in points)
+
+
+def test_multiclass_report_has_no_pr_curve(tmp_path):
+    logits, labels = _logits()
+    path = tmp_path / "m.npz"
+    np.savez(path, logits=logits.numpy(), labels=labels.numpy())
+    result = _ok(path, "--out", tmp_path / "out")
+    assert "Precision-recall curve" not in result.output
+    assert "pr_curve" not in json.loads((tmp_path / "out" / "calibration.json").read_text())
+
+
+def test_help_documents_the_file_layouts():
+    result = CliRunner().invoke(main, ["calibrate", "--help"])
+    for word in ("logits", "probs", "labels", "header", "column", ".txt"):
+        assert word in result.output

@@ -363,3 +363,42 @@ def test_bins_give_every_norm_from_one_pass():
         assert abs(bins.calibration_error(norm).item() - expected.item()) < 1e-12
     with pytest.raises(ValueError, match="`norm` to be one of"):
         bins.calibration_error("l3")
+
+
+@pytest.mark.parametrize("n_bins", [98, 196, 392])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_exact_dyadic_edges_are_binned_as_float64_and_sklearn(dtype, n_bins):
+    # numpy.linspace(0, 1, 99)[49] is 0.49999999999999994, one ulp below 1/2: scikit-learn
+    # (and crossent on float64) put a confidence of exactly 0.5 in the bin above that edge.
+    # The same 0.5 given in float32 or half precision must land in the same bin.
+    edges = np.linspace(0, 1, n_bins + 1)
+    k = np.arange(n_bins + 1)
+    exact = k / n_bins
+    below = (edges < exact) & (exact == exact.astype(np.float16))  # dyadic k/B, edge below
+    assert below.any()
+    probs = torch.tensor(exact[below], dtype=dtype)
+    labels = torch.zeros(probs.shape[0], dtype=torch.long)
+    expected_ids = np.searchsorted(edges[1:-1], probs.double().numpy())
+    expected = np.bincount(expected_ids, minlength=n_bins).tolist()
+    assert calibration_bins(probs, labels, n_bins=n_bins).counts.tolist() == expected
+    as_float64 = calibration_bins(probs.double(), labels, n_bins=n_bins).counts.tolist()
+    assert as_float64 == expected
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+def test_nll_clips_at_the_input_dtype_epsilon(dtype):
+    # a confident mistake costs -log(eps) of the input's dtype (6.93 in float16), as
+    # documented and as scikit-learn's log_loss, which clips at np.finfo(y_pred.dtype).eps
+    eps = torch.finfo(dtype).eps
+    expected = -np.log(eps)
+    rows = torch.tensor([[1.0, 0.0]], dtype=dtype)
+    assert negative_log_likelihood(rows, torch.tensor([1])).item() == pytest.approx(expected)
+    binary = torch.tensor([0.0], dtype=dtype)
+    assert negative_log_likelihood(binary, torch.tensor([1])).item() == pytest.approx(expected)
+    if dtype == torch.float16:
+        probs = torch.tensor([0.0, 1.0, 0.3], dtype=dtype)
+        labels = np.array([1, 0, 1])
+        theirs = log_loss(labels, probs.numpy())
+        assert negative_log_likelihood(probs, torch.tensor(labels)).item() == pytest.approx(
+            theirs, rel=1e-3
+        )

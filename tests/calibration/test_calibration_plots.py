@@ -132,3 +132,19 @@ def test_import_does_not_load_matplotlib_and_drawing_does_not_load_pyplot():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_drawing_into_a_subfigure_returns_the_figure():
+    from matplotlib.figure import Figure
+
+    probs, labels = _data(n=500)
+    fig = Figure()
+    left, right = fig.subfigures(1, 2)
+    assert reliability_diagram(probs, labels, ax=left.add_subplot()) is fig
+    assert confidence_histogram(probs, labels, ax=right.add_subplot()) is fig
+
+
+def test_reliability_diagrams_names_a_bad_entry():
+    probs, labels = _data(n=200)
+    with pytest.raises(TypeError, match=r"`predictions\['b'\]` to be a \(probs, labels\) pair"):
+        reliability_diagrams({"a": (probs, labels), "b": probs})

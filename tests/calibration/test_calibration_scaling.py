@@ -106,7 +106,7 @@ def test_temperature_scaling_raises_when_the_optimiser_fails():
 
 
 def test_temperature_argument_checks():
-    with pytest.raises(ValueError, match=r"`temperature` in \(0, inf\]"):
+    with pytest.raises(ValueError, match=r"`temperature` in \(0, inf\)"):
         TemperatureScaling(0.0)
     with pytest.raises(ValueError, match=r"`bounds\[1\]`"):
         TemperatureScaling(bounds=(2.0, 1.0))

@@ -55,6 +55,8 @@ class Batch:
         labels: ``(R,)`` labels.
         logits: the logits the probabilities came from, or ``None``.
         lse: ``logsumexp`` of ``(R, K)`` logits per row, or ``None``.
+        eps: where ``p_y`` is clipped for the NLL: the machine epsilon of the caller's dtype
+            (half-precision inputs are upcast, but clip at their own epsilon).
     """
 
     def __init__(
@@ -63,8 +65,10 @@ class Batch:
         labels: torch.Tensor,
         logits: torch.Tensor | None = None,
         lse: torch.Tensor | None = None,
+        eps: float | None = None,
     ) -> None:
         self.probs, self.labels, self.logits, self.lse = probs, labels, logits, lse
+        self.eps = torch.finfo(probs.dtype).eps if eps is None else eps
 
     @cached_property
     def top_label(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -96,7 +100,7 @@ class Batch:
         return self.probs.gather(1, self.labels.long().unsqueeze(1)).squeeze(1)
 
     def nll_sum(self) -> torch.Tensor:
-        """``-sum_i log p_y`` in float64 (exact from logits, ``p_y`` clipped at eps from probs)."""
+        """``-sum_i log p_y`` in float64 (exact from logits; from probs ``max(p_y, eps)``)."""
         if self.logits is not None and self.lse is not None:
             # log softmax(z)_y = z_y - logsumexp(z)
             z_y = self.logits.gather(1, self.labels.long().unsqueeze(1)).squeeze(1)
@@ -105,8 +109,7 @@ class Batch:
             # log sigmoid(z) for y = 1, log(1 - sigmoid(z)) = log sigmoid(-z) for y = 0
             signed = torch.where(self.labels == 1, self.logits, -self.logits)
             return -F.logsigmoid(signed).sum(dtype=torch.float64)
-        eps = torch.finfo(self.probs.dtype).eps
-        return -self.prob_true.clamp_min(eps).log_().sum(dtype=torch.float64)
+        return -self.prob_true.clamp_min(self.eps).log_().sum(dtype=torch.float64)
 
     def brier_sum(self) -> torch.Tensor:
         """``sum_i sum_k (p_ik - y_ik)^2`` in float64 (``sum_i (p_i - y_i)^2`` for ``(R,)``).
@@ -145,10 +148,11 @@ def iter_batches(
             V.check_labels_chunk(y, num_classes)
         if check and not from_logits:
             V.check_probs_chunk(x)  # before upcasting: the row-sum tolerance follows the dtype
+        eps = torch.finfo(x.dtype).eps
         if x.dtype in (torch.float16, torch.bfloat16):
             x = x.float()
         if not from_logits:
-            yield Batch(x, y, None, None)
+            yield Batch(x, y, None, None, eps)
         elif x.dim() == 1:
             if check and bool(torch.isnan(x).any()):
                 raise V.bad("probs", "(logits, from_logits=True) not to contain NaN", "NaN")
@@ -173,6 +177,20 @@ def _search_edges(n_bins: int) -> torch.Tensor:
     return edges
 
 
+@lru_cache(maxsize=64)
+def _edge_below_dyadic(n_bins: int) -> bool:
+    """Whether a float64 edge ``e_k`` lies below ``k / B`` where ``k / B`` is a binary fraction.
+
+    A binary fraction ``k / B`` (``B / gcd(k, B)`` a power of two) can be a float32 or half
+    confidence; ``ceil(c * B) - 1`` puts it below the edge, scikit-learn above ``e_k`` (for
+    example ``B = 98``: ``numpy.linspace(0, 1, 99)[49]`` is ``0.49999999999999994``).
+    """
+    k = np.arange(n_bins + 1)
+    reduced = n_bins // np.gcd(k, n_bins)
+    dyadic = (reduced & (reduced - 1)) == 0
+    return bool(np.any(dyadic & (uniform_edges(n_bins).numpy() < k / n_bins)))
+
+
 def uniform_key(conf: torch.Tensor, hits: torch.Tensor, n_bins: int) -> torch.Tensor:
     """Key ``bin + n_bins * hit`` of each confidence for ``(lo, hi]`` bins over ``[0, 1]``.
 
@@ -183,9 +201,10 @@ def uniform_key(conf: torch.Tensor, hits: torch.Tensor, n_bins: int) -> torch.Te
     """
     c = conf.double()
     # b = ceil(c * B) - 1. For float32 (and half) c, c * B is exact in float64, and no float32
-    # lies between k / B and its float64 edge e_k, so this is the exact bin.
+    # lies strictly between k / B and its float64 edge e_k, so this is the exact bin unless c
+    # equals a binary fraction k / B whose edge e_k rounds below it (rare n_bins, e.g. 98).
     key = c.mul(n_bins).sub_(1).ceil_().clamp_(0, n_bins - 1)
-    if conf.dtype == torch.float64:
+    if conf.dtype == torch.float64 or _edge_below_dyadic(n_bins):
         # c * B may round across an integer when c is within an ulp of an edge: compare with
         # the edges of the candidate bin and move by one where needed.
         edges = _search_edges(n_bins).to(c.device)

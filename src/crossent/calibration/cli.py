@@ -50,6 +50,30 @@ def _load(
     return content.values, labels, kind
 
 
+def _write_error(out: Path, err: OSError) -> click.ClickException:
+    return click.ClickException(f"{out}: cannot write ({err.strerror or err})")
+
+
+def _make_directory(out: Path) -> None:
+    """Create ``--out`` before any work, so an unusable directory is a one-line error."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise _write_error(out, err) from err
+
+
+def _pr_table(points: list[dict]) -> object:
+    """The precision-recall curve of binary predictions as a small table (before scaling)."""
+    from rich.table import Table
+
+    table = Table(title="Precision-recall curve (positive class, predict p >= threshold)")
+    for name in ("threshold", "precision", "recall"):
+        table.add_column(name, justify="right")
+    for point in points:
+        table.add_row(*(f"{point[name]:.4f}" for name in ("threshold", "precision", "recall")))
+    return table
+
+
 def _print_table(report: dict, title: str) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -71,6 +95,8 @@ def _print_table(report: dict, title: str) -> None:
             )
     console = Console()
     console.print(table)
+    if report.get("pr_curve"):
+        console.print(_pr_table(report["pr_curve"]))
     if temperature is None:
         console.print(f"temperature scaling skipped: {report['temperature_error']}")
     else:
@@ -93,7 +119,6 @@ def _write_outputs(
         precision_recall_curve,
     )
 
-    out.mkdir(parents=True, exist_ok=True)
     from_logits = report["input"] == "logits"
     figures = {
         "reliability_before.png": reliability_diagram(
@@ -158,17 +183,33 @@ def calibrate(
     """Measure the calibration of PREDICTIONS and fit temperature scaling.
 
     PREDICTIONS is a .npz, .npy, .pt, .csv or .parquet file of (N, K) probabilities or logits,
-    or (N,) positive-class values for a binary problem; the layouts are described in
-    docs/calibration.md. Prints accuracy, NLL, Brier, ECE, MCE, RMSCE and ACE before and after
-    temperature scaling with the fitted T (for binary predictions also the F1-optimal threshold
-    and average precision) and, with --out, writes calibration.json, reliability_before.png,
+    or (N,) positive-class values for a binary problem. Prints accuracy, NLL, Brier, ECE, MCE,
+    RMSCE and ACE before and after temperature scaling with the fitted T (for binary
+    predictions also the F1-optimal threshold, average precision and the precision-recall
+    curve) and, with --out, writes calibration.json, reliability_before.png,
     reliability_after.png and, for binary predictions, pr_curve.png.
+
+    Layouts (names are case-insensitive; details in docs/calibration.md):
+
+    .npz/.pt: arrays "logits" (read as logits), "probs"/"probabilities" (probabilities) or
+    "predictions"/"preds"/"scores"; labels under "labels"/"label"/"targets"/"target"/"y". A .pt
+    file may also hold a tensor or a (predictions, labels) pair.
+
+    .npy: the predictions array alone (labels from --labels).
+
+    .csv (header row required) and .parquet: a label column named as above, every other column
+    a prediction column (one column: binary); "logit*" columns mean logits, "prob*" columns
+    probabilities. A parquet file may instead hold one list column named as the .npz keys.
+
+    --labels FILE: any of these holding only labels, or .txt with one integer per line.
     """
     import json
 
     from crossent.calibration.report import calibration_report
 
     values, labels, kind = _load(predictions, labels_file, from_logits)
+    if out is not None:
+        _make_directory(out)
     try:
         report = calibration_report(values, labels, from_logits=kind, n_bins=n_bins)
     except (ValueError, TypeError) as err:
@@ -177,11 +218,14 @@ def calibrate(
     _print_table(report, f"{predictions.name}: {report['n']} predictions, {n_bins} bins")
     if out is None:
         return
-    files = _write_outputs(out, values, labels, report, n_bins)
-    report.update(
-        predictions=str(predictions),
-        labels=None if labels_file is None else str(labels_file),
-        files=[*files, "calibration.json"],
-    )
-    (out / "calibration.json").write_text(json.dumps(report, indent=2) + "\n")
+    try:
+        files = _write_outputs(out, values, labels, report, n_bins)
+        report.update(
+            predictions=str(predictions),
+            labels=None if labels_file is None else str(labels_file),
+            files=[*files, "calibration.json"],
+        )
+        (out / "calibration.json").write_text(json.dumps(report, indent=2) + "\n")
+    except OSError as err:  # an --out that cannot be created or written: no traceback
+        raise _write_error(out, err) from err
     click.echo(f"wrote {', '.join(report['files'])} to {out}")

@@ -85,7 +85,8 @@ def _as_labels(path: Path, array: object) -> torch.Tensor:
             path, f"expected labels of shape (N,), got {values.dtype} array of shape {values.shape}"
         )
     if values.dtype.kind == "f":
-        if not np.all(np.isfinite(values)) or not np.all(values == np.round(values)):
+        whole = np.isfinite(values) & (values == np.round(values)) & (np.abs(values) < 2.0**63)
+        if not np.all(whole):  # NaN, inf, fractions, or too large for int64 class indices
             raise PredictionFileError(path, "labels must be whole numbers (class indices)")
     return torch.from_numpy(values.astype(np.int64))
 

@@ -33,6 +33,12 @@ def _new_figure(columns: int) -> tuple[Figure, list[Axes], list[Axes]]:
     return fig, list(axes[0]), list(axes[1])
 
 
+def _root_figure(ax: Axes) -> Figure:
+    """The :class:`~matplotlib.figure.Figure` of ``ax``, also when ``ax`` is in a subfigure."""
+    figure = ax.figure
+    return getattr(figure, "figure", None) or figure  # a SubFigure's .figure is the root
+
+
 def _bins(
     probs: torch.Tensor,
     labels: torch.Tensor,
@@ -198,7 +204,7 @@ def reliability_diagram(
     binary = probs.dim() == 1
     if ax is not None:
         _draw_reliability(ax, bins, binary, title)
-        return ax.figure
+        return _root_figure(ax)
     fig, top, bottom = _new_figure(1)
     _draw_reliability(top[0], bins, binary, title, xlabel=False)
     _draw_histogram(bottom[0], bins, binary, None)
@@ -243,7 +249,7 @@ def confidence_histogram(
         fig = Figure(figsize=(_PANEL_SIZE[0], _PANEL_SIZE[1] / 2), dpi=100, layout="constrained")
         ax = fig.add_subplot()
     _draw_histogram(ax, bins, probs.dim() == 1, title or "Confidence histogram")
-    return ax.figure
+    return _root_figure(ax)
 
 
 def reliability_diagrams(
@@ -273,6 +279,12 @@ def reliability_diagrams(
     """
     if not isinstance(predictions, Mapping) or not predictions:
         raise TypeError("Expected `predictions` to be a non-empty mapping name -> (probs, labels)")
+    for name, pair in predictions.items():
+        if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+            raise TypeError(
+                f"Expected `predictions[{name!r}]` to be a (probs, labels) pair, but got "
+                f"{type(pair).__name__}"
+            )
     fig, top, bottom = _new_figure(len(predictions))
     for (name, (probs, labels)), upper, lower in zip(predictions.items(), top, bottom, strict=True):
         bins = _bins(probs, labels, n_bins, from_logits, validate_args)

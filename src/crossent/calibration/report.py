@@ -1,7 +1,7 @@
 """The numbers behind ``crossent calibrate``: metrics before and after temperature scaling.
 
 For binary predictions (``(N,)`` or ``(N, 2)``) the report also holds the precision-recall curve
-of the positive class and its F1-optimal threshold.
+of the positive class (a few of its points) and its F1-optimal threshold.
 """
 
 from __future__ import annotations
@@ -88,6 +88,49 @@ def f1_optimal_threshold(curve: PRCurve) -> dict[str, float]:
     }
 
 
+def pr_curve_points(curve: PRCurve, levels: int = 10) -> list[dict[str, float]]:
+    """A few points of a precision-recall curve: the highest threshold reaching each recall.
+
+    For each recall level ``r = 1/levels, 2/levels, ..., 1``, the first point of ``curve``
+    (highest threshold) with recall at least ``r``; points shared by several levels appear
+    once. Every point is a point of the exact curve.
+
+    Args:
+        curve: a :class:`PRCurve`.
+        levels: number of recall levels (default 10).
+
+    Returns:
+        ``[{"threshold", "precision", "recall"}, ...]``, recall increasing, ending at recall 1.
+
+    Example:
+        >>> curve = precision_recall_curve(np.array([0.9, 0.8, 0.3]), np.array([1, 0, 1]))
+        >>> [p["threshold"] for p in pr_curve_points(curve, levels=2)]
+        [0.9, 0.3]
+    """
+    targets = np.arange(1, levels + 1) / levels
+    # recall is non-decreasing along the curve; 1e-12 absorbs the rounding of tp / P
+    indices = np.unique(np.searchsorted(curve.recall, targets - 1e-12, side="left"))
+    indices = indices[indices < curve.recall.size]
+    return [
+        {
+            "threshold": float(curve.thresholds[i]),
+            "precision": float(curve.precision[i]),
+            "recall": float(curve.recall[i]),
+        }
+        for i in indices
+    ]
+
+
+def binary_curve(values: torch.Tensor, labels: torch.Tensor, from_logits: bool) -> PRCurve | None:
+    """The precision-recall curve of binary predictions (``None`` if not binary or no positive)."""
+    if not (values.dim() == 1 or values.shape[1] == 2):
+        return None
+    positives = labels.numpy() == 1
+    if not positives.any():
+        return None
+    return precision_recall_curve(positive_scores(values, from_logits), positives)
+
+
 def as_logits(values: torch.Tensor, from_logits: bool) -> torch.Tensor:
     """Logits for temperature scaling: the values themselves, or log-probabilities.
 
@@ -133,17 +176,12 @@ def evaluate(
     metrics.update({name: float(result[name]) for name in ("ece", "mce", "rmsce")})
     ace = adaptive_calibration_error(values, labels, n_bins=n_bins, from_logits=from_logits)
     metrics["ace"] = float(ace)
-    if values.dim() == 1 or values.shape[1] == 2:
-        scores = positive_scores(values, from_logits)
-        positives = labels.numpy() == 1
-        if positives.any():
-            curve = precision_recall_curve(scores, positives)
-            best = f1_optimal_threshold(curve)
-            metrics.update(
-                f1_threshold=best["threshold"],
-                f1=best["f1"],
-                average_precision=curve.average_precision,
-            )
+    curve = binary_curve(values, labels, from_logits)
+    if curve is not None:
+        best = f1_optimal_threshold(curve)
+        metrics.update(
+            f1_threshold=best["threshold"], f1=best["f1"], average_precision=curve.average_precision
+        )
     return metrics
 
 
@@ -165,7 +203,9 @@ def calibration_report(
 
     Returns:
         ``{"n", "num_classes", "binary", "input", "n_bins", "temperature",
-        "temperature_error", "before", "after"}``.
+        "temperature_error", "before", "after"}``, and for binary predictions with a positive
+        label ``"pr_curve"``: :func:`pr_curve_points` of the predictions as given (temperature
+        scaling moves the thresholds, not the curve).
     """
     before = evaluate(values, labels, from_logits=from_logits, n_bins=n_bins)
     report: dict[str, object] = {
@@ -179,6 +219,9 @@ def calibration_report(
         "before": before,
         "after": None,
     }
+    curve = binary_curve(values, labels, from_logits)
+    if curve is not None:
+        report["pr_curve"] = pr_curve_points(curve)
     logits = as_logits(values, from_logits).double()
     try:
         scaler = TemperatureScaling().fit(logits, labels)
