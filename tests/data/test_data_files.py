@@ -84,6 +84,21 @@ def test_npz_with_official_test_split_and_class_names(tmp_path):
     assert (len(ds.train), len(ds.validation)) == (42, 8)  # round(0.15 * 50) = 8
 
 
+def test_npz_with_keras_array_names(tmp_path):
+    # keras.datasets' mnist.npz layout: x_train, y_train, x_test, y_test
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(40, 3)), np.arange(40) % 2
+    path = tmp_path / "keras.npz"
+    np.savez(path, x_train=x, y_train=y, x_test=x[:6], y_test=y[:6])
+    ds = load_dataset(f"npz:{path}", standardize=False)
+    assert (len(ds.train) + len(ds.validation), len(ds.test)) == (40, 6)
+    assert ds.num_classes == 2
+    both = tmp_path / "both.npz"
+    np.savez(both, x=x, y=y, y_train=y)
+    with pytest.raises(ValueError, match="Expected 'y' or 'y_train'"):
+        load_dataset(f"npz:{both}")
+
+
 def test_npz_string_labels_images_and_errors(tmp_path):
     path = tmp_path / "img.npz"
     np.savez(path, x=np.ones((40, 1, 5, 5)), y=np.array(["yes", "no"] * 20))
@@ -156,6 +171,24 @@ def test_cifar10_data_dir_from_environment(tmp_path, monkeypatch):
     write_cifar(tmp_path)
     monkeypatch.setenv("CROSSENT_DATA", str(tmp_path))
     assert len(load_dataset("cifar10").test) == 5
+
+
+def test_external_sets_found_straight_in_the_data_dir(tmp_path):
+    # "read from files the user puts in a data directory": no sub-folder needed.
+    write_cifar(tmp_path)
+    write_fashion(tmp_path)
+    write_conll(tmp_path)
+    for name, folder in [
+        ("cifar10", "cifar-10-batches-py"),
+        ("fashion-mnist", "fashion-mnist"),
+        ("conll2003", "conll2003"),
+    ]:
+        nested = load_dataset(name, data_dir=tmp_path)
+        flat = tmp_path / "flat" / name
+        flat.parent.mkdir(exist_ok=True)
+        (tmp_path / folder).rename(flat)
+        ds = load_dataset(name, data_dir=flat)
+        assert torch.equal(ds.test.x, nested.test.x) and torch.equal(ds.test.y, nested.test.y)
 
 
 def test_cifar10_refuses_pickles_that_run_code(tmp_path):

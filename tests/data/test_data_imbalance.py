@@ -1,5 +1,6 @@
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -65,14 +66,22 @@ def test_seeded_subsampling():
     assert a.dtype == torch.int64
 
 
+def test_numpy_labels_give_numpy_indices():
+    labels = np.repeat(np.arange(3), 100)
+    kept = long_tail_indices(labels, 10.0, seed=0)
+    assert isinstance(kept, np.ndarray) and kept.dtype == np.int64
+    assert np.bincount(labels[kept]).tolist() == [100, 31, 10]
+    assert kept.tolist() == long_tail_indices(torch.from_numpy(labels), 10.0, seed=0).tolist()
+
+
 @pytest.mark.parametrize(
     ("labels", "factor", "exception", "message"),
     [
-        (torch.tensor([0, 1]), 0.5, ValueError, r"`imbalance_factor` in \[1, inf\]"),
+        (torch.tensor([0, 1]), 0.5, ValueError, r"`imbalance_factor` in \[1, inf[)\]]"),
         (torch.tensor([0, 1]), math.inf, ValueError, "finite"),
         (torch.tensor([[0, 1]]), 2.0, ValueError, "1-D"),
         (torch.tensor([0.0, 1.0]), 2.0, ValueError, "integer"),
-        ([0, 1], 2.0, TypeError, "torch.Tensor"),
+        ([0, 1], 2.0, TypeError, "torch.Tensor or a numpy.ndarray"),
     ],
 )
 def test_long_tail_bad_arguments(labels, factor, exception, message):

@@ -1,5 +1,6 @@
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -118,6 +119,20 @@ def test_asymmetric_cifar10_mapping():
     assert all(expected[a] == b for a, b in pairs)
 
 
+@pytest.mark.parametrize("rate", [0.1, 0.25, 0.3, 0.45])
+@pytest.mark.parametrize("per_class", [7, 40, 101])
+def test_asymmetric_flips_exactly_round_rate_n_of_each_mapped_class(rate, per_class):
+    # Wang et al. (2019): an exact share of each class goes to its target, so below 0.5 the
+    # true label always stays the majority of its class.
+    labels = balanced(10, per_class)
+    for mapping, sources in ((None, range(10)), ("cifar10", (9, 2, 4, 3, 5))):
+        noisy, t = inject_label_noise(labels, rate, "asymmetric", 10, seed=1, mapping=mapping)
+        for c in range(10):
+            flipped = int((noisy[labels == c] != c).sum())
+            assert flipped == (round(rate * per_class) if c in sources else 0)
+            assert float(t[c, c]) > 0.5
+
+
 def test_asymmetric_custom_mapping_leaves_other_classes_alone():
     labels = balanced(4, 500)
     noisy, t = inject_label_noise(labels, 0.45, "asymmetric", 4, seed=0, mapping={0: 3})
@@ -199,9 +214,14 @@ def test_ignore_index_positions_are_untouched_and_not_counted():
             ValueError,
             "num_classes",
         ),
-        ({"labels": torch.tensor([0, 5])}, ValueError, r"`labels` to be class ids in \[0, 3\)"),
+        (
+            {"labels": torch.tensor([0, 5])},
+            ValueError,
+            r"`labels` to be class ids in \[0, 3\) or -100, but got 5",
+        ),
         ({"labels": torch.tensor([0.0, 1.0])}, TypeError, "integer dtype"),
-        ({"labels": [0, 1]}, TypeError, "torch.Tensor"),
+        ({"labels": [0, 1]}, TypeError, "torch.Tensor or a numpy.ndarray"),
+        ({"labels": np.array([0.0, 1.0])}, TypeError, "integer dtype"),
         ({"seed": -1}, ValueError, "`seed` >= 0"),
         ({"mapping": {0: 1}}, ValueError, "only 'asymmetric'"),
         ({"kind": "asymmetric", "mapping": {0: 3}}, ValueError, "`mapping`"),
@@ -229,3 +249,16 @@ def test_uniform_and_asymmetric_accept_a_single_class():
         noisy, t = inject_label_noise(labels, 0.3, kind, 1, seed=0)
         assert torch.equal(noisy, labels)
         assert torch.equal(t, torch.ones(1, 1, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("kind", ["symmetric", "uniform", "asymmetric"])
+def test_numpy_labels_give_numpy_results(kind):
+    labels = np.repeat(np.arange(5, dtype=np.int32), 20)
+    noisy, t = inject_label_noise(labels, 0.4, kind, 5, seed=0)
+    assert isinstance(noisy, np.ndarray) and isinstance(t, np.ndarray)
+    assert noisy.dtype == np.int32 and noisy.shape == labels.shape
+    assert t.dtype == np.float64 and np.allclose(t.sum(axis=1), 1.0)
+    expected, _ = inject_label_noise(torch.from_numpy(labels), 0.4, kind, 5, seed=0)
+    assert noisy.tolist() == expected.tolist()
+    if kind == "symmetric":
+        assert (noisy != labels).mean() == 0.4

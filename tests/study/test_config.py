@@ -169,14 +169,17 @@ BAD = [
     (
         "losses.1.grid",
         {"q": [0.5, 1.5]},
-        r"`losses\[1\].grid`: gce\(q=1.5\) is invalid: Expected `q`",
+        r"`losses\[1\].grid.q`: gce\(q=1.5\) is invalid: Expected `q`",
     ),
     ("losses.0.loss", "nonexistent", r"`losses\[0\].loss`: Unknown loss 'nonexistent'"),
     ("losses.0.loss", "focal(2)", r"`losses\[0\].loss`: Malformed loss spec 'focal\(2\)'"),
+    ("losses.0.loss", "focal(gamma=-1)", r"`losses\[0\].loss`: focal\(gamma=-1\) is invalid"),
+    ("losses.0.params", {"gamma": -1}, r"`losses\[0\].params.gamma`: ce\(gamma=-1\)"),
+    ("noise.mapping", {"0": 1}, r"`noise.mapping`: only used with kind = 'asymmetric'"),
     (
         "losses.0.params",
         {"colour": 1},
-        r"`losses\[0\].loss`: ce\(colour=1\) is invalid: Unknown arg",
+        r"`losses\[0\].params.colour`: ce\(colour=1\) is invalid: Unknown arg",
     ),
     ("losses.0.sampler", "oversample", r"`losses\[0\].sampler`"),
     (
@@ -208,6 +211,18 @@ def test_asymmetric_noise_rejects_majority_rates():
         parse_config(raw)
     cfg = parse_config(tiny_raw(noise={"kind": "asymmetric", "rates": [0.3], "mapping": {"0": 1}}))
     assert expand(cfg)[0]["noise"]["mapping"] == {"0": 1}
+
+
+def test_asymmetric_noise_takes_the_built_in_cifar10_mapping():
+    noise = {"kind": "asymmetric", "rates": [0.0, 0.3], "mapping": "cifar10"}
+    cfg = parse_config(tiny_raw(noise=noise))
+    assert cfg.noise_mapping == "cifar10"
+    runs = expand(cfg)
+    assert {r["noise"]["mapping"] for r in runs if r["noise"]["rate"] > 0} == {"cifar10"}
+    assert {r["noise"]["mapping"] for r in runs if r["noise"]["rate"] == 0} == {None}
+    noise["mapping"] = "mnist"
+    with pytest.raises(StudyConfigError, match=r"`noise.mapping`: expected one of 'cifar10'"):
+        parse_config(tiny_raw(noise=noise))
 
 
 def test_invalid_toml_and_file_name_default(tmp_path):

@@ -82,7 +82,7 @@ def test_execute_run_returns_plain_picklable_results(tiny):
     assert bad["duration_s"] >= 0 and bad["environment"]["threads"] == 1
 
 
-def test_bad_data_or_model_is_rejected_before_any_run(tmp_path):
+def test_bad_data_or_model_is_rejected_before_any_run(tmp_path, monkeypatch):
     cnn = parse_config(tiny_raw(model={"name": "cnn"}))
     with pytest.raises(
         StudyConfigError, match="`model`: Expected `model.name` to be 'linear' or 'mlp'"
@@ -91,11 +91,29 @@ def test_bad_data_or_model_is_rejected_before_any_run(tmp_path):
     weighted = parse_config(
         tiny_raw(losses=[{"loss": "ce"}, {"loss": "nce", "class_weights": {"method": "inverse"}}])
     )
+    make_loss = train_module.make_loss
+
+    def no_weighted_nce(loss, labels, num_classes):
+        if loss["name"] == "nce" and loss["class_weights"]:
+            raise ValueError("Unknown argument `weight` for loss 'nce'")
+        return make_loss(loss, labels, num_classes)
+
+    monkeypatch.setattr(train_module, "make_loss", no_weighted_nce)
     with pytest.raises(StudyConfigError, match=r"`losses\[1\]`: Unknown argument `weight`"):
         _run(weighted, tmp_path / "runs.db")
     missing = parse_config(tiny_raw(data={"name": "csv:/no/such/file.csv"}))
     with pytest.raises(StudyConfigError, match="`data`"):
         _run(missing, tmp_path / "runs.db")
+    assert not (tmp_path / "runs.db").exists()
+
+
+@pytest.mark.parametrize("rates", [[0.0, 0.3], [0.3]])
+def test_a_mapping_outside_the_classes_is_rejected_before_any_run(tmp_path, rates):
+    # digits has 10 classes: class 11 does not exist, whether or not the first run is clean
+    noise = {"kind": "asymmetric", "rates": rates, "mapping": {"0": 11}}
+    config = parse_config(tiny_raw(noise=noise))
+    with pytest.raises(StudyConfigError, match=r"`noise.mapping`: Expected `mapping` to map"):
+        _run(config, tmp_path / "runs.db")
     assert not (tmp_path / "runs.db").exists()
 
 

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from crossent._checks import check_choice, check_tensor, fail
@@ -143,6 +144,24 @@ def check_int(name: str, value: object, low: int) -> int:
     return value
 
 
+def as_labels(name: str, labels: object) -> tuple[torch.Tensor, bool]:
+    """Return ``labels`` as a tensor and whether they came as a NumPy array.
+
+    The label functions take a ``torch.Tensor`` or a ``numpy.ndarray`` and answer in the same
+    type; NumPy integer labels are copied to an int64 tensor.
+    """
+    if isinstance(labels, np.ndarray):
+        if labels.dtype.kind not in "iu":
+            raise TypeError(f"Expected `{name}` to have an integer dtype, but got {labels.dtype}")
+        return torch.from_numpy(labels.astype(np.int64)), True
+    if not isinstance(labels, torch.Tensor):
+        raise TypeError(
+            f"Expected `{name}` to be a torch.Tensor or a numpy.ndarray, "
+            f"but got {type(labels).__name__}"
+        )
+    return labels, False
+
+
 def check_bool(name: str, value: object) -> bool:
     """Return ``value`` after checking it is a ``bool``."""
     if not isinstance(value, bool):
@@ -160,6 +179,19 @@ def cache_dir() -> Path:
     """Where generated data sets are cached: ``$CROSSENT_CACHE`` or ``~/.cache/crossent``."""
     env = os.environ.get("CROSSENT_CACHE")
     return Path(env).expanduser() if env else Path.home() / ".cache" / "crossent"
+
+
+def find_folder(data_dir: Path, folder: str, names: tuple[str, ...]) -> Path:
+    """The folder that holds every file in ``names``: ``data_dir / folder``, else ``data_dir``.
+
+    The documented layout is the sub-folder (as the archive extracts); files put straight
+    into the data directory are found too. When neither holds them all, the sub-folder is
+    returned, so the missing-file message names the documented place.
+    """
+    for candidate in (data_dir / folder, data_dir):
+        if all((candidate / name).is_file() for name in names):
+            return candidate
+    return data_dir / folder
 
 
 def missing_file(path: Path, what: str) -> FileNotFoundError:

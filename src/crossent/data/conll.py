@@ -2,9 +2,10 @@
 
 Layout: ``<data_dir>/conll2003/`` with ``train.txt``, ``valid.txt`` and ``test.txt``, as in
 ``conll2003.zip`` (https://data.deepai.org/conll2003.zip, the copy TensorFlow Datasets
-reads). One token per line, columns separated by spaces (word, part of speech, chunk, NER
-tag); the NER tag is the last column, in BIO form (``B-PER``, ``I-PER``, ``O``, ...).
-Blank lines separate sentences; ``-DOCSTART-`` lines mark documents and are skipped.
+reads); files put straight into the data directory are found too. One token per line,
+columns separated by spaces (word, part of speech, chunk, NER tag); the NER tag is the
+last column, in BIO form (``B-PER``, ``I-PER``, ``O``, ...). Blank lines separate
+sentences; ``-DOCSTART-`` lines mark documents and are skipped.
 
 Encoding: the vocabulary comes from the training file only (``"<pad>"`` = 0,
 ``"<unk>"`` = 1, then words by decreasing count, ties alphabetical); words unseen in
@@ -20,7 +21,15 @@ from pathlib import Path
 
 import torch
 
-from crossent.data.base import Dataset, Request, Split, check_bool, check_int, missing_file
+from crossent.data.base import (
+    Dataset,
+    Request,
+    Split,
+    check_bool,
+    check_int,
+    find_folder,
+    missing_file,
+)
 
 CONLL_URL = "https://data.deepai.org/conll2003.zip"
 CONLL_FILES = ("train.txt", "valid.txt", "test.txt")
@@ -108,7 +117,7 @@ def load_conll2003(request: Request) -> Dataset:
     max_length = (
         None if opts["max_length"] is None else check_int("max_length", opts["max_length"], 1)
     )
-    folder = request.data_dir / "conll2003"
+    folder = find_folder(request.data_dir, "conll2003", CONLL_FILES)
     for name in CONLL_FILES:
         if not (folder / name).is_file():
             raise missing_file(

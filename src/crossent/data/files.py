@@ -4,8 +4,9 @@
   class labels of any spelling (``"cat"``, ``"3"``); every other column must be numeric
   and is a feature. Labels are sorted (numerically when they are all integers, otherwise
   as strings) and numbered ``0..K-1``; ``class_names`` keeps their spelling.
-* NPZ: arrays ``x`` and ``y``, optionally ``x_test`` / ``y_test`` (an official test split)
-  and ``class_names``; read with ``allow_pickle=False``. ``x`` of shape ``(n, d)`` is
+* NPZ: arrays ``x`` and ``y`` (or Keras' names ``x_train`` and ``y_train``, as in its
+  ``mnist.npz``), optionally ``x_test`` / ``y_test`` (an official test split) and
+  ``class_names``; read with ``allow_pickle=False``. ``x`` of shape ``(n, d)`` is
   tabular, ``(n, C, L)`` a sequence, ``(n, C, H, W)`` an image set.
 
 Both are split with :func:`crossent.data.splits.split_three` and standardised with
@@ -27,6 +28,8 @@ from crossent.data.base import Dataset, Request, Split, check_bool
 from crossent.data.splits import build_dataset
 
 _KIND_BY_NDIM = {2: "tabular", 3: "sequence", 4: "image"}
+#: Keras' names for the training arrays (``keras.datasets.mnist``'s ``mnist.npz``).
+_NPZ_ALIASES = {"x_train": "x", "y_train": "y"}
 
 
 def encode_labels(
@@ -140,6 +143,18 @@ def _npz_labels(
     return ids[:n], (ids[n:] if "y_test" in arrays else None), names
 
 
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of an NPZ file, Keras' ``x_train`` / ``y_train`` renamed ``x`` / ``y``."""
+    with np.load(path, allow_pickle=False) as handle:
+        arrays = {key: handle[key] for key in handle.files}
+    for alias, key in _NPZ_ALIASES.items():
+        if alias in arrays:
+            if key in arrays:
+                raise ValueError(f"Expected '{key}' or '{alias}' in {path}, but got both")
+            arrays[key] = arrays.pop(alias)
+    return arrays
+
+
 def load_npz(request: Request, path: Path) -> Dataset:
     """Load ``npz:PATH`` (see the module docstring for the keys).
 
@@ -148,8 +163,7 @@ def load_npz(request: Request, path: Path) -> Dataset:
     opts = request.take_options({"standardize": True})
     if not path.is_file():
         raise FileNotFoundError(f"NPZ file not found: {path}")
-    with np.load(path, allow_pickle=False) as handle:
-        arrays = {key: handle[key] for key in handle.files}
+    arrays = _read_npz(path)
     missing = [k for k in ("x", "y") if k not in arrays]
     if missing or (("x_test" in arrays) != ("y_test" in arrays)):
         raise ValueError(

@@ -9,9 +9,10 @@ Layouts under the data directory (``$CROSSENT_DATA``, default ``~/.crossent/data
 * ``fashion-mnist/`` with ``train-images-idx3-ubyte.gz``, ``train-labels-idx1-ubyte.gz``,
   ``t10k-images-idx3-ubyte.gz`` and ``t10k-labels-idx1-ubyte.gz``: the gzipped IDX files.
 
-Pixels are scaled to ``[0, 1]`` and, by default (option ``standardize``), standardised per
-channel with the training split's statistics only. The official test split is kept; the
-validation split is drawn from the official training set by ``seed``.
+Files put straight into the data directory are found too. Pixels are scaled to ``[0, 1]``
+and, by default (option ``standardize``), standardised per channel with the training
+split's statistics only. The official test split is kept; the validation split is drawn
+from the official training set by ``seed``.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from crossent.data.base import Dataset, Request, Split, check_bool, missing_file
+from crossent.data.base import Dataset, Request, Split, check_bool, find_folder, missing_file
 from crossent.data.splits import build_dataset
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar.html"
@@ -135,7 +136,7 @@ def load_cifar10(request: Request) -> Dataset:
         <https://www.cs.toronto.edu/~kriz/learning-features-2009-TR.pdf>`_, 2009.
     """
     opts = request.take_options({"standardize": True})
-    folder = request.data_dir / "cifar-10-batches-py"
+    folder = find_folder(request.data_dir, "cifar-10-batches-py", CIFAR10_FILES)
     for name in CIFAR10_FILES:
         if not (folder / name).is_file():
             raise missing_file(
@@ -194,7 +195,7 @@ def load_fashion_mnist(request: Request) -> Dataset:
         Machine Learning Algorithms <https://arxiv.org/abs/1708.07747>`_, 2017.
     """
     opts = request.take_options({"standardize": True})
-    folder = request.data_dir / "fashion-mnist"
+    folder = find_folder(request.data_dir, "fashion-mnist", FASHION_MNIST_FILES)
     for name in FASHION_MNIST_FILES:
         if not (folder / name).is_file():
             raise missing_file(

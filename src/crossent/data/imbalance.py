@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
-from crossent._checks import check_real, check_tensor, fail
-from crossent.data.base import check_int
+from crossent._checks import check_real, fail
+from crossent.data.base import as_labels, check_int
 
 
 def long_tail_counts(counts: list[int], imbalance_factor: float) -> list[int]:
@@ -42,7 +43,9 @@ def long_tail_counts(counts: list[int], imbalance_factor: float) -> list[int]:
     ]
 
 
-def long_tail_indices(labels: torch.Tensor, imbalance_factor: float, seed: int) -> torch.Tensor:
+def long_tail_indices(
+    labels: torch.Tensor | np.ndarray, imbalance_factor: float, seed: int
+) -> torch.Tensor | np.ndarray:
     r"""Indices of a long-tailed subset: class ``c`` keeps ``n_max * IF^(-c/(K-1))`` examples.
 
     .. math::
@@ -57,13 +60,13 @@ def long_tail_indices(labels: torch.Tensor, imbalance_factor: float, seed: int) 
     training split only: the test split stays balanced.
 
     Args:
-        labels: int64 class ids, shape ``(N,)``.
+        labels: integer class ids, shape ``(N,)``: a ``torch.Tensor`` or a ``numpy.ndarray``.
         imbalance_factor: ``IF >= 1``, the ratio of the largest to the smallest class
             (1 keeps every example).
         seed: the random seed, ``>= 0``.
 
     Returns:
-        Sorted int64 indices into ``labels``.
+        Sorted int64 indices into ``labels`` (a NumPy array for NumPy labels).
 
     Example:
         >>> y = torch.arange(3).repeat_interleave(100)
@@ -74,7 +77,7 @@ def long_tail_indices(labels: torch.Tensor, imbalance_factor: float, seed: int) 
         Cui et al., `Class-Balanced Loss Based on Effective Number of Samples
         <https://arxiv.org/abs/1901.05555>`_, 2019.
     """
-    check_tensor("labels", labels)
+    labels, from_numpy = as_labels("labels", labels)
     if labels.dim() != 1 or labels.is_floating_point() or labels.dtype == torch.bool:
         raise fail("labels", "to be a 1-D tensor of integer class ids", labels)
     imbalance_factor = check_real("imbalance_factor", imbalance_factor, low=1.0)
@@ -88,6 +91,5 @@ def long_tail_indices(labels: torch.Tensor, imbalance_factor: float, seed: int) 
     for c, n in zip(classes.tolist(), keep, strict=True):
         members = torch.nonzero(flat == c).flatten()
         chosen.append(members[torch.randperm(len(members), generator=generator)[:n]])
-    if not chosen:
-        return torch.zeros(0, dtype=torch.int64, device=labels.device)
-    return torch.sort(torch.cat(chosen)).values.to(labels.device)
+    indices = torch.sort(torch.cat(chosen)).values if chosen else torch.zeros(0, dtype=torch.int64)
+    return indices.numpy() if from_numpy else indices.to(labels.device)

@@ -13,11 +13,14 @@ Papers name these kinds differently, so compare definitions, not names:
   ``rate * (K-1) / K``. This is the "partially corrupted labels" setting of Zhang et al.
   (2017): "independently with probability p, the label of each image is corrupted as a
   uniform random class".
-* ``"asymmetric"``: each label of class ``c`` in ``mapping``, independently with probability
-  ``rate``, becomes ``mapping[c]``; other classes are untouched. The default mapping
-  ``c -> (c + 1) % K`` is the "pair flipping" of Han et al. (2018);
+* ``"asymmetric"``: exactly ``round(rate * N_c)`` labels of each class ``c`` in ``mapping``
+  (``N_c`` of them), chosen at random, become ``mapping[c]``; other classes are untouched.
+  The default mapping ``c -> (c + 1) % K`` is the "pair flipping" of Han et al. (2018);
   :data:`CIFAR10_ASYMMETRIC_MAPPING` (truck -> automobile, bird -> airplane, deer -> horse,
-  cat <-> dog) is the one of Patrini et al. (2017).
+  cat <-> dog) is the one of Patrini et al. (2017). The exact count per class is what the
+  official code of Wang et al. (2019) does; Han et al. and Patrini et al. draw each label
+  from the transition matrix (the same matrix in expectation, a random count). With an
+  exact count, a rate below 0.5 always leaves the true label the majority of its class.
 
 Every function draws from its own ``torch.Generator`` seeded by ``seed``: results are
 reproducible and the global RNG state is neither used nor changed.
@@ -25,10 +28,11 @@ reproducible and the global RNG state is neither used nor changed.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
-from crossent._checks import check_choice, check_real, check_tensor, fail
-from crossent.data.base import check_int
+from crossent._checks import check_choice, check_real, fail
+from crossent.data.base import as_labels, check_int
 
 NOISE_KINDS = ("symmetric", "uniform", "asymmetric")
 
@@ -63,13 +67,13 @@ def _resolve_mapping(mapping: dict[int, int] | str | None, num_classes: int) -> 
 
 
 def _check_labels(labels: torch.Tensor, num_classes: int, ignore_index: int) -> torch.Tensor:
-    check_tensor("labels", labels)
     if labels.dtype not in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
         raise TypeError(f"Expected `labels` to have an integer dtype, but got {labels.dtype}")
     valid = labels != ignore_index
     bad = valid & ((labels < 0) | (labels >= num_classes))
     if bool(bad.any()):
-        raise fail("labels", f"to be class ids in [0, {num_classes}) or {ignore_index}", labels)
+        first = int(labels[bad].reshape(-1)[0])
+        raise fail("labels", f"to be class ids in [0, {num_classes}) or {ignore_index}", first)
     return valid
 
 
@@ -95,11 +99,11 @@ def _flip(
         drawn = torch.randint(0, num_classes, (n,), generator=generator)
         noisy[hit] = drawn[hit]
     else:
-        target = torch.arange(num_classes)
+        # Exactly round(rate * N_c) members of each mapped class c, drawn at random.
         for source, dest in mapping.items():
-            target[source] = dest
-        hit = torch.rand(n, generator=generator) < rate
-        noisy[hit] = target[labels[hit]]
+            members = torch.nonzero(labels == source).flatten()
+            count = round(rate * len(members))
+            noisy[members[torch.randperm(len(members), generator=generator)[:count]]] = dest
     return noisy
 
 
@@ -126,7 +130,7 @@ def transition_matrix(
 
 
 def inject_label_noise(
-    labels: torch.Tensor,
+    labels: torch.Tensor | np.ndarray,
     rate: float,
     kind: str,
     num_classes: int,
@@ -134,7 +138,7 @@ def inject_label_noise(
     *,
     mapping: dict[int, int] | str | None = None,
     ignore_index: int = -100,
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor] | tuple[np.ndarray, np.ndarray]:
     r"""Corrupt class labels with synthetic noise; return them and the realised transitions.
 
     With ``N`` labels, ``K`` classes and rate ``r``:
@@ -146,15 +150,15 @@ def inject_label_noise(
 
         \text{uniform:}\ P(\tilde y = j \mid y) = (1 - r)[j = y] + r / K
 
-        \text{asymmetric:}\ P(\tilde y = m(y) \mid y) = r\ \text{for}\ y\ \text{in the
-        mapping}\ m,\ \text{else}\ \tilde y = y
+        \text{asymmetric:}\ \#\{i: y_i = c, \tilde y_i = m(c)\} = \mathrm{round}(r N_c)\
+        \text{for}\ c\ \text{in the mapping}\ m,\ \text{else}\ \tilde y = y
 
     See the module docstring for which papers use which kind.
 
     Args:
-        labels: integer class ids in ``[0, K)``, any shape (e.g. ``(N,)``, or ``(N, T)``
-            token tags); entries equal to ``ignore_index`` are left as they are and not
-            counted in ``N``.
+        labels: integer class ids in ``[0, K)``, a ``torch.Tensor`` or a ``numpy.ndarray`` of
+            any shape (e.g. ``(N,)``, or ``(N, T)`` token tags); entries equal to
+            ``ignore_index`` are left as they are and not counted in ``N``.
         rate: the noise rate, in ``[0, 1]``; for ``"asymmetric"`` below 0.5 (at 0.5 or more
             the wrong label would be as or more frequent than the true one).
         kind: ``"symmetric"``, ``"uniform"`` or ``"asymmetric"``.
@@ -170,6 +174,7 @@ def inject_label_noise(
         ``labels``; a new tensor) and the realised ``(K, K)`` float64 transition matrix
         (:func:`transition_matrix`): row ``i`` is the distribution of noisy labels among
         examples of true class ``i``; a class absent from ``labels`` gets an identity row.
+        NumPy labels give NumPy arrays for both.
 
     Example:
         >>> y = torch.arange(10).repeat(10)
@@ -201,6 +206,8 @@ def inject_label_noise(
     if mapping is not None and kind != "asymmetric":
         raise fail("mapping", f"to be None for kind={kind!r} (only 'asymmetric' uses it)", mapping)
     table = _resolve_mapping(mapping, num_classes) if kind == "asymmetric" else {}
+    given = labels
+    labels, from_numpy = as_labels("labels", labels)
     valid = _check_labels(labels, num_classes, ignore_index)
     generator = torch.Generator().manual_seed(seed)
     flat = labels.reshape(-1).cpu().long()
@@ -208,4 +215,6 @@ def inject_label_noise(
     noisy = flat.clone()
     noisy[keep] = _flip(flat[keep], rate, kind, num_classes, generator, table)
     transitions = transition_matrix(flat[keep], noisy[keep], num_classes)
+    if from_numpy:
+        return noisy.reshape(given.shape).numpy().astype(given.dtype), transitions.numpy()
     return noisy.reshape(labels.shape).to(device=labels.device, dtype=labels.dtype), transitions

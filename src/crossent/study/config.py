@@ -220,15 +220,22 @@ def _parse_noise(t: Table) -> tuple[list[str], list[float], str | dict[str, int]
         )
     mapping = t.get("mapping", None)
     if mapping is not None:
+        if "asymmetric" not in kinds:
+            raise StudyConfigError(t.at("mapping"), "only used with kind = 'asymmetric'")
         mapping = _parse_mapping(mapping, t.at("mapping"))
     t.done()
     return kinds, rates, mapping
 
 
-def _parse_mapping(mapping: object, path: str) -> dict[str, int]:
+def _parse_mapping(mapping: object, path: str) -> str | dict[str, int]:
+    """A built-in mapping's name (``"cifar10"``) or a table source class -> target class."""
+    if isinstance(mapping, str):
+        return choice(mapping, path, ASYMMETRIC_MAPPINGS)
     if not isinstance(mapping, dict) or not mapping:
         raise StudyConfigError(
-            path, f"expected a table source class -> target class, got {mapping!r}"
+            path,
+            f"expected one of {', '.join(map(repr, ASYMMETRIC_MAPPINGS))} or a table "
+            f"source class -> target class, but got {mapping!r}",
         )
     out = {}
     for key, value in mapping.items():
@@ -294,7 +301,10 @@ def _parse_loss(raw: object, path: str) -> LossArm:
         sampler=t.string("sampler", "none", SAMPLERS),
     )
     t.done()
-    _check_loss(arm, path)
+    origins = {key: t.at("loss") for key in spec_params}
+    origins.update({key: f"{t.at('params')}.{key}" for key in params})
+    origins.update({key: f"{t.at('grid')}.{key}" for key in grid})
+    _check_loss(arm, path, origins)
     return arm
 
 
@@ -313,17 +323,24 @@ def _parse_spec(spec: str, path: str) -> tuple[str, dict[str, Any]]:
     return name, params
 
 
-def _check_loss(arm: LossArm, path: str) -> None:
-    """Build every variant's loss once so bad names and hyper-parameters fail up front."""
+def _check_loss(arm: LossArm, path: str, origins: dict[str, str]) -> None:
+    """Build every variant's loss once so bad names and hyper-parameters fail up front.
+
+    ``origins`` maps each parameter to the key path it was given at (``losses[1].grid.q``,
+    ``losses[1].params.gamma`` or ``losses[1].loss``); the error names the path of the
+    parameter the message is about.
+    """
     from crossent.registry import get_loss
 
     for variant in arm.variants():
         try:
             get_loss(arm.name, **variant["params"])
         except (ValueError, TypeError, NotImplementedError) as err:
-            where = f"{path}.grid" if variant["grid"] else f"{path}.loss"
+            culprits = [origins[k] for k in variant["params"] if f"`{k}`" in str(err)]
+            fallback = f"{path}.grid" if variant["grid"] else f"{path}.loss"
             shown = ", ".join(f"{k}={v!r}" for k, v in variant["params"].items())
-            raise StudyConfigError(where, f"{arm.name}({shown}) is invalid: {err}") from None
+            reason = f"{arm.name}({shown}) is invalid: {err}"
+            raise StudyConfigError(culprits[0] if culprits else fallback, reason) from None
 
 
 # ---------------------------------------------------------------- entry points

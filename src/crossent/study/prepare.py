@@ -82,9 +82,10 @@ def load_split_data(data: dict[str, Any], seed: int) -> Any:
     return dataset
 
 
-def _noise(
+def noisy_labels(
     labels: torch.Tensor, noise: dict[str, Any], num_classes: int, seed: int
 ) -> torch.Tensor:
+    """``labels`` corrupted as a run config's ``noise`` section says (rate > 0)."""
     from crossent.data import inject_label_noise
 
     mapping = noise["mapping"]
@@ -111,9 +112,9 @@ def prepare_data(config: dict[str, Any]) -> RunData:
     x_test, y_test = dataset.test.x.float(), dataset.test.y.long()
     noisy_train, noisy_val = y_train, y_val
     if config["noise"]["rate"] > 0:
-        noisy_train = _noise(y_train, config["noise"], k, seed)
+        noisy_train = noisy_labels(y_train, config["noise"], k, seed)
         if config["data"]["validation_labels"] == "noisy":
-            noisy_val = _noise(y_val, config["noise"], k, seed + _VALIDATION_SEED_OFFSET)
+            noisy_val = noisy_labels(y_val, config["noise"], k, seed + _VALIDATION_SEED_OFFSET)
     return RunData(
         x_train=x_train,
         y_train=noisy_train,

@@ -63,19 +63,20 @@ def make_loss(loss: dict[str, Any], train_labels: torch.Tensor, num_classes: int
 def minimum_loss(loss: dict[str, Any], loss_fn: nn.Module, num_classes: int) -> float | None:
     """The minimum achievable loss of a smoothed loss for one example, or ``None``.
 
-    A loss with ``label_smoothing > 0`` cannot reach 0. For ``ce`` this is
-    :func:`crossent.min_achievable_loss` (the entropy of the smoothed target); for any other
-    smoothed loss it is found numerically, by minimising the loss of one row of logits with
-    L-BFGS. Weighted losses and unsmoothed ones return ``None`` (their minimum is 0 or
-    depends on the class).
+    A loss with ``label_smoothing > 0`` cannot reach 0; the smoothing is read from the
+    built module, so a default one (``sgce`` smooths by 0.1 unless told otherwise) counts
+    too. For ``ce`` this is :func:`crossent.min_achievable_loss` (the entropy of the
+    smoothed target); for any other smoothed loss it is found numerically, by minimising the
+    loss of one row of logits with L-BFGS. Weighted losses and unsmoothed ones return
+    ``None`` (their minimum is 0 or depends on the class).
     """
-    eps = loss["params"].get("label_smoothing", 0.0)
+    eps = getattr(loss_fn, "label_smoothing", 0.0)
     if not eps or loss["class_weights"] is not None:
         return None
     if loss["name"] in ("ce", "cross_entropy"):
         from crossent import min_achievable_loss
 
-        smoothing = loss["params"].get("smoothing", "uniform")
+        smoothing = getattr(loss_fn, "smoothing", "uniform")
         return float(min_achievable_loss(num_classes, eps, smoothing=smoothing))
     logits = torch.zeros(1, num_classes, dtype=torch.float64, requires_grad=True)
     target = torch.zeros(1, dtype=torch.long)
