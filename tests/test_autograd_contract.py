@@ -206,3 +206,36 @@ class TestInplaceBackward:
         loss.backward()
         (expected,) = torch.autograd.grad(F.cross_entropy(base.bfloat16().float(), t), base)
         torch.testing.assert_close(base.grad, expected, atol=2e-3, rtol=2e-2)
+
+
+@pytest.mark.parametrize("eps", [0.0, 0.1])
+def test_class_weight_that_requires_grad_gets_pytorchs_gradient(eps):
+    x = torch.randn(5, 4, dtype=torch.float64, requires_grad=True)
+    p = torch.softmax(torch.randn(5, 4, dtype=torch.float64), 1)
+    w = torch.rand(4, dtype=torch.float64, requires_grad=True)
+    ours = torch.autograd.grad(crossent.cross_entropy(x, p, weight=w, label_smoothing=eps), (x, w))
+    theirs = torch.autograd.grad(F.cross_entropy(x, p, weight=w, label_smoothing=eps), (x, w))
+    torch.testing.assert_close(ours, theirs)
+
+
+def test_class_weight_gradient_with_class_indices_follows_the_weighted_mean():
+    """PyTorch refuses a weight that requires grad here; crossent differentiates its formula
+    ``sum_i w_t_i l_i / sum_i w_t_i`` (checked by finite differences)."""
+    x = torch.randn(5, 4, dtype=torch.float64)
+    t = torch.tensor([0, 1, 2, 3, -100])
+    w = torch.rand(4, dtype=torch.float64) + 0.5
+    assert torch.autograd.gradcheck(
+        lambda z, v: crossent.cross_entropy(z, t, weight=v, label_smoothing=0.1),
+        (x.requires_grad_(), w.requires_grad_()),
+    )
+
+
+def test_binary_weights_that_require_grad_get_gradients():
+    x = torch.randn(5, 4, dtype=torch.float64, requires_grad=True)
+    y = torch.rand(5, 4, dtype=torch.float64)
+    w = (torch.rand(4, dtype=torch.float64) + 0.5).requires_grad_()
+    pw = (torch.rand(4, dtype=torch.float64) + 0.5).requires_grad_()
+    assert torch.autograd.gradcheck(
+        lambda z, a, b: crossent.binary_cross_entropy_with_logits(z, y, weight=a, pos_weight=b),
+        (x, w, pw),
+    )

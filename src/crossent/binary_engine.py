@@ -237,4 +237,4 @@ def binary_term_loss(
         target, term, weight, pos_weight, balance, reduction, eps, inplace_backward, hard
     )
     soft = target if target.requires_grad else None
-    return run(problem, input, soft)
+    return run(problem, input, soft, weight, pos_weight)

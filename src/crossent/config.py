@@ -1,7 +1,8 @@
 """The library's explicit, documented switches (its only global state).
 
-* ``validate_args`` — checks that read tensor contents (class-index range, probability rows,
-  finiteness of logits). On by default; turn off in hot loops once inputs are known good.
+* ``validate_args`` — checks that read tensor contents (class-index range, target values,
+  class weights). On by default; turn off in hot loops once inputs are known good. (NaN
+  logits are not looked for: they give NaN, as in PyTorch.)
 * ``warn_probabilities`` — the double-softmax diagnostic: a warning when logits look like
   probabilities. On by default; it never changes a result.
 
@@ -29,7 +30,7 @@ def warn_probabilities() -> bool:
 
 
 def set_validation(enabled: bool) -> None:
-    """Turn the content checks (label range, finiteness, probability rows) on or off."""
+    """Turn the content checks (label range, target values, class weights) on or off."""
     _state["validate_args"] = bool(enabled)
 
 

@@ -674,7 +674,7 @@ def term_loss(
     if kernels.use_kernel(z, targets, opts):  # CUDA logits: the Triton kernel template
         loss = kernels.term_loss(z, targets, opts)
     else:
-        loss = run(problem, z, targets.probs)
+        loss = run(problem, z, targets.probs, weight, class_scale)
     if reduction == "none":
         loss = loss.reshape(input.shape[0], *input.shape[2:])
         if unbatched:
@@ -682,15 +682,18 @@ def term_loss(
     return loss
 
 
-def run(problem: Problem, z: Tensor, soft_target: Tensor | None) -> Tensor:
+def run(problem: Problem, z: Tensor, *others: Tensor | None) -> Tensor:
     """Dispatch one problem: differentiable fallback, analytic gradient, or loss only.
 
-    * a probability target that requires grad: the differentiable formula (gradients to both);
+    ``others`` are the call's other tensor inputs (probability targets, class weights, ...).
+
+    * one of ``others`` requires grad: the differentiable formula (gradients to all of them,
+      as PyTorch gives them);
     * logits that require grad under grad mode: :class:`EngineFunction` (analytic gradient);
     * otherwise (``no_grad``, inference): the loss alone, no gradient work.
     """
     grad_mode = torch.is_grad_enabled()
-    if grad_mode and soft_target is not None and soft_target.requires_grad:
+    if grad_mode and any(t is not None and t.requires_grad for t in others):
         return problem.differentiable(z)
     if grad_mode and z.requires_grad:
         return EngineFunction.apply(z, problem)

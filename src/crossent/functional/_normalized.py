@@ -157,7 +157,7 @@ def normalized_loss(
     targets = prepare_targets(input, target, weight, None, ignore_index, eps, smoothing)
     problem = NormalizedProblem(targets, term, reduction, weight, eps, smoothing)
     z = input.contiguous().reshape(n, k, math.prod(input.shape[2:]))
-    loss = run(problem, z, targets.probs)
+    loss = run(problem, z, targets.probs, weight)
     if reduction == "none":
         loss = loss.reshape(n, *input.shape[2:])
         if unbatched:

@@ -130,7 +130,9 @@ def binary_cross_entropy_with_logits(
     ``w`` is ``weight`` (per element, broadcast), ``p`` is ``pos_weight`` (broadcast, e.g.
     ``(C,)`` per class). ``mean`` is the plain mean over all elements. It is the engine at
     ``K = 2`` per element: equal to two-class :func:`cross_entropy` on logits ``(0, z)``.
-    Targets may be soft (in [0, 1]); a target that requires grad gets its gradient.
+    Targets may be soft (in [0, 1]); a target, ``weight`` or ``pos_weight`` that requires grad
+    gets its gradient. Deviations from PyTorch (documented): a target outside [0, 1] raises
+    (PyTorch computes a meaningless value), and ``mean`` of an empty input is 0 (PyTorch: NaN).
 
     Args:
         input: logits, any shape.
@@ -214,7 +216,7 @@ def min_achievable_loss(
     k = _check_num_classes(num_classes)
     eps = check_smoothing(label_smoothing, smoothing, k)
     off, on = smoothing_levels(eps, smoothing, k)
-    return -_xlogx(on) - (k - 1) * _xlogx(off)
+    return 0.0 - _xlogx(on) - (k - 1) * _xlogx(off)  # 0.0 - ...: no -0.0 without smoothing
 
 
 def _xlogx(p: float) -> float:
