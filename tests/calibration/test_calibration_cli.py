@@ -67,6 +67,8 @@ def _write_formats(tmp_path, logits, labels):
     torch.save({"probs": probs, "labels": labels}, files["pt"])
     files["pt_pair"] = tmp_path / "pair.pt"
     torch.save((logits.float(), labels), files["pt_pair"])
+    files["pt_numpy"] = tmp_path / "numpy.pt"
+    torch.save({"logits": logits.numpy(), "labels": labels.numpy()}, files["pt_numpy"])
     files["csv"] = tmp_path / "m.csv"
     header = ",".join([f"prob_{k}" for k in range(K)] + ["label"])
     rows = np.column_stack([probs.numpy(), labels.numpy()])
@@ -80,7 +82,9 @@ def _write_formats(tmp_path, logits, labels):
     return files
 
 
-@pytest.mark.parametrize("fmt", ["npz", "pt", "pt_pair", "csv", "parquet", "parquet_list"])
+@pytest.mark.parametrize(
+    "fmt", ["npz", "pt", "pt_pair", "pt_numpy", "csv", "parquet", "parquet_list"]
+)
 def test_every_format_gives_the_library_numbers(tmp_path, fmt):
     logits, labels = _logits()
     path = _write_formats(tmp_path, logits, labels)[fmt]

@@ -155,8 +155,19 @@ def _numpy(value: object) -> np.ndarray:
     return tensor.numpy()
 
 
+def _numpy_safe_globals() -> list[object]:
+    """What ``torch.load(weights_only=True)`` must allow to rebuild NumPy arrays, and no more."""
+    core = getattr(np, "_core", None) or np.core  # NumPy 2 renamed numpy.core
+    kinds = (np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint8)
+    kinds += (np.float16, np.float32, np.float64)
+    return [core.multiarray._reconstruct, np.ndarray, np.dtype, *(type(np.dtype(k)) for k in kinds)]
+
+
 def _load_pt(path: Path) -> _Content:
-    content = torch.load(path, map_location="cpu", weights_only=True)
+    # Tensors load as they are; NumPy arrays (torch.save of a dict of arrays) are allowed too,
+    # still without unpickling arbitrary code.
+    with torch.serialization.safe_globals(_numpy_safe_globals()):
+        content = torch.load(path, map_location="cpu", weights_only=True)
     if isinstance(content, torch.Tensor):
         return _Content({"predictions": _numpy(content)}, table=False)
     if isinstance(content, (tuple, list)) and len(content) == 2:
