@@ -570,3 +570,50 @@ def test_fused_loss_reading_log_of_target_rejects_negative_probabilities(loss):
     p[0, 1] = -1e-9
     with pytest.raises(ValueError, match=r"`target`.*>= 0"):
         crossent.linear_loss(x, w, p, loss)
+
+
+@pytest.mark.parametrize(
+    "loss,kwargs",
+    [("ce", {}), ("focal", {"alpha": True}), ("poly1", {})],
+)
+def test_loss_tensors_that_require_grad_get_the_unfused_gradient(loss, kwargs):
+    x = torch.randn(6, 5, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(4, 5, dtype=torch.float64, requires_grad=True)
+    t = torch.tensor([0, 1, 2, 3, -100, 1])
+    cw = (torch.rand(4, dtype=torch.float64) + 0.5).requires_grad_()
+    extra = {}
+    if kwargs.get("alpha"):
+        extra["alpha"] = (torch.rand(4, dtype=torch.float64) + 0.5).requires_grad_()
+    fused = crossent.linear_loss(x, w, t, loss, weight=cw, **extra)
+    unfused = crossent.get_loss(loss, weight=cw, **extra)(x @ w.T, t)
+    inputs = (x, w, cw, *extra.values())
+    torch.testing.assert_close(
+        torch.autograd.grad(fused, inputs), torch.autograd.grad(unfused, inputs)
+    )
+
+
+def test_generic_loss_pos_weight_that_requires_grad_gets_its_gradient():
+    x = torch.randn(6, 5, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(4, 5, dtype=torch.float64, requires_grad=True)
+    y = torch.rand(6, 4, dtype=torch.float64)
+    pw = (torch.rand(4, dtype=torch.float64) + 0.5).requires_grad_()
+    fused = crossent.linear_loss(x, w, y, "bce", pos_weight=pw)
+    unfused = crossent.binary_cross_entropy_with_logits(x @ w.T, y, pos_weight=pw)
+    torch.testing.assert_close(
+        torch.autograd.grad(fused, (x, w, pw)), torch.autograd.grad(unfused, (x, w, pw))
+    )
+
+
+def test_grads_share_no_storage_with_the_graph_across_retained_backwards():
+    x = torch.randn(2, 3, 5, dtype=torch.float64, requires_grad=True)  # flattened inside
+    w = torch.randn(4, 5, dtype=torch.float64, requires_grad=True)
+    t = torch.randint(0, 4, (2, 3))
+    expected = torch.autograd.grad(F.cross_entropy((x @ w.T).reshape(6, 4), t.reshape(6)), (x, w))
+    loss = crossent.linear_cross_entropy(x, w, t, chunk_size=4)
+    for k in range(1, 4):
+        loss.backward(retain_graph=True)
+        torch.testing.assert_close((x.grad, w.grad), tuple(k * g for g in expected))
+    x.grad.zero_()
+    w.grad.zero_()
+    (loss * 3).backward()
+    torch.testing.assert_close((x.grad, w.grad), tuple(3 * g for g in expected))

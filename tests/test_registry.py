@@ -244,3 +244,29 @@ def test_invalid_settings_raise_with_the_allowed_range(spec, exc, match):
 def test_every_name_has_invalid_settings_in_the_table():
     covered = {parse_spec(spec)[0] for spec, _, _ in INVALID}
     assert covered >= set(available_losses())
+
+
+# Names whose module is one engine term (its function takes inplace_backward), and the rest.
+IN_PLACE = ["ce", "focal", "gce", "sgce", "mae", "unhinged", "rce", "sce", "poly1", "erce", "brier"]
+
+
+@pytest.mark.parametrize("name", IN_PLACE)
+def test_inplace_backward_in_a_spec(name):
+    module = get_loss(f"{name}(inplace_backward=True)")
+    assert module.inplace_backward is True
+    assert get_loss(name).inplace_backward is False
+    (z, target), _ = _inputs("multiclass")
+    base = z.detach().double().requires_grad_()
+    logits = base * 1.0
+    version = logits._version
+    module(logits, target).backward()
+    assert logits._version > version
+    (want,) = torch.autograd.grad(get_loss(name)(base, target), base)
+    torch.testing.assert_close(base.grad, want)
+    torch.testing.assert_close(logits.detach(), want)
+
+
+@pytest.mark.parametrize("name", sorted(set(REQUIRED) - set(IN_PLACE)))
+def test_inplace_backward_is_refused_where_the_module_lacks_it(name):
+    with pytest.raises(ValueError, match="Unknown argument `inplace_backward`"):
+        get_loss(name, inplace_backward=True)

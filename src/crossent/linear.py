@@ -228,7 +228,7 @@ def linear_term_loss(
     positions = kd // classes
     problem = FusedProblem(targets, target, opts, classes, positions, chunk_size, acc)
     soft = target if target.is_floating_point() else None
-    loss = run_fused(layout.x, layout.w, layout.b, problem, soft)
+    loss = run_fused(layout.x, layout.w, layout.b, problem, soft, weight, class_scale)
     if reduction == "none":
         loss = loss.reshape((*layout.batch, *layout.logits_shape[2:]))
     return loss
@@ -407,10 +407,12 @@ def term_losses() -> list[str]:
 def _term_and_options(loss: object, kwargs: dict[str, Any]) -> tuple[Term, dict[str, Any]] | None:
     """The engine term and engine arguments of a loss given by name (or as a term).
 
-    ``None`` for a registry loss that is not built on one engine term.
+    ``None`` for a registry loss that is not built on one engine term. ``inplace_backward``
+    (an argument of those losses) is accepted and dropped: the fused path always turns each
+    chunk's logits into their gradient in place, and there are no full logits to overwrite.
     """
     if isinstance(loss, Term):
-        return loss, kwargs
+        return loss, {key: v for key, v in kwargs.items() if key != "inplace_backward"}
     from crossent import registry
 
     name, _ = registry.parse_spec(loss)
@@ -460,8 +462,8 @@ def _linear_module_loss(
     if n == 0:  # nothing to chunk: the formula on the empty logits
         result = problem.differentiable(x, w, b)
     else:
-        needs_formula = [t for t in (problem.target, *problem.extras.values()) if t.requires_grad]
-        result = run_fused(x, w, b, problem, needs_formula[0] if needs_formula else None)
+        others = (problem.target, *problem.extras.values(), *module.buffers())
+        result = run_fused(x, w, b, problem, *others)
     if problem.set_loss or problem.reduction != "none":
         return result
     return result.reshape((*layout.batch, *result.shape[1:]))
@@ -524,7 +526,9 @@ def linear_loss(
             ``reduction``, ``label_smoothing``, ``smoothing`` (and ``z_loss`` for
             cross-entropy); per-row arguments of the loss's ``forward`` (distillation's
             ``labels``, with the batch dims of ``input``). With a term, the engine's
-            arguments and ``class_scale``.
+            arguments and ``class_scale``. ``inplace_backward`` is accepted where the loss
+            takes it and changes nothing: the fused path always writes each chunk's gradient
+            over that chunk's logits, and the full logits never exist.
 
     Shape:
         - as :func:`linear_cross_entropy`; the logits the loss sees are

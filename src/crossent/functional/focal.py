@@ -28,6 +28,7 @@ def focal_loss(
     reduction: str = "mean",
     label_smoothing: float = 0.0,
     smoothing: str = "uniform",
+    inplace_backward: bool = False,
 ) -> Tensor:
     r"""Softmax focal loss from logits: cross-entropy down-weighted on easy examples.
 
@@ -74,6 +75,11 @@ def focal_loss(
         label_smoothing: ``eps`` in [0, 1]. Default 0.
         smoothing: ``"uniform"`` or ``"others"`` (see :func:`crossent.cross_entropy`).
             Default ``"uniform"``.
+        inplace_backward: write the gradient into ``input``'s storage during the forward pass
+            (saves one logits-sized buffer). The logits are unusable afterwards; their version
+            counter is bumped so an operation that saved them fails loudly. Applies to logits
+            made by an operation; a leaf keeps its values and gets a new ``.grad``. Default
+            False.
 
     Shape:
         - input: ``(C)``, ``(N, C)`` or ``(N, C, d1, ..., dn)``
@@ -108,6 +114,7 @@ def focal_loss(
         reduction=reduction,
         label_smoothing=label_smoothing,
         smoothing=smoothing,
+        inplace_backward=inplace_backward,
     )
 
 

@@ -22,6 +22,7 @@ def generalized_cross_entropy(
     reduction: str = "mean",
     label_smoothing: float = 0.0,
     smoothing: str = "uniform",
+    inplace_backward: bool = False,
 ) -> Tensor:
     r"""Generalized cross-entropy, the Lq loss (Zhang & Sabuncu 2018), from logits.
 
@@ -57,6 +58,11 @@ def generalized_cross_entropy(
         reduction: ``"none" | "mean" | "sum"``. Default ``"mean"``.
         label_smoothing: ``eps`` in [0, 1]. Default 0.
         smoothing: ``"uniform"`` or ``"others"``. Default ``"uniform"``.
+        inplace_backward: write the gradient into ``input``'s storage during the forward pass
+            (saves one logits-sized buffer). The logits are unusable afterwards; their version
+            counter is bumped so an operation that saved them fails loudly. Applies to logits
+            made by an operation; a leaf keeps its values and gets a new ``.grad``. Default
+            False.
 
     Shape:
         - input: ``(C)``, ``(N, C)`` or ``(N, C, d1, ..., dn)``
@@ -87,6 +93,7 @@ def generalized_cross_entropy(
         reduction=reduction,
         label_smoothing=label_smoothing,
         smoothing=smoothing,
+        inplace_backward=inplace_backward,
     )
 
 
@@ -100,6 +107,7 @@ def smooth_generalized_cross_entropy(
     weight: Tensor | None = None,
     ignore_index: int = -100,
     reduction: str = "mean",
+    inplace_backward: bool = False,
 ) -> Tensor:
     r"""Smooth generalized cross-entropy (SGCE): the Lq loss against a smoothed target.
 
@@ -130,6 +138,11 @@ def smooth_generalized_cross_entropy(
         weight: class weights ``(C,)`` (PyTorch's meaning). Default None.
         ignore_index: class index that contributes nothing. Default -100.
         reduction: ``"none" | "mean" | "sum"``. Default ``"mean"``.
+        inplace_backward: write the gradient into ``input``'s storage during the forward pass
+            (saves one logits-sized buffer). The logits are unusable afterwards; their version
+            counter is bumped so an operation that saved them fails loudly. Applies to logits
+            made by an operation; a leaf keeps its values and gets a new ``.grad``. Default
+            False.
 
     Shape:
         - input: ``(C)``, ``(N, C)`` or ``(N, C, d1, ..., dn)``
@@ -161,6 +174,7 @@ def smooth_generalized_cross_entropy(
         reduction=reduction,
         label_smoothing=label_smoothing,
         smoothing=smoothing,
+        inplace_backward=inplace_backward,
     )
 
 

@@ -19,6 +19,7 @@ def poly1_cross_entropy(
     reduction: str = "mean",
     label_smoothing: float = 0.0,
     smoothing: str = "uniform",
+    inplace_backward: bool = False,
 ) -> Tensor:
     r"""Poly-1 cross-entropy (Leng et al. 2022): CE plus ``epsilon (1 - p_t)``.
 
@@ -45,6 +46,11 @@ def poly1_cross_entropy(
         reduction: ``"none" | "mean" | "sum"``. Default ``"mean"``.
         label_smoothing: ``eps`` in [0, 1]. Default 0.
         smoothing: ``"uniform"`` or ``"others"``. Default ``"uniform"``.
+        inplace_backward: write the gradient into ``input``'s storage during the forward pass
+            (saves one logits-sized buffer). The logits are unusable afterwards; their version
+            counter is bumped so an operation that saved them fails loudly. Applies to logits
+            made by an operation; a leaf keeps its values and gets a new ``.grad``. Default
+            False.
 
     Shape:
         - input: ``(C)``, ``(N, C)`` or ``(N, C, d1, ..., dn)``
@@ -74,6 +80,7 @@ def poly1_cross_entropy(
         reduction=reduction,
         label_smoothing=label_smoothing,
         smoothing=smoothing,
+        inplace_backward=inplace_backward,
     )
 
 
@@ -87,6 +94,7 @@ def entropy_regularized_cross_entropy(
     reduction: str = "mean",
     label_smoothing: float = 0.0,
     smoothing: str = "uniform",
+    inplace_backward: bool = False,
 ) -> Tensor:
     r"""Cross-entropy with the confidence penalty (Pereyra et al. 2017): ``CE - beta H(p)``.
 
@@ -111,6 +119,11 @@ def entropy_regularized_cross_entropy(
         reduction: ``"none" | "mean" | "sum"``. Default ``"mean"``.
         label_smoothing: ``eps`` in [0, 1]. Default 0.
         smoothing: ``"uniform"`` or ``"others"``. Default ``"uniform"``.
+        inplace_backward: write the gradient into ``input``'s storage during the forward pass
+            (saves one logits-sized buffer). The logits are unusable afterwards; their version
+            counter is bumped so an operation that saved them fails loudly. Applies to logits
+            made by an operation; a leaf keeps its values and gets a new ``.grad``. Default
+            False.
 
     Shape:
         - input: ``(C)``, ``(N, C)`` or ``(N, C, d1, ..., dn)``
@@ -140,6 +153,7 @@ def entropy_regularized_cross_entropy(
         reduction=reduction,
         label_smoothing=label_smoothing,
         smoothing=smoothing,
+        inplace_backward=inplace_backward,
     )
 
 
@@ -152,6 +166,7 @@ def brier_loss(
     reduction: str = "mean",
     label_smoothing: float = 0.0,
     smoothing: str = "uniform",
+    inplace_backward: bool = False,
 ) -> Tensor:
     r"""The Brier score as a training loss: squared error between softmax and target.
 
@@ -174,6 +189,11 @@ def brier_loss(
         reduction: ``"none" | "mean" | "sum"``. Default ``"mean"``.
         label_smoothing: ``eps`` in [0, 1]. Default 0.
         smoothing: ``"uniform"`` or ``"others"``. Default ``"uniform"``.
+        inplace_backward: write the gradient into ``input``'s storage during the forward pass
+            (saves one logits-sized buffer). The logits are unusable afterwards; their version
+            counter is bumped so an operation that saved them fails loudly. Applies to logits
+            made by an operation; a leaf keeps its values and gets a new ``.grad``. Default
+            False.
 
     Shape:
         - input: ``(C)``, ``(N, C)`` or ``(N, C, d1, ..., dn)``
@@ -202,4 +222,5 @@ def brier_loss(
         reduction=reduction,
         label_smoothing=label_smoothing,
         smoothing=smoothing,
+        inplace_backward=inplace_backward,
     )

@@ -29,6 +29,7 @@ def mae_loss(
     reduction: str = "mean",
     label_smoothing: float = 0.0,
     smoothing: str = "uniform",
+    inplace_backward: bool = False,
 ) -> Tensor:
     r"""Mean absolute error between the target distribution and the softmax.
 
@@ -50,6 +51,11 @@ def mae_loss(
         reduction: ``"none" | "mean" | "sum"``. Default ``"mean"``.
         label_smoothing: ``eps`` in [0, 1]. Default 0.
         smoothing: ``"uniform"`` or ``"others"``. Default ``"uniform"``.
+        inplace_backward: write the gradient into ``input``'s storage during the forward pass
+            (saves one logits-sized buffer). The logits are unusable afterwards; their version
+            counter is bumped so an operation that saved them fails loudly. Applies to logits
+            made by an operation; a leaf keeps its values and gets a new ``.grad``. Default
+            False.
 
     Shape:
         - input: ``(C)``, ``(N, C)`` or ``(N, C, d1, ..., dn)``
@@ -78,6 +84,7 @@ def mae_loss(
         reduction=reduction,
         label_smoothing=label_smoothing,
         smoothing=smoothing,
+        inplace_backward=inplace_backward,
     )
 
 
@@ -90,6 +97,7 @@ def unhinged_loss(
     reduction: str = "mean",
     label_smoothing: float = 0.0,
     smoothing: str = "uniform",
+    inplace_backward: bool = False,
 ) -> Tensor:
     r"""Unhinged loss ``1 - p_t`` (the Lq loss at ``q = 1``).
 
@@ -109,6 +117,11 @@ def unhinged_loss(
         reduction: ``"none" | "mean" | "sum"``. Default ``"mean"``.
         label_smoothing: ``eps`` in [0, 1]. Default 0.
         smoothing: ``"uniform"`` or ``"others"``. Default ``"uniform"``.
+        inplace_backward: write the gradient into ``input``'s storage during the forward pass
+            (saves one logits-sized buffer). The logits are unusable afterwards; their version
+            counter is bumped so an operation that saved them fails loudly. Applies to logits
+            made by an operation; a leaf keeps its values and gets a new ``.grad``. Default
+            False.
 
     Shape:
         - input: ``(C)``, ``(N, C)`` or ``(N, C, d1, ..., dn)``
@@ -137,6 +150,7 @@ def unhinged_loss(
         reduction=reduction,
         label_smoothing=label_smoothing,
         smoothing=smoothing,
+        inplace_backward=inplace_backward,
     )
 
 
@@ -150,6 +164,7 @@ def reverse_cross_entropy(
     reduction: str = "mean",
     label_smoothing: float = 0.0,
     smoothing: str = "uniform",
+    inplace_backward: bool = False,
 ) -> Tensor:
     r"""Reverse cross-entropy (Wang et al. 2019): the prediction and the target swapped.
 
@@ -174,6 +189,11 @@ def reverse_cross_entropy(
         reduction: ``"none" | "mean" | "sum"``. Default ``"mean"``.
         label_smoothing: ``eps`` in [0, 1]. Default 0.
         smoothing: ``"uniform"`` or ``"others"``. Default ``"uniform"``.
+        inplace_backward: write the gradient into ``input``'s storage during the forward pass
+            (saves one logits-sized buffer). The logits are unusable afterwards; their version
+            counter is bumped so an operation that saved them fails loudly. Applies to logits
+            made by an operation; a leaf keeps its values and gets a new ``.grad``. Default
+            False.
 
     Shape:
         - input: ``(C)``, ``(N, C)`` or ``(N, C, d1, ..., dn)``
@@ -203,6 +223,7 @@ def reverse_cross_entropy(
         reduction=reduction,
         label_smoothing=label_smoothing,
         smoothing=smoothing,
+        inplace_backward=inplace_backward,
     )
 
 
@@ -218,6 +239,7 @@ def symmetric_cross_entropy(
     reduction: str = "mean",
     label_smoothing: float = 0.0,
     smoothing: str = "uniform",
+    inplace_backward: bool = False,
 ) -> Tensor:
     r"""Symmetric cross-entropy (Wang et al. 2019): ``alpha CE + beta RCE``.
 
@@ -242,6 +264,11 @@ def symmetric_cross_entropy(
         reduction: ``"none" | "mean" | "sum"``. Default ``"mean"``.
         label_smoothing: ``eps`` in [0, 1]. Default 0.
         smoothing: ``"uniform"`` or ``"others"``. Default ``"uniform"``.
+        inplace_backward: write the gradient into ``input``'s storage during the forward pass
+            (saves one logits-sized buffer). The logits are unusable afterwards; their version
+            counter is bumped so an operation that saved them fails loudly. Applies to logits
+            made by an operation; a leaf keeps its values and gets a new ``.grad``. Default
+            False.
 
     Shape:
         - input: ``(C)``, ``(N, C)`` or ``(N, C, d1, ..., dn)``
@@ -276,6 +303,7 @@ def symmetric_cross_entropy(
         reduction=reduction,
         label_smoothing=label_smoothing,
         smoothing=smoothing,
+        inplace_backward=inplace_backward,
     )
 
 

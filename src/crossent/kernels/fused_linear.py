@@ -24,8 +24,9 @@ Kernel's fused linear cross-entropy uses the same chunk loop):
   ``grad_output`` when it is not 1). ``reduction="none"`` cannot scale a summed ``grad_W``
   row by row, so there the forward computes the loss alone and backward runs the sweep again
   with ``grad_output`` folded into each row (one extra matrix product, exact per-row scaling).
-* The stored gradients are saved tensors: released before they reach ``.grad`` unless
-  ``retain_graph=True``, so PyTorch takes them over without a copy.
+* The first backward hands the stored gradients out and forgets them, so PyTorch takes them
+  over without a copy and no ``.grad`` shares storage with the graph; a retained second
+  backward sweeps again.
 
 Chunk size (:func:`choose_chunk_rows`): every chunk reads ``W`` twice and reads and writes the
 ``grad_W`` accumulator once, so few large chunks are fast and many small ones are lean.
@@ -465,6 +466,10 @@ class FusedLinearLoss(torch.autograd.Function):
     ``grad_output = 1``, or ``None`` for them where they cannot be scaled afterwards (then
     ``backward(x, w, b, needs, grad_output)`` sweeps again); ``differentiable(x, w, b)`` is
     the loss on the full logits, for double backward.
+
+    The first backward hands the stored gradients out (scaled in place) and forgets them, so
+    no ``.grad`` shares storage with anything kept here; a later backward (``retain_graph``)
+    sweeps again from the saved inputs.
     """
 
     @staticmethod
@@ -475,15 +480,13 @@ class FusedLinearLoss(torch.autograd.Function):
         b: Tensor | None,
         call: FusedProblem | GenericProblem,
     ) -> Tensor:
-        """Run the sweep; store the gradients (or the inputs, for a later sweep)."""
+        """Run the sweep; keep the gradients (or only the inputs, for a later sweep)."""
         ctx.call = call
         ctx.needs = tuple(ctx.needs_input_grad[:3])
-        loss, grads = call.forward(x, w, b, ctx.needs)
-        ctx.swept = grads is not None
-        ctx.inputs = (x, w, b)  # for double backward only (references, not copies)
-        # Saved tensors are released before the gradients reach `.grad` (no copy there)
-        # unless retain_graph=True, which then keeps them intact for the next backward.
-        ctx.save_for_backward(*(grads if grads is not None else (x, w, b)))
+        loss, ctx.grads = call.forward(x, w, b, ctx.needs)
+        ctx.swept = ctx.grads is not None
+        # Released after backward unless retained; version-checked when used again.
+        ctx.save_for_backward(x, w, b)
         return loss
 
     @staticmethod
@@ -492,19 +495,23 @@ class FusedLinearLoss(torch.autograd.Function):
         call: FusedProblem | GenericProblem = ctx.call
         if torch.is_grad_enabled():  # create_graph=True: differentiate the formula itself
             return (*_double_backward(ctx, grad_output), None)
+        x, w, b = ctx.saved_tensors
         if not ctx.swept:
-            return (*call.backward(*ctx.saved_tensors, ctx.needs, grad_output), None)
-        grads = ctx.saved_tensors
+            return (*call.backward(x, w, b, ctx.needs, grad_output), None)
+        grads, ctx.grads = ctx.grads, None  # the caller owns them from here
+        if grads is None:  # handed out by an earlier backward (retain_graph): sweep again
+            _, grads = call.forward(x, w, b, ctx.needs)
         if bool(grad_output == 1):
             return (*grads, None)
-        scaled = (None if g is None else scale_gradient(g, grad_output, False) for g in grads)
+        scaled = (None if g is None else scale_gradient(g, grad_output, True) for g in grads)
         return (*scaled, None)
 
 
 def _double_backward(ctx: FunctionCtx, grad_output: Tensor) -> tuple[Tensor | None, ...]:
-    wanted = [t for t, need in zip(ctx.inputs, ctx.needs, strict=True) if need]
+    inputs = ctx.saved_tensors
+    wanted = [t for t, need in zip(inputs, ctx.needs, strict=True) if need]
     with torch.enable_grad():
-        loss = ctx.call.differentiable(*ctx.inputs)
+        loss = ctx.call.differentiable(*inputs)
         grads = iter(torch.autograd.grad(loss, wanted, grad_output, create_graph=True))
     return tuple(next(grads) if need else None for need in ctx.needs)
 
@@ -514,18 +521,20 @@ def run_fused(
     w: Tensor,
     b: Tensor | None,
     call: FusedProblem | GenericProblem,
-    soft_target: Tensor | None,
+    *others: Tensor | None,
 ) -> Tensor:
     """Dispatch one fused call: differentiable fallback, fused gradients, or loss only.
 
-    * a target that requires grad (``soft_target``): the unfused differentiable formula;
+    ``others`` are the loss's other tensor inputs (targets, class weights, ``pos_weight``, ...).
+
+    * one of ``others`` requires grad: the unfused differentiable formula (gradients to all);
     * an input, weight or bias that requires grad under grad mode: :class:`FusedLinearLoss`;
     * otherwise (``no_grad``, inference): the loss alone, one matrix product per chunk.
 
     Returns the reduced loss, or the per-element losses for ``"none"``.
     """
     grad_mode = torch.is_grad_enabled()
-    if grad_mode and soft_target is not None and soft_target.requires_grad:
+    if grad_mode and any(t is not None and t.requires_grad for t in others):
         return call.differentiable(x, w, b)
     if grad_mode and any(t is not None and t.requires_grad for t in (x, w, b)):
         return FusedLinearLoss.apply(x, w, b, call)

@@ -66,3 +66,42 @@ class EngineLoss(torch.nn.Module):
     def hyperparameters(self) -> dict[str, object]:
         """The loss's own settings (for ``repr``)."""
         return {}
+
+
+class TermLoss(EngineLoss):
+    """Base of the modules whose function is one engine term (focal, GCE, MAE, poly-1, ...).
+
+    :class:`EngineLoss` plus ``inplace_backward`` (write the gradient into the logits'
+    storage; see :func:`crossent.cross_entropy`), stored and passed on by :meth:`common`.
+
+    The normalized losses (:class:`crossent.nn.NCELoss`, ``NFLoss``, ``APLoss``) are not one
+    engine term and stay on :class:`EngineLoss`, without the argument.
+    """
+
+    def __init__(
+        self,
+        *,
+        weight: Tensor | None = None,
+        ignore_index: int = -100,
+        reduction: str = "mean",
+        label_smoothing: float = 0.0,
+        smoothing: str = "uniform",
+        inplace_backward: bool = False,
+    ) -> None:
+        super().__init__(
+            weight=weight,
+            ignore_index=ignore_index,
+            reduction=reduction,
+            label_smoothing=label_smoothing,
+            smoothing=smoothing,
+        )
+        self.inplace_backward = inplace_backward
+
+    def common(self) -> dict[str, Any]:
+        """The engine's common arguments and ``inplace_backward``, for the function."""
+        return {**super().common(), "inplace_backward": self.inplace_backward}
+
+    def extra_repr(self) -> str:
+        """Settings shown by ``repr`` (``inplace_backward`` only when set)."""
+        base = super().extra_repr()
+        return f"{base}, inplace_backward=True" if self.inplace_backward else base

@@ -10,10 +10,10 @@ from torch import Tensor
 from crossent import _checks
 from crossent.functional import _params
 from crossent.functional.focal import focal_loss, sigmoid_focal_loss
-from crossent.nn._base import EngineLoss
+from crossent.nn._base import TermLoss
 
 
-class FocalLoss(EngineLoss):
+class FocalLoss(TermLoss):
     """Module form of :func:`crossent.focal_loss` (see it for the math and arguments).
 
     ``alpha`` (per-class) and ``weight`` are buffers. Invalid settings (``gamma < 0``, a
@@ -38,6 +38,7 @@ class FocalLoss(EngineLoss):
         reduction: str = "mean",
         label_smoothing: float = 0.0,
         smoothing: str = "uniform",
+        inplace_backward: bool = False,
     ) -> None:
         super().__init__(
             weight=weight,
@@ -45,6 +46,7 @@ class FocalLoss(EngineLoss):
             reduction=reduction,
             label_smoothing=label_smoothing,
             smoothing=smoothing,
+            inplace_backward=inplace_backward,
         )
         self.gamma = _params.check_gamma(gamma)
         checked = _params.check_class_alpha(alpha)

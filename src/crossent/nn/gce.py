@@ -13,10 +13,10 @@ from crossent.functional.gce import (
     generalized_cross_entropy,
     smooth_generalized_cross_entropy,
 )
-from crossent.nn._base import EngineLoss
+from crossent.nn._base import TermLoss
 
 
-class GCELoss(EngineLoss):
+class GCELoss(TermLoss):
     """Module form of :func:`crossent.generalized_cross_entropy` (the Lq loss).
 
     Example:
@@ -35,6 +35,7 @@ class GCELoss(EngineLoss):
         reduction: str = "mean",
         label_smoothing: float = 0.0,
         smoothing: str = "uniform",
+        inplace_backward: bool = False,
     ) -> None:
         super().__init__(
             weight=weight,
@@ -42,6 +43,7 @@ class GCELoss(EngineLoss):
             reduction=reduction,
             label_smoothing=label_smoothing,
             smoothing=smoothing,
+            inplace_backward=inplace_backward,
         )
         self.q = _params.check_q(q)
         self.truncate = _params.check_truncate(truncate)
@@ -57,7 +59,7 @@ class GCELoss(EngineLoss):
         return {"q": self.q, "truncate": self.truncate}
 
 
-class SGCELoss(EngineLoss):
+class SGCELoss(TermLoss):
     """Module form of :func:`crossent.smooth_generalized_cross_entropy`.
 
     Defaults as the function: ``q=0.7``, ``label_smoothing=0.1``, ``smoothing="others"``.
@@ -77,6 +79,7 @@ class SGCELoss(EngineLoss):
         weight: Tensor | None = None,
         ignore_index: int = -100,
         reduction: str = "mean",
+        inplace_backward: bool = False,
     ) -> None:
         super().__init__(
             weight=weight,
@@ -84,6 +87,7 @@ class SGCELoss(EngineLoss):
             reduction=reduction,
             label_smoothing=label_smoothing,
             smoothing=smoothing,
+            inplace_backward=inplace_backward,
         )
         self.q = _params.check_q(q)
 

@@ -10,10 +10,10 @@ from crossent.functional.regularized import (
     entropy_regularized_cross_entropy,
     poly1_cross_entropy,
 )
-from crossent.nn._base import EngineLoss
+from crossent.nn._base import TermLoss
 
 
-class Poly1CrossEntropyLoss(EngineLoss):
+class Poly1CrossEntropyLoss(TermLoss):
     """Module form of :func:`crossent.poly1_cross_entropy` (``CE + epsilon (1 - p_t)``).
 
     Example:
@@ -31,6 +31,7 @@ class Poly1CrossEntropyLoss(EngineLoss):
         reduction: str = "mean",
         label_smoothing: float = 0.0,
         smoothing: str = "uniform",
+        inplace_backward: bool = False,
     ) -> None:
         super().__init__(
             weight=weight,
@@ -38,6 +39,7 @@ class Poly1CrossEntropyLoss(EngineLoss):
             reduction=reduction,
             label_smoothing=label_smoothing,
             smoothing=smoothing,
+            inplace_backward=inplace_backward,
         )
         self.epsilon = _params.check_epsilon(epsilon)
 
@@ -50,7 +52,7 @@ class Poly1CrossEntropyLoss(EngineLoss):
         return {"epsilon": self.epsilon}
 
 
-class EntropyRegularizedCrossEntropyLoss(EngineLoss):
+class EntropyRegularizedCrossEntropyLoss(TermLoss):
     """Module form of :func:`crossent.entropy_regularized_cross_entropy` (``CE - beta H``).
 
     Example:
@@ -69,6 +71,7 @@ class EntropyRegularizedCrossEntropyLoss(EngineLoss):
         reduction: str = "mean",
         label_smoothing: float = 0.0,
         smoothing: str = "uniform",
+        inplace_backward: bool = False,
     ) -> None:
         super().__init__(
             weight=weight,
@@ -76,6 +79,7 @@ class EntropyRegularizedCrossEntropyLoss(EngineLoss):
             reduction=reduction,
             label_smoothing=label_smoothing,
             smoothing=smoothing,
+            inplace_backward=inplace_backward,
         )
         self.beta = _params.check_nonnegative("beta", beta)
 
@@ -88,7 +92,7 @@ class EntropyRegularizedCrossEntropyLoss(EngineLoss):
         return {"beta": self.beta}
 
 
-class BrierLoss(EngineLoss):
+class BrierLoss(TermLoss):
     """Module form of :func:`crossent.brier_loss` (``sum_k (p_k - P_k)^2``).
 
     Example:

@@ -15,10 +15,10 @@ from crossent.functional.robust import (
     symmetric_cross_entropy,
     unhinged_loss,
 )
-from crossent.nn._base import EngineLoss
+from crossent.nn._base import EngineLoss, TermLoss
 
 
-class MAELoss(EngineLoss):
+class MAELoss(TermLoss):
     """Module form of :func:`crossent.mae_loss` (``sum_k |P_k - p_k|``).
 
     Example:
@@ -32,7 +32,7 @@ class MAELoss(EngineLoss):
         return mae_loss(input, target, **self.common())
 
 
-class UnhingedLoss(EngineLoss):
+class UnhingedLoss(TermLoss):
     """Module form of :func:`crossent.unhinged_loss` (``1 - p_t``).
 
     Example:
@@ -46,7 +46,7 @@ class UnhingedLoss(EngineLoss):
         return unhinged_loss(input, target, **self.common())
 
 
-class RCELoss(EngineLoss):
+class RCELoss(TermLoss):
     """Module form of :func:`crossent.reverse_cross_entropy`.
 
     Example:
@@ -64,6 +64,7 @@ class RCELoss(EngineLoss):
         reduction: str = "mean",
         label_smoothing: float = 0.0,
         smoothing: str = "uniform",
+        inplace_backward: bool = False,
     ) -> None:
         super().__init__(
             weight=weight,
@@ -71,6 +72,7 @@ class RCELoss(EngineLoss):
             reduction=reduction,
             label_smoothing=label_smoothing,
             smoothing=smoothing,
+            inplace_backward=inplace_backward,
         )
         self.A = _params.check_A(A)
 
@@ -83,7 +85,7 @@ class RCELoss(EngineLoss):
         return {"A": self.A}
 
 
-class SCELoss(EngineLoss):
+class SCELoss(TermLoss):
     """Module form of :func:`crossent.symmetric_cross_entropy` (``alpha CE + beta RCE``).
 
     Example:
@@ -103,6 +105,7 @@ class SCELoss(EngineLoss):
         reduction: str = "mean",
         label_smoothing: float = 0.0,
         smoothing: str = "uniform",
+        inplace_backward: bool = False,
     ) -> None:
         super().__init__(
             weight=weight,
@@ -110,6 +113,7 @@ class SCELoss(EngineLoss):
             reduction=reduction,
             label_smoothing=label_smoothing,
             smoothing=smoothing,
+            inplace_backward=inplace_backward,
         )
         self.alpha = _params.check_nonnegative("alpha", alpha)
         self.beta = _params.check_nonnegative("beta", beta)
