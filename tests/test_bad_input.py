@@ -182,3 +182,14 @@ def test_loss_reading_log_of_target_rejects_negative_probabilities(fn):
     p[1, 2] = -1e-9
     with pytest.raises(ValueError, match=r"`target`.*>= 0"):
         fn(X, p)
+
+
+def test_compiled_loss_checks_class_indices_with_a_device_assert():
+    """While torch.compile traces, the host-side checks (a sync, a graph break) step aside and
+    an out-of-range index fails at run time through ``torch._assert_async``."""
+    compiled = torch.compile(crossent.cross_entropy, backend="aot_eager")
+    x = torch.randn(4, 5)
+    torch.testing.assert_close(compiled(x, T), crossent.cross_entropy(x, T))
+    with pytest.raises(RuntimeError, match="out of range"):
+        compiled(x, torch.tensor([0, 1, 7, 3]))
+    assert crossent.config.validate_args()  # eager calls still validate

@@ -145,6 +145,15 @@ def _check_index_values(target: Tensor, num_classes: int, ignore_index: int) -> 
         raise ValueError(f"Expected `target` {expected}, but got {value}")
 
 
+def _validate_indices(target: Tensor, num_classes: int, ignore_index: int) -> None:
+    """Class indices in range: a ``ValueError`` eagerly, a device assert under compile."""
+    if config.validate_args():
+        _check_index_values(target, num_classes, ignore_index)
+    elif config.device_assertions():  # no host sync while torch.compile traces
+        ok = ((target >= 0) & (target < num_classes)) | (target == ignore_index)
+        torch._assert_async(ok.all(), "crossent: a class index of `target` is out of range")
+
+
 def prepare_targets(
     input: Tensor,
     target: object,
@@ -191,8 +200,7 @@ def prepare_targets(
     if tuple(target.shape) != expected_shape:
         raise fail("target", f"to have shape {expected_shape} for class-index targets", target)
     target = target.to(device=input.device, dtype=torch.int64)
-    if config.validate_args():
-        _check_index_values(target, k, ignore_index)
+    _validate_indices(target, k, ignore_index)
     index = target.reshape(n, math.prod(input.shape[2:]))
     valid = index != ignore_index
     index = torch.where(valid, index, torch.zeros_like(index))

@@ -6,6 +6,9 @@
 * ``warn_probabilities`` — the double-softmax diagnostic: a warning when logits look like
   probabilities. On by default; it never changes a result.
 
+Both read tensor values on the host, so neither runs while ``torch.compile`` traces a loss
+(no graph break); there, class indices are checked by a device-side assert instead.
+
 Example:
     >>> import crossent
     >>> crossent.set_validation(False)
@@ -16,17 +19,32 @@ Example:
 
 from __future__ import annotations
 
+import torch
+
 _state = {"validate_args": True, "warn_probabilities": True}
 
 
 def validate_args() -> bool:
-    """Whether checks that read tensor contents are on."""
-    return _state["validate_args"]
+    """Whether checks that read tensor contents run (never while ``torch.compile`` traces).
+
+    Those checks need the values on the host (a synchronisation, a graph break); a compiled
+    loss relies on :func:`device_assertions` instead.
+    """
+    return _state["validate_args"] and not torch.compiler.is_compiling()
+
+
+def device_assertions() -> bool:
+    """Whether a compiled loss checks class indices with device-side asserts (no host sync).
+
+    On while ``torch.compile`` traces with validation on: an index out of range then fails
+    with a ``RuntimeError`` at run time instead of the eager ``ValueError``.
+    """
+    return _state["validate_args"] and torch.compiler.is_compiling()
 
 
 def warn_probabilities() -> bool:
-    """Whether the double-softmax warning is on."""
-    return _state["warn_probabilities"]
+    """Whether the double-softmax warning is on (never while ``torch.compile`` traces)."""
+    return _state["warn_probabilities"] and not torch.compiler.is_compiling()
 
 
 def set_validation(enabled: bool) -> None:
