@@ -200,3 +200,34 @@ def test_z_loss_is_unweighted_and_skips_only_ignored(eps):
     (got,) = torch.autograd.grad(with_z, x, go)
     (want,) = torch.autograd.grad(expected, x, go)
     torch.testing.assert_close(got, want)
+
+
+TIED_EXTREME = torch.tensor([[1e4, 1e4, -1e4], [-1e4, 1e4, 1e4], [1e4, -1e4, 1e4]])
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "focal_loss",
+        "generalized_cross_entropy",
+        "mae_loss",
+        "reverse_cross_entropy",
+        "brier_loss",
+        "entropy_regularized_cross_entropy",
+    ],
+)
+@pytest.mark.parametrize("soft", [False, True])
+def test_tied_extreme_logits_keep_float32_precision(name, soft):
+    """``s = (z - m) - log d``: a tie at 1e4 gives exactly ``log 1/2`` (``z - lse`` does not)."""
+    fn = getattr(crossent, name)
+    t = torch.tensor([0, 2, 1])
+    if soft:
+        t = torch.tensor([[0.5, 0.5, 0.0], [0.0, 0.25, 0.75], [1.0, 0.0, 0.0]])
+    x = TIED_EXTREME.clone().requires_grad_()
+    x64 = TIED_EXTREME.double().requires_grad_()
+    ours = fn(x, t)
+    exact = fn(x64, t.double() if soft else t)
+    torch.testing.assert_close(ours.double(), exact, rtol=1.3e-6, atol=1e-5)
+    torch.testing.assert_close(
+        torch.autograd.grad(ours, x)[0].double(), torch.autograd.grad(exact, x64)[0]
+    )

@@ -123,6 +123,16 @@ class _RowStats:
     lse: Tensor  # (R, 1, Dc) log-sum-exp, -inf where the row is fully masked
     lse_safe: Tensor  # (R, 1, Dc) lse with 0 for fully masked rows (so s = z - lse stays -inf)
     s_t: Tensor | None  # (R, 1, Dc) log q_t when targets were given
+    m: Tensor | None = None  # (R, 1, Dc) row maximum (0 for a fully masked row); None: not kept
+    log_d: Tensor | None = None  # (R, 1, Dc) log of d_safe, with m
+
+    def log_probs(self, x: Tensor) -> Tensor:
+        """``s = (z - m) - log d``: exact to float rounding even for logits near 1e4.
+
+        (``z - lse`` would round ``lse`` first: about 5e-4 off at ``|lse| = 1e4`` in float32.)
+        """
+        assert self.m is not None and self.log_d is not None, "stats without m (softmax route)"
+        return (x - self.m) - self.log_d
 
 
 def _row_stats(x: Tensor, out: Tensor | None, t: Tensor | None = None) -> _RowStats:
@@ -143,7 +153,7 @@ def _row_stats(x: Tensor, out: Tensor | None, t: Tensor | None = None) -> _RowSt
     lse_safe = m + log_d  # a fully masked row has m = 0 and d_safe = 1 here: 0
     lse = torch.where(empty, torch.full_like(d, -math.inf), lse_safe)
     s_t = None if z_t is None else (z_t - m) - log_d
-    return _RowStats(e, d_safe, lse, lse_safe, s_t)
+    return _RowStats(e, d_safe, lse, lse_safe, s_t, m, log_d)
 
 
 # Softmax probabilities at the target at least this large are normal floats with full
@@ -388,10 +398,10 @@ def _term_parts(
 ) -> _LinearParts:
     """Parts of any term linear in ``P``, evaluating ``F(s, 1)`` and ``G(s, 1)`` per class."""
     # e may go straight into the gradient buffer unless that buffer is x itself (in place):
-    # s = x - lse is still needed after the exponentials.
+    # s is still needed after the exponentials. The four-pass route keeps m and log d.
     separate = out is not None and out.data_ptr() != x.data_ptr()
-    stats = _chunk_stats(x, t, out if separate else None)
-    s = x - stats.lse_safe
+    stats = _row_stats(x, out if separate else None, t)
+    s = stats.log_probs(x)
     one = torch.ones((), dtype=x.dtype, device=x.device)
     f, g = term.value_and_grad(s, one) if out is not None else (term.value(s, one), None)
     f_t = f.gather(1, t)
@@ -420,7 +430,7 @@ def _full_chunk(
     ``valid`` ``(R, 1, Dc)`` is ``False`` for ignored elements.
     """
     stats = _row_stats(x, None)
-    s = x - stats.lse_safe
+    s = stats.log_probs(x)
     term = opts.term
     f = term.value(s, p)
     if term.vanishes_where_target_zero:
@@ -554,8 +564,13 @@ def differentiable_loss(z: Tensor, targets: Targets, opts: EngineOptions) -> Ten
     n, k, d = z.shape
     x = z.to(compute_dtype(z.dtype))
     lse = torch.logsumexp(x, dim=1, keepdim=True)
-    lse_safe = torch.where(torch.isinf(lse) & (lse < 0), torch.zeros_like(lse), lse)
-    s = x - lse_safe
+    # s = (z - m) - log d (exact near 1e4); m is a constant shift (detached), 0 for a fully
+    # masked row so that its s stays -inf instead of NaN.
+    m = x.detach().amax(dim=1, keepdim=True)
+    m = torch.where(torch.isinf(m) & (m < 0), torch.zeros_like(m), m)
+    shifted = x - m
+    log_d = torch.logsumexp(shifted, dim=1, keepdim=True)
+    s = shifted - torch.where(torch.isinf(log_d) & (log_d < 0), torch.zeros_like(log_d), log_d)
     p = smoothed_target_chunk(
         targets, slice(None), slice(None), k, opts.label_smoothing, opts.smoothing, x.dtype
     )

@@ -1,5 +1,10 @@
 """Dispatch and back-end switch, torch.compile, int64 offsets, the fused-linear entry point."""
 
+import os
+import subprocess
+import sys
+import warnings
+
 import pytest
 
 pytest.importorskip("triton", reason="the kernel tests need Triton: pip install 'crossent[gpu]'")
@@ -39,10 +44,61 @@ def test_set_backend_rejects_unknown_names():
         kernels.set_backend("cuda")
 
 
-def test_asking_for_triton_without_triton_is_one_clear_error(monkeypatch):
+def test_asking_for_triton_without_triton_warns_once_and_falls_back(monkeypatch):
     monkeypatch.setattr(kernels, "triton_available", lambda: False)
-    with pytest.raises(RuntimeError, match="Triton is not installed"):
-        crossent.cross_entropy(torch.randn(2, 3), torch.tensor([0, 1]))
+    monkeypatch.setitem(kernels._triton, "warned", False)
+    kernels.set_backend("triton")
+    calls = _spy_engine(monkeypatch)
+    z, t = torch.randn(2, 3), torch.tensor([0, 1])
+    with pytest.warns(kernels.KernelUnavailableWarning, match="Triton is not installed"):
+        loss = crossent.cross_entropy(z, t)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # one message, not one per call
+        crossent.cross_entropy(z, t)
+    assert calls == [1, 1]
+    torch.testing.assert_close(loss, torch.nn.functional.cross_entropy(z, t))
+
+
+def test_a_triton_that_does_not_import_counts_as_absent(tmp_path):
+    """Triton present but broken (here: its import blocked): explicit requests fall back."""
+    script = tmp_path / "blocked.py"
+    script.write_text(
+        "import sys, warnings\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'triton' or name.startswith('triton.'):\n"
+        "            raise ImportError('blocked')\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "import importlib.util\n"
+        "real = importlib.util.find_spec\n"
+        "importlib.util.find_spec = lambda n, *a: object() if n == 'triton' else real(n, *a)\n"
+        "import torch, crossent\n"
+        "from crossent import kernels\n"
+        "kernels.set_backend('triton')\n"
+        "with warnings.catch_warnings(record=True) as w:\n"
+        "    warnings.simplefilter('always')\n"
+        "    loss = crossent.cross_entropy(torch.zeros(2, 4), torch.tensor([0, 1]))\n"
+        "assert not kernels.triton_available()\n"
+        "assert [x.category.__name__ for x in w] == ['KernelUnavailableWarning'], w\n"
+        "assert abs(loss.item() - 1.3862944) < 1e-6\n"
+    )
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("value,expected", [("Torch", "torch"), (" auto ", "auto")])
+def test_backend_environment_variable_is_read_in_any_case(value, expected, tmp_path):
+    code = "from crossent import kernels; print(kernels.get_backend())"
+    env = {**os.environ, "CROSSENT_BACKEND": value}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.stdout.strip() == expected, out.stderr
+
+
+def test_unknown_backend_in_the_environment_is_an_error_naming_it():
+    code = "import crossent"
+    env = {**os.environ, "CROSSENT_BACKEND": "cuda"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.returncode != 0 and "CROSSENT_BACKEND" in out.stderr and "'cuda'" in out.stderr
 
 
 def test_auto_without_triton_falls_back_silently(monkeypatch):
@@ -86,9 +142,11 @@ def test_bad_input_raises_before_any_launch():
         )
 
 
-def test_torch_compile_sees_one_operator_without_graph_break():
-    crossent.set_validation(False)
-    crossent.set_probability_warning(False)
+@pytest.mark.parametrize("checks", [True, False], ids=["default_checks", "checks_off"])
+def test_torch_compile_sees_one_operator_without_graph_break(checks):
+    """With the default settings too: the host-side checks step aside while compiling."""
+    crossent.set_validation(checks)
+    crossent.set_probability_warning(checks)
 
     def f(z, t):
         return crossent.cross_entropy(z, t, label_smoothing=0.1) * 2

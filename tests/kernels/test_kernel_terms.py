@@ -11,8 +11,8 @@ import torch
 
 from crossent import terms, terms_distill
 from crossent.kernels._spec import term_spec
-from tests.kernels._util import assert_matches
-from tests.kernels.conftest import use_layout
+from tests.kernels._util import assert_matches, run_engine, run_kernel
+from tests.kernels.conftest import LAYOUTS, use_layout
 
 TERMS = [
     terms.CrossEntropyTerm(),
@@ -101,3 +101,41 @@ def test_every_engine_term_is_in_the_template():
             assert cls in tested, f"{cls.__name__} is not tested against the kernel"
     for term in TERMS + DISTILL_TERMS:
         assert term_spec(term) is not None, term
+
+
+@pytest.mark.parametrize("name", list(LAYOUTS))
+@pytest.mark.parametrize("kind", ["index", "smoothed"])
+@pytest.mark.parametrize("term", TERMS + DISTILL_TERMS, ids=repr)
+def test_index_targets_match_engine_on_every_layout(term, kind, name, monkeypatch):
+    # terms linear in s (CE, forward KL) gather their one-hot sums in the statistics pass
+    use_layout(monkeypatch, name)
+    z, target, kw = _case(kind)
+    assert_matches(z, target, term, **kw)
+
+
+@pytest.mark.parametrize("name", list(LAYOUTS))
+@pytest.mark.parametrize("k", [1, 3, 100])
+def test_forward_kl_with_class_indices_for_any_k(k, name, monkeypatch):
+    use_layout(monkeypatch, name)
+    z, target = 3 * torch.randn(5, k), torch.randint(0, k, (5,))
+    assert_matches(z, target, DISTILL_TERMS[0], reduction="none")
+    assert_matches(z, target, DISTILL_TERMS[0], label_smoothing=0.2, weight=torch.rand(k) + 0.5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("kind", ["index", "probs"])
+@pytest.mark.parametrize("term", TERMS + DISTILL_TERMS, ids=repr)
+def test_tied_extreme_logits_keep_float32_precision(term, kind, dtype, layout):
+    # s = (z - m) - log d as log_softmax forms it: z - lse with lse ~ 1e4 loses ~10 bits.
+    # Oracle: the engine on the same logits in float64 (its float32 full path forms z - lse).
+    z = torch.tensor([[1e4, 1e4, -1e4], [-1e4, 1e4, 1e4]], dtype=dtype)
+    target = torch.tensor([0, 2])
+    if kind == "probs":
+        target = torch.tensor([[0.6, 0.3, 0.1], [0.1, 0.2, 0.7]])
+        if term in DISTILL_TERMS:
+            target = target.log()
+    loss, grad = run_kernel(z, target, term, reduction="none")
+    ref_target = target.double() if kind == "probs" else target
+    ref_loss, ref_grad = run_engine(z.double(), ref_target, term, reduction="none")
+    torch.testing.assert_close(loss, ref_loss.float())
+    torch.testing.assert_close(grad, ref_grad.to(dtype))

@@ -10,9 +10,10 @@ The one switch, :func:`set_backend` (initial value from the environment variable
 ``CROSSENT_BACKEND``):
 
 * ``"auto"`` (default): the kernel for CUDA tensors when Triton is importable, else the engine;
-* ``"triton"``: the kernel wherever it can run; a clear error when Triton is missing or the
-  tensors are on a device it cannot use (CPU tensors run only under ``TRITON_INTERPRET=1``,
-  Triton's interpreter, which the tests use);
+* ``"triton"``: the kernel wherever it can run; a clear error when the tensors are on a
+  device it cannot use (CPU tensors run only under ``TRITON_INTERPRET=1``, Triton's
+  interpreter, which the tests use). Without a working Triton it warns once and falls back to
+  the engine;
 * ``"torch"``: always the engine.
 
 Example:
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import warnings
 from typing import TYPE_CHECKING
 
 import torch
@@ -41,8 +43,21 @@ if TYPE_CHECKING:
 
 BACKENDS = ("auto", "triton", "torch")
 _KERNEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
-_state = {"backend": os.environ.get("CROSSENT_BACKEND", "auto")}
-_TRITON_FOUND = importlib.util.find_spec("triton") is not None
+
+
+def _backend_from_environment() -> str:
+    """``CROSSENT_BACKEND`` (any case), ``"auto"`` when unset; an unknown name raises."""
+    value = os.environ.get("CROSSENT_BACKEND", "auto").strip().lower()
+    if value not in BACKENDS:
+        raise ValueError(
+            f"Expected the environment variable CROSSENT_BACKEND to be one of "
+            f"{', '.join(BACKENDS)}, but got {os.environ['CROSSENT_BACKEND']!r}"
+        )
+    return value
+
+
+_state = {"backend": _backend_from_environment()}
+_triton: dict[str, bool | None] = {"available": None, "warned": False}  # found on first need
 
 
 def set_backend(backend: str) -> None:
@@ -66,8 +81,20 @@ def get_backend() -> str:
 
 
 def triton_available() -> bool:
-    """Whether Triton is installed (looked up once, at import, without importing it)."""
-    return _TRITON_FOUND
+    """Whether Triton imports (tried once, on first need: CPU-only use never imports it)."""
+    if _triton["available"] is None:
+        _triton["available"] = _triton_imports()
+    return _triton["available"]
+
+
+def _triton_imports() -> bool:
+    if importlib.util.find_spec("triton") is None:
+        return False
+    try:
+        import triton  # noqa: F401
+    except Exception:  # installed but broken (a mismatched build, a missing driver library)
+        return False
+    return True
 
 
 def interpreter_enabled() -> bool:
@@ -82,19 +109,36 @@ def can_run(tensor: Tensor) -> bool:
     return tensor.is_cuda or (tensor.device.type == "cpu" and interpreter_enabled())
 
 
-def _require_kernel(tensor: Tensor) -> None:
+class KernelUnavailableWarning(UserWarning):
+    """The Triton backend was asked for, but Triton is missing: the engine runs instead."""
+
+
+def _warn_no_triton() -> None:
+    """The one message of an explicit request without Triton (once per process)."""
+    if _triton["warned"]:
+        return
+    _triton["warned"] = True
+    warnings.warn(
+        "crossent: the Triton backend was requested (crossent.kernels.set_backend('triton') or "
+        "CROSSENT_BACKEND=triton) but Triton is not installed or does not import; the PyTorch "
+        "engine computes the losses instead (same results, slower on GPU). Install it with "
+        "`pip install 'crossent[gpu]'`, or set_backend('auto') to silence this.",
+        KernelUnavailableWarning,
+        stacklevel=3,
+    )
+
+
+def _kernel_requested(tensor: Tensor) -> bool:
+    """For ``backend="triton"``: whether the kernel runs (False: no Triton, warned once)."""
     if not triton_available():
-        raise RuntimeError(
-            "crossent: the Triton backend was requested (crossent.kernels.set_backend('triton') "
-            "or CROSSENT_BACKEND=triton) but Triton is not installed. Install it with "
-            "`pip install 'crossent[gpu]'`, or use set_backend('auto') to fall back to the "
-            "PyTorch engine."
-        )
+        _warn_no_triton()
+        return False
     if not can_run(tensor):
         raise ValueError(
             f"Expected `input` on a CUDA device for the Triton backend (CPU tensors need "
             f"TRITON_INTERPRET=1), but got a tensor on {tensor.device}"
         )
+    return True
 
 
 def supports(z: Tensor, targets: Targets, opts: EngineOptions) -> bool:
@@ -118,8 +162,7 @@ def use_kernel(z: Tensor, targets: Targets, opts: EngineOptions) -> bool:
     if backend == "torch":
         return False
     if backend == "triton":
-        _require_kernel(z)
-        return supports(z, targets, opts)
+        return _kernel_requested(z) and supports(z, targets, opts)
     return z.is_cuda and triton_available() and supports(z, targets, opts)
 
 
@@ -132,6 +175,7 @@ def term_loss(z: Tensor, targets: Targets, opts: EngineOptions) -> Tensor:
 
 __all__ = [
     "BACKENDS",
+    "KernelUnavailableWarning",
     "can_run",
     "get_backend",
     "interpreter_enabled",

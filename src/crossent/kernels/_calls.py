@@ -3,7 +3,7 @@
 When the gradient is formed (GPU.md):
 
 * default: the forward pass reads the logits once and saves per-row statistics
-  ``(lse, S)`` in float32; the backward pass reads the logits again and writes the gradient
+  ``(m, log d, S)`` in float32; the backward pass reads the logits again and writes the gradient
   with ``grad_output`` folded in. 2 reads + 1 write in all, no host synchronisation, the
   logits untouched (``retain_graph=True`` and ``reduction="none"`` need nothing special),
   and under ``torch.no_grad()`` only the cheap forward runs.

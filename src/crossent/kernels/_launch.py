@@ -129,7 +129,7 @@ def launch(
         elem_weight: ``(N * D,)`` float32 per-row target weight ``w_t`` (fast path).
         class_weight: ``(K,)`` float32 per-class multipliers (full path), or ``None``.
         losses: ``(N * D,)`` float32 per-row loss (written unless ``MODE_GRAD``).
-        stats: ``(N * D, 2)`` float32 ``(lse, S)`` (written, or read in ``MODE_GRAD``).
+        stats: ``(N * D, 3)`` float32 ``(m, log d, S)`` (written, or read in ``MODE_GRAD``).
         scale: gradient factor, 0-dim or ``(N * D,)`` float32 tensor, or ``None``.
         scale_mul: float multiplying the gradient factor.
         problem: the non-tensor settings.

@@ -26,6 +26,24 @@ def row_offsets(rows: tl.tensor, D: tl.tensor, s_n: tl.tensor, s_d: tl.tensor) -
 
 
 @triton.jit
+def col_offsets(cols: tl.tensor, s_k: tl.tensor) -> tl.tensor:
+    """int64 offsets of classes ``cols`` at stride ``s_k`` (``K * s_k`` may pass 2^31)."""
+    return cols.to(tl.int64) * s_k
+
+
+@triton.jit
+def safe_log_d(ld: tl.tensor) -> tl.tensor:
+    """``log d`` of a row, 0 for a fully masked one (``d = 0``, ``log d = -inf``).
+
+    Rows are described by their max ``m`` (0 for a fully masked row) and
+    ``log d = log sum e^(z - m)``, and ``s = (z - m) - log d`` is formed as ``log_softmax``
+    does: ``z - lse`` would round ``s`` to the ulp of ``lse`` (~1e-3 at ``lse = 1e4``). With
+    the safe ``log d`` a fully masked row gets ``s = -inf``, never NaN.
+    """
+    return tl.where(ld == _NEG_INF, 0.0, ld)
+
+
+@triton.jit
 def row_scale(
     rows: tl.tensor,
     rmask: tl.tensor,
@@ -46,7 +64,8 @@ def row_scale(
 @triton.jit
 def fast_row(
     z_t: tl.tensor,
-    lse: tl.tensor,
+    m: tl.tensor,
+    ld: tl.tensor,
     ew: tl.tensor,
     valid: tl.tensor,
     sc: tl.tensor,
@@ -59,11 +78,13 @@ def fast_row(
 ) -> tuple[tl.tensor, tl.tensor, tl.tensor]:
     """One-hot fast path: ``(loss, c, g_t)``, the gradient ``q_j c`` off the target, ``g_t`` on it.
 
-    ``ew = w_t`` (0 where ignored), ``valid`` false where ignored (the z-loss applies to every
-    element that is not ignored, whatever its class weight), ``sc`` the gradient factor.
+    ``m, ld``: the row max and ``log d`` (see :func:`safe_log_d`), ``s_t = (z_t - m) - log d``
+    and ``lse = m + log d`` (z-loss). ``ew = w_t`` (0 where ignored), ``valid`` false where
+    ignored (the z-loss applies to every element that is not ignored, whatever its class
+    weight), ``sc`` the gradient factor.
     """
-    lse_safe = tl.where(lse == _NEG_INF, 0.0, lse)
-    s_t = z_t - lse_safe
+    lds = safe_log_d(ld)
+    s_t = (z_t - m) - lds
     q_t = tl.exp(s_t)
     f_t, g_t = term_fg(s_t, q_t, tl.full(s_t.shape, 1.0, tl.float32), a0, a1, a2, TERM)
     on = ew != 0.0
@@ -71,8 +92,9 @@ def fast_row(
     wg = tl.where(on, ew * g_t, 0.0) * sc
     zc = tl.zeros_like(wg)
     if HAS_ZLOSS:
+        lse = m + ld
         loss += tl.where(valid, zl * lse * lse, 0.0)
-        zc = tl.where(valid, 2.0 * zl * lse_safe * sc, 0.0)
+        zc = tl.where(valid, 2.0 * zl * (m + lds) * sc, 0.0)
     # dl/dz_j = q_j (zc - w_t G_t) + [j = t] w_t G_t ; at t: w_t G_t (1 - q_t) + q_t zc
     gt = wg * one_minus_exp(s_t) + q_t * zc
     return loss, zc - wg, gt
@@ -81,7 +103,8 @@ def fast_row(
 @triton.jit
 def full_elem(
     x: tl.tensor,
-    lse_safe: tl.tensor,
+    m: tl.tensor,
+    lds: tl.tensor,
     cols: tl.tensor,
     rmask: tl.tensor,
     cmask: tl.tensor,
@@ -103,13 +126,16 @@ def full_elem(
     HAS_WEIGHT: tl.constexpr,
     HAS_SMOOTH: tl.constexpr,
 ) -> tuple[tl.tensor, tl.tensor, tl.tensor]:
-    """``(q, w F, w G)`` of a ``[ROWS, BLOCK]`` tile on the full path (0 outside ``K``)."""
-    s = x - lse_safe[:, None]
+    """``(q, w F, w G)`` of a ``[ROWS, BLOCK]`` tile on the full path (0 outside ``K``).
+
+    ``s = (x - m) - lds`` from the row max ``m`` and the safe ``log d`` (:func:`safe_log_d`).
+    """
+    s = (x - m[:, None]) - lds[:, None]
     q = tl.exp(s)
     if SOFT:
         mask = rmask[:, None] & cmask[None, :]
-        p = tl.load(p_ptr + poff[:, None] + cols[None, :] * s_pk, mask=mask, other=0.0)
-        p = p.to(tl.float32)
+        poffs = poff[:, None] + col_offsets(cols, s_pk)[None, :]
+        p = tl.load(p_ptr + poffs, mask=mask, other=0.0).to(tl.float32)
         if HAS_SMOOTH:
             p = p * p_mul + p_add
     else:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from crossent.kernels._rows_jit import full_elem, store_grad
+from crossent.kernels._rows_jit import col_offsets, full_elem, store_grad
 from crossent.kernels._terms_jit import linear_ab
 
 _NEG_INF = tl.constexpr(float("-inf"))
@@ -37,8 +37,8 @@ def _target_p(
     """The target ``P`` of a ``[ROWS, BLOCK]`` tile: smoothed one-hot or (smoothed) soft."""
     if SOFT:
         mask = rmask[:, None] & cmask[None, :]
-        p = tl.load(p_ptr + poff[:, None] + cols[None, :] * s_pk, mask=mask, other=0.0)
-        p = p.to(tl.float32)
+        poffs = poff[:, None] + col_offsets(cols, s_pk)[None, :]
+        p = tl.load(p_ptr + poffs, mask=mask, other=0.0).to(tl.float32)
         if HAS_SMOOTH:
             p = p * p_mul + p_add
     else:
@@ -106,11 +106,11 @@ def stream_stats(
     once at the end (no cross-warp reduction in the loop, ``e^-|z - m|`` serves both the
     rescale and the new term); else one max and sum per row, reduced every tile.
     ``PATH == 1`` also gathers what a term linear in ``s`` needs for its loss
-    ``A - Bz + B log(sum e^(z - m))``: for soft targets ``A = sum w a``, ``B = sum w b``,
-    ``Bz = sum w b (z - m)``; for a smoothed one-hot target (cross-entropy) only
-    ``sum w z`` and ``sum w`` (``P = off + (on - off) onehot(t)`` is known).
-    Returns the row max, ``sum e^(z - max)`` and per-row ``(A, B, Bz)`` or
-    ``(0, sum w, sum w z)``.
+    ``sum w (a - b s) = A - Bz + B log d``: for soft targets ``A = sum w a``, ``B = sum w b``,
+    ``Bz = sum w b (z - m)``; for a smoothed one-hot target only ``sum w`` and ``sum w z``
+    (:func:`onehot_linear_sums` completes them, ``P = off + (on - off) onehot(t)`` is known).
+    Returns the row max ``m`` (0 for a fully masked row), ``log d = log sum e^(z - m)``
+    (``-inf`` there) and per-row ``(A, B, Bz)`` or ``(0, sum w, sum w z)``.
     """
     if LANE:
         m = tl.full([ROWS, BLOCK], _NEG_INF, tl.float32)
@@ -125,7 +125,7 @@ def stream_stats(
         cols = start + tl.arange(0, BLOCK)
         cmask = cols < K
         x = tl.load(
-            z_ptr + zoff[:, None] + cols[None, :] * s_zk,
+            z_ptr + zoff[:, None] + col_offsets(cols, s_zk)[None, :],
             mask=rmask[:, None] & cmask[None, :],
             other=_NEG_INF,
             eviction_policy="evict_last",
@@ -175,7 +175,7 @@ def stream_stats(
         lane_ms = ms[:, None]
     if SOFT:
         acc_bz += tl.where(acc_b == 0.0, 0.0, acc_b * (lane_ms - ms[:, None]))
-    return mx, dsum, tl.sum(acc_a, 1), tl.sum(acc_b, 1), tl.sum(acc_bz, 1)
+    return ms, tl.log(dsum), tl.sum(acc_a, 1), tl.sum(acc_b, 1), tl.sum(acc_bz, 1)
 
 
 @triton.jit
@@ -185,7 +185,8 @@ def stream_full_sums(
     s_zk: tl.tensor,
     K: tl.tensor,
     rmask: tl.tensor,
-    lse_safe: tl.tensor,
+    m: tl.tensor,
+    lds: tl.tensor,
     t: tl.tensor,
     p_ptr: tl.tensor,
     poff: tl.tensor,
@@ -206,20 +207,23 @@ def stream_full_sums(
     ROWS: tl.constexpr,
     BLOCK: tl.constexpr,
 ) -> tuple[tl.tensor, tl.tensor]:
-    """Pass 1b (terms not linear in ``s``): ``sum_k w_k F_k`` and ``sum_k w_k G_k``."""
+    """Pass 1b (terms not linear in ``s``): ``sum_k w_k F_k`` and ``sum_k w_k G_k``.
+
+    ``m``, ``lds``: the row max and safe ``log d`` (``s = (z - m) - log d``).
+    """
     acc_f = tl.zeros([ROWS], tl.float32)
     acc_g = tl.zeros([ROWS], tl.float32)
     for start in range(0, K, BLOCK):
         cols = start + tl.arange(0, BLOCK)
         cmask = cols < K
         x = tl.load(
-            z_ptr + zoff[:, None] + cols[None, :] * s_zk,
+            z_ptr + zoff[:, None] + col_offsets(cols, s_zk)[None, :],
             mask=rmask[:, None] & cmask[None, :],
             other=_NEG_INF,
             eviction_policy="evict_last",
         ).to(tl.float32)
         _, f, g = full_elem(
-            x, lse_safe, cols, rmask, cmask, t, p_ptr, poff, s_pk, w_ptr, on, off, p_mul, p_add,
+            x, m, lds, cols, rmask, cmask, t, p_ptr, poff, s_pk, w_ptr, on, off, p_mul, p_add,
             a0, a1, a2, TERM, SOFT, VANISH, HAS_WEIGHT, HAS_SMOOTH,
         )  # fmt: skip
         acc_f += tl.sum(f, 1)
@@ -228,7 +232,7 @@ def stream_full_sums(
 
 
 @triton.jit
-def onehot_ce_sums(
+def onehot_linear_sums(
     z_ptr: tl.tensor,
     zoff: tl.tensor,
     s_zk: tl.tensor,
@@ -240,22 +244,29 @@ def onehot_ce_sums(
     ms: tl.tensor,
     big_w: tl.tensor,
     swz: tl.tensor,
+    TERM: tl.constexpr,
     ROWS: tl.constexpr,
     HAS_WEIGHT: tl.constexpr,
-) -> tuple[tl.tensor, tl.tensor]:
-    """``(B, Bz)`` of smoothed one-hot cross-entropy from ``W = sum w`` and ``sum w z``.
+) -> tuple[tl.tensor, tl.tensor, tl.tensor]:
+    """``(A, B, Bz)`` of a term linear in ``s`` and a smoothed one-hot target.
 
-    ``P = off + (on - off) onehot(t)``: ``B = off W + (on - off) w_t`` and
-    ``Bz = off (sum w z - W m) + (on - off) w_t (z_t - m)``.
+    From ``W = sum w`` and ``sum w z``: ``P`` takes two values, so ``(a, b)`` does too
+    (:func:`~crossent.kernels._terms_jit.linear_ab`: ``b = P`` for cross-entropy,
+    ``b = e^P`` for forward KL), and with ``x_t = x(on) - x(off)``:
+    ``A = a(off) W + a_t w_t``, ``B = b(off) W + b_t w_t`` and
+    ``Bz = b(off) (sum w z - W m) + b_t w_t (z_t - m)``.
     """
     tsafe = tl.maximum(t, 0)
     z_t = tl.load(z_ptr + zoff + tsafe * s_zk, mask=rmask, other=0.0).to(tl.float32)
     w_t = tl.full([ROWS], 1.0, tl.float32)
     if HAS_WEIGHT:
         w_t = tl.load(w_ptr + tsafe, mask=rmask, other=0.0)
-    big_b = off * big_w + (on - off) * w_t
-    bz = off * (swz - big_w * ms) + tl.where(w_t == 0.0, 0.0, (on - off) * w_t * (z_t - ms))
-    return big_b, bz
+    a_off, b_off = linear_ab(tl.full([ROWS], 0.0, tl.float32) + off, TERM)
+    a_on, b_on = linear_ab(tl.full([ROWS], 0.0, tl.float32) + on, TERM)
+    big_a = a_off * big_w + (a_on - a_off) * w_t
+    big_b = b_off * big_w + (b_on - b_off) * w_t
+    bz = b_off * (swz - big_w * ms) + tl.where(w_t == 0.0, 0.0, (b_on - b_off) * w_t * (z_t - ms))
+    return big_a, big_b, bz
 
 
 @triton.jit
@@ -267,7 +278,8 @@ def stream_gradient(
     K: tl.tensor,
     rmask: tl.tensor,
     t: tl.tensor,
-    lse: tl.tensor,
+    m: tl.tensor,
+    lds: tl.tensor,
     srow: tl.tensor,
     coef: tl.tensor,
     gt: tl.tensor,
@@ -294,9 +306,9 @@ def stream_gradient(
 ) -> None:
     """Pass 2 over long rows: read each piece again (L2 when still there), write its gradient.
 
-    ``q_j c`` (``g_t`` at the target) on the fast path, else ``(w_j G_j - q_j S) * vsc``.
+    ``q_j c`` (``g_t`` at the target) on the fast path, else ``(w_j G_j - q_j S) * vsc``;
+    ``q = e^((z - m) - log d)`` from the row max ``m`` and the safe ``log d`` ``lds``.
     """
-    lse_safe = tl.where(lse == _NEG_INF, 0.0, lse)
     n_blocks = tl.cdiv(K, BLOCK)
     for i in range(0, n_blocks):
         if REVERSE:
@@ -306,16 +318,16 @@ def stream_gradient(
             start = i * BLOCK
         cols = start + tl.arange(0, BLOCK)
         cmask = cols < K
-        offs = zoff[:, None] + cols[None, :] * s_zk
+        offs = zoff[:, None] + col_offsets(cols, s_zk)[None, :]
         mask = rmask[:, None] & cmask[None, :]
         x = tl.load(z_ptr + offs, mask=mask, other=_NEG_INF, eviction_policy="evict_first")
         x = x.to(tl.float32)
         if PATH == 0:
-            q = tl.exp(x - lse_safe[:, None])
+            q = tl.exp((x - m[:, None]) - lds[:, None])
             grad = tl.where(cols[None, :] == t[:, None], gt[:, None], q * coef[:, None])
         else:
             q, _, g = full_elem(
-                x, lse_safe, cols, rmask, cmask, t, p_ptr, poff, s_pk, w_ptr, on, off, p_mul,
+                x, m, lds, cols, rmask, cmask, t, p_ptr, poff, s_pk, w_ptr, on, off, p_mul,
                 p_add, a0, a1, a2, TERM, SOFT, VANISH, HAS_WEIGHT, HAS_SMOOTH,
             )  # fmt: skip
             grad = (g - q * srow[:, None]) * vsc[:, None]

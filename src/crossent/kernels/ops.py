@@ -54,9 +54,9 @@ def forward_stats(
     params: list[float],
     flags: list[int],
 ) -> tuple[Tensor, Tensor]:
-    """Per-row losses ``(R,)`` and statistics ``(R, 2)`` of ``(N, K, D)`` logits (one launch)."""
+    """Per-row losses ``(R,)`` and statistics ``(R, 3)`` of ``(N, K, D)`` logits (one launch)."""
     losses = z.new_empty(_rows(z), dtype=torch.float32)
-    stats = z.new_empty((_rows(z), 2), dtype=torch.float32)
+    stats = z.new_empty((_rows(z), 3), dtype=torch.float32)
     with _device(z):
         problem = _problem(params, flags)
         launch(
@@ -95,7 +95,7 @@ def fused_inplace(
 ) -> Tensor:
     """Per-row losses; the gradient times ``scale`` (0-dim) written over ``z`` (one launch)."""
     losses = z.new_empty(_rows(z), dtype=torch.float32)
-    stats = z.new_empty((_rows(z), 2), dtype=torch.float32)
+    stats = z.new_empty((_rows(z), 3), dtype=torch.float32)
     with _device(z):
         problem = _problem(params, flags)
         launch(
@@ -128,7 +128,7 @@ def _term_loss_fake(
     flags: list[int],
 ) -> tuple[Tensor, Tensor]:
     rows = _rows(z)
-    return z.new_empty(rows, dtype=torch.float32), z.new_empty((rows, 2), dtype=torch.float32)
+    return z.new_empty(rows, dtype=torch.float32), z.new_empty((rows, 3), dtype=torch.float32)
 
 
 term_loss_backward_op = torch.library.custom_op(
@@ -283,7 +283,7 @@ def loss_and_grad_inplace(
         soft and eps > 0, float(z_loss),
     )  # fmt: skip
     losses = z.new_empty(_rows(z), dtype=torch.float32)
-    stats = z.new_empty((_rows(z), 2), dtype=torch.float32)
+    stats = z.new_empty((_rows(z), 3), dtype=torch.float32)
     scale_t = grad_scale if isinstance(grad_scale, Tensor) else None
     scale_mul = 1.0 if scale_t is not None else float(grad_scale)
     with _device(z):

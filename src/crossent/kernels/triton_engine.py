@@ -1,19 +1,21 @@
 r"""The term engine as one Triton kernel template (DESIGN §1, ``shared/GPU.md``).
 
-For a row of logits ``z`` (``K`` classes), ``s = z - lse(z)``, ``q = e^s``, target ``P``,
-class multipliers ``w`` and a term ``(F, G)`` from :mod:`crossent.kernels._terms_jit`:
+For a row of logits ``z`` (``K`` classes), ``s = (z - m) - log d`` (``m = max z``,
+``d = sum e^(z - m)``, as ``log_softmax`` forms it), ``q = e^s``, target ``P``, class
+multipliers ``w`` and a term ``(F, G)`` from :mod:`crossent.kernels._terms_jit`:
 
 .. math::
 
     \ell = \sum_k w_k F(s_k, P_k) + \lambda\,\mathrm{lse}^2, \qquad
     \frac{\partial \ell}{\partial z_j} = w_j G_j - q_j \Big(\sum_k w_k G_k
-        - 2 \lambda\,\mathrm{lse}\Big).
+        - 2 \lambda\,\mathrm{lse}\Big), \qquad \mathrm{lse} = m + \log d.
 
 One template, every term: ``TERM`` and the feature flags are ``tl.constexpr`` (F and G are
 chosen at compile time), hyper-parameters are runtime scalars. Three modes:
 
-* ``LOSS``: per-row loss and statistics ``(lse, S)`` (the forward pass, 1 read of the logits
-  on the one-hot fast path);
+* ``LOSS``: per-row loss and statistics ``(m, log d, S)`` (the forward pass, 1 read of the
+  logits on the one-hot fast path; ``m`` and ``log d`` are kept apart: ``z - lse`` in float32
+  would round ``s`` to the ulp of ``lse``);
 * ``GRAD``: the gradient from the saved statistics with the upstream gradient folded in
   (the backward pass, 1 read + 1 write);
 * ``FUSED``: loss and gradient in one launch, the gradient possibly written over the
@@ -37,15 +39,17 @@ import triton
 import triton.language as tl
 
 from crossent.kernels._rows_jit import (
+    col_offsets,
     fast_row,
     finish_full,
     full_elem,
     row_offsets,
     row_scale,
+    safe_log_d,
     store_grad,
 )
 from crossent.kernels._stream_jit import (
-    onehot_ce_sums,
+    onehot_linear_sums,
     stream_full_sums,
     stream_gradient,
     stream_stats,
@@ -57,6 +61,25 @@ MODE_FUSED = 2
 _LOSS = tl.constexpr(MODE_LOSS)
 _GRAD = tl.constexpr(MODE_GRAD)
 _NEG_INF = tl.constexpr(float("-inf"))
+
+
+@triton.jit
+def store_stats(
+    stats_ptr: tl.tensor,
+    rows: tl.tensor,
+    rmask: tl.tensor,
+    m: tl.tensor,
+    ld: tl.tensor,
+    srow: tl.tensor,
+) -> None:
+    """Save ``(m, log d, S)`` of each row (int64 ``rows``) for the backward pass.
+
+    ``m`` (0 for a fully masked row) and ``log d`` stay apart so that backward forms
+    ``s = (z - m) - log d`` exactly as the forward pass did; ``S = sum_k w_k G_k - 2 lam lse``.
+    """
+    tl.store(stats_ptr + 3 * rows, m, mask=rmask)
+    tl.store(stats_ptr + 3 * rows + 1, ld, mask=rmask)
+    tl.store(stats_ptr + 3 * rows + 2, srow, mask=rmask)
 
 
 @triton.jit
@@ -102,12 +125,12 @@ def _on_chip_tile(
     BLOCK: tl.constexpr,
 ) -> None:
     """``ROWS`` whole rows held in registers: one read and one write of the logits."""
-    rows = tile * ROWS + tl.arange(0, ROWS)
+    rows = (tile * ROWS + tl.arange(0, ROWS)).to(tl.int64)
     rmask = rows < R
     zoff = row_offsets(rows, D, s_zn, s_zd)
     cols = tl.arange(0, BLOCK)
     cmask = cols < K
-    offs = zoff[:, None] + cols[None, :] * s_zk
+    offs = zoff[:, None] + col_offsets(cols, s_zk)[None, :]
     mask = rmask[:, None] & cmask[None, :]
     x = tl.load(z_ptr + offs, mask=mask, other=_NEG_INF).to(tl.float32)
     if SOFT:
@@ -117,37 +140,37 @@ def _on_chip_tile(
         t = tl.load(tgt_ptr + rows, mask=rmask, other=-1)
         valid = t >= 0
     if MODE == _GRAD:
-        lse = tl.load(stats_ptr + 2 * rows, mask=rmask, other=0.0)
-        srow = tl.load(stats_ptr + 2 * rows + 1, mask=rmask, other=0.0)
+        m = tl.load(stats_ptr + 3 * rows, mask=rmask, other=0.0)
+        ld = tl.load(stats_ptr + 3 * rows + 1, mask=rmask, other=0.0)
+        srow = tl.load(stats_ptr + 3 * rows + 2, mask=rmask, other=0.0)
     else:
         mx = tl.max(x, 1)
-        ms = tl.where(mx == _NEG_INF, 0.0, mx)
-        lse = ms + tl.log(tl.sum(tl.exp(x - ms[:, None]), 1))
-    lse_safe = tl.where(lse == _NEG_INF, 0.0, lse)
+        m = tl.where(mx == _NEG_INF, 0.0, mx)
+        ld = tl.log(tl.sum(tl.exp(x - m[:, None]), 1))
+    lds = safe_log_d(ld)
     sc = row_scale(rows, rmask, scale_ptr, scale_mul, ROWS, SCALE_MODE)
     if PATH == 0:
         ew = tl.load(ew_ptr + rows, mask=rmask, other=0.0)
         z_t = tl.load(z_ptr + zoff + tl.maximum(t, 0) * s_zk, mask=rmask, other=0.0)
         loss, coef, gt = fast_row(
-            z_t.to(tl.float32), lse, ew, valid, sc, zl, a0, a1, a2, TERM, HAS_ZLOSS
+            z_t.to(tl.float32), m, ld, ew, valid, sc, zl, a0, a1, a2, TERM, HAS_ZLOSS
         )
-        q = tl.exp(x - lse_safe[:, None])
+        q = tl.exp((x - m[:, None]) - lds[:, None])
         grad = tl.where(cols[None, :] == t[:, None], gt[:, None], q * coef[:, None])
-        srow = tl.zeros_like(lse)
+        srow = tl.zeros_like(m)
     else:
         poff = row_offsets(rows, D, s_pn, s_pd)
         q, f, g = full_elem(
-            x, lse_safe, cols, rmask, cmask, t, p_ptr, poff, s_pk, w_ptr, on, off, p_mul, p_add,
+            x, m, lds, cols, rmask, cmask, t, p_ptr, poff, s_pk, w_ptr, on, off, p_mul, p_add,
             a0, a1, a2, TERM, SOFT, VANISH, HAS_WEIGHT, HAS_SMOOTH,
         )  # fmt: skip
         if MODE != _GRAD:
-            loss, srow = finish_full(tl.sum(f, 1), tl.sum(g, 1), lse, zl, valid, HAS_ZLOSS)
+            loss, srow = finish_full(tl.sum(f, 1), tl.sum(g, 1), m + ld, zl, valid, HAS_ZLOSS)
         # dl/dz_j = w_j G_j - q_j (sum_k w_k G_k - 2 lam lse)
         grad = (g - q * srow[:, None]) * tl.where(valid, sc, 0.0)[:, None]
     if MODE != _GRAD:
         tl.store(loss_ptr + rows, loss, mask=rmask)
-        tl.store(stats_ptr + 2 * rows, lse, mask=rmask)
-        tl.store(stats_ptr + 2 * rows + 1, srow, mask=rmask)
+        store_stats(stats_ptr, rows, rmask, m, ld, srow)
     if MODE != _LOSS:
         store_grad(out_ptr, offs, mask, grad, False)
 
@@ -197,7 +220,7 @@ def _stream_tile(
     LANE: tl.constexpr,
 ) -> None:
     """``ROWS`` long rows streamed in ``BLOCK`` pieces: statistics, then the gradient."""
-    rows = tile * ROWS + tl.arange(0, ROWS)
+    rows = (tile * ROWS + tl.arange(0, ROWS)).to(tl.int64)
     rmask = rows < R
     zoff = row_offsets(rows, D, s_zn, s_zd)
     poff = row_offsets(rows, D, s_pn, s_pd)
@@ -209,50 +232,48 @@ def _stream_tile(
         valid = t >= 0
     sc = row_scale(rows, rmask, scale_ptr, scale_mul, ROWS, SCALE_MODE)
     if MODE == _GRAD:
-        lse = tl.load(stats_ptr + 2 * rows, mask=rmask, other=0.0)
-        srow = tl.load(stats_ptr + 2 * rows + 1, mask=rmask, other=0.0)
-        lse_safe = tl.where(lse == _NEG_INF, 0.0, lse)
+        m = tl.load(stats_ptr + 3 * rows, mask=rmask, other=0.0)
+        ld = tl.load(stats_ptr + 3 * rows + 1, mask=rmask, other=0.0)
+        srow = tl.load(stats_ptr + 3 * rows + 2, mask=rmask, other=0.0)
+        lds = safe_log_d(ld)
     else:
-        m, dsum, acc_a, acc_b, acc_bz = stream_stats(
+        m, ld, acc_a, acc_b, acc_bz = stream_stats(
             z_ptr, zoff, s_zk, K, rmask, t, p_ptr, poff, s_pk, w_ptr, on, off, p_mul, p_add,
             TERM, SOFT, PATH, HAS_WEIGHT, HAS_SMOOTH, ROWS, BLOCK, LANE,
         )  # fmt: skip
-        ms = tl.where(m == _NEG_INF, 0.0, m)
-        lse = ms + tl.log(dsum)
-        lse_safe = tl.where(lse == _NEG_INF, 0.0, lse)
+        lds = safe_log_d(ld)
         if PATH == 1:
             if not SOFT:
-                acc_b, acc_bz = onehot_ce_sums(
-                    z_ptr, zoff, s_zk, rmask, t, w_ptr, on, off, ms, acc_b, acc_bz, ROWS,
+                acc_a, acc_b, acc_bz = onehot_linear_sums(
+                    z_ptr, zoff, s_zk, rmask, t, w_ptr, on, off, m, acc_b, acc_bz, TERM, ROWS,
                     HAS_WEIGHT,
                 )  # fmt: skip
-            # sum_k w_k (a_k - b_k s_k) = A - sum w b (z - m) + B (lse - m)
-            loss = acc_a - acc_bz + tl.where(dsum == 0.0, 0.0, acc_b * tl.log(dsum))
-            loss, srow = finish_full(loss, -acc_b, lse, zl, valid, HAS_ZLOSS)
+            # sum_k w_k (a_k - b_k s_k) = A - sum w b (z - m) + B log d
+            loss = acc_a - acc_bz + acc_b * lds
+            loss, srow = finish_full(loss, -acc_b, m + ld, zl, valid, HAS_ZLOSS)
         elif PATH == 2:
             loss, srow = stream_full_sums(
-                z_ptr, zoff, s_zk, K, rmask, lse_safe, t, p_ptr, poff, s_pk, w_ptr,
+                z_ptr, zoff, s_zk, K, rmask, m, lds, t, p_ptr, poff, s_pk, w_ptr,
                 on, off, p_mul, p_add, a0, a1, a2,
                 TERM, SOFT, VANISH, HAS_WEIGHT, HAS_SMOOTH, ROWS, BLOCK,
             )  # fmt: skip
-            loss, srow = finish_full(loss, srow, lse, zl, valid, HAS_ZLOSS)
+            loss, srow = finish_full(loss, srow, m + ld, zl, valid, HAS_ZLOSS)
     if PATH == 0:
         ew = tl.load(ew_ptr + rows, mask=rmask, other=0.0)
         z_t = tl.load(z_ptr + zoff + tl.maximum(t, 0) * s_zk, mask=rmask, other=0.0)
         loss, coef, gt = fast_row(
-            z_t.to(tl.float32), lse, ew, valid, sc, zl, a0, a1, a2, TERM, HAS_ZLOSS
+            z_t.to(tl.float32), m, ld, ew, valid, sc, zl, a0, a1, a2, TERM, HAS_ZLOSS
         )
-        srow = tl.zeros_like(lse)
+        srow = tl.zeros_like(m)
     if MODE != _GRAD:
         tl.store(loss_ptr + rows, loss, mask=rmask)
-        tl.store(stats_ptr + 2 * rows, lse, mask=rmask)
-        tl.store(stats_ptr + 2 * rows + 1, srow, mask=rmask)
+        store_stats(stats_ptr, rows, rmask, m, ld, srow)
     if MODE != _LOSS:
         if PATH != 0:
             coef = srow
             gt = srow
         stream_gradient(
-            z_ptr, out_ptr, zoff, s_zk, K, rmask, t, lse, srow, coef, gt,
+            z_ptr, out_ptr, zoff, s_zk, K, rmask, t, m, lds, srow, coef, gt,
             tl.where(valid, sc, 0.0), p_ptr, poff, s_pk, w_ptr, on, off, p_mul, p_add, a0, a1,
             a2, TERM, SOFT, PATH, VANISH, HAS_WEIGHT, HAS_SMOOTH, BLOCK, REVERSE,
         )  # fmt: skip
@@ -307,9 +328,10 @@ def loss_kernel(
 
     Args (pointers): logits ``z``, gradient output ``out`` (may be ``z``), class indices
     ``tgt`` (int64, -1 where ignored) or soft targets ``p``, per-row weights ``ew = w_t``
-    (fast path), per-class multipliers ``w``, per-row ``loss`` (fp32), ``stats`` ``(R, 2)``
-    fp32 ``(lse, S)``, gradient factor ``scale``. Shapes: ``R = N * D`` rows of ``K``
-    classes with strides ``(s_zn, s_zd, s_zk)`` (targets ``(s_pn, s_pd, s_pk)``).
+    (fast path), per-class multipliers ``w``, per-row ``loss`` (fp32), ``stats`` ``(R, 3)``
+    fp32 ``(m, log d, S)`` (:func:`store_stats`), gradient factor ``scale``. Shapes:
+    ``R = N * D`` rows of ``K`` classes with strides ``(s_zn, s_zd, s_zk)`` (targets
+    ``(s_pn, s_pd, s_pk)``).
     Scalars: term parameters ``a0, a1, a2``; smoothed one-hot levels ``on, off``; soft-target
     smoothing ``p * p_mul + p_add``; z-loss ``zl``; gradient factor ``scale_mul``.
     ``PATH``: 0 one-hot fast path, 1 full path of a term linear in ``s``, 2 full path.
@@ -372,5 +394,6 @@ def rescale_kernel(
         for start in range(0, K, BLOCK):
             cols = start + tl.arange(0, BLOCK)
             mask = cols < K
-            g = tl.load(g_ptr + off + cols * s_k, mask=mask, other=0.0).to(tl.float32)
-            tl.store(g_ptr + off + cols * s_k, (g * factor).to(g_ptr.dtype.element_ty), mask=mask)
+            offs = off + col_offsets(cols, s_k)
+            g = tl.load(g_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+            tl.store(g_ptr + offs, (g * factor).to(g_ptr.dtype.element_ty), mask=mask)
