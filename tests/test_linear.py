@@ -617,3 +617,20 @@ def test_grads_share_no_storage_with_the_graph_across_retained_backwards():
     w.grad.zero_()
     (loss * 3).backward()
     torch.testing.assert_close((x.grad, w.grad), tuple(3 * g for g in expected))
+
+
+def test_fused_call_inside_torch_compile_is_one_opaque_step():
+    x = torch.randn(8, 6, requires_grad=True)
+    w = torch.randn(5, 6, requires_grad=True)
+    t = torch.randint(0, 5, (8,))
+
+    def f(x, w):
+        return crossent.linear_cross_entropy(x, w, t, chunk_size=3) * 2
+
+    compiled = torch.compile(f, backend="aot_eager")
+    ours, eager = compiled(x, w), f(x, w)
+    torch.testing.assert_close(ours, eager)
+    torch.testing.assert_close(
+        torch.autograd.grad(ours, (x, w)), torch.autograd.grad(eager, (x, w))
+    )
+    assert torch._dynamo.explain(f)(x, w).graph_break_count <= 1  # the chunk loop, not traced

@@ -516,6 +516,7 @@ def _double_backward(ctx: FunctionCtx, grad_output: Tensor) -> tuple[Tensor | No
     return tuple(next(grads) if need else None for need in ctx.needs)
 
 
+@torch.compiler.disable  # the chunk loop runs eagerly inside a compiled model: one graph break
 def run_fused(
     x: Tensor,
     w: Tensor,
@@ -530,6 +531,9 @@ def run_fused(
     * one of ``others`` requires grad: the unfused differentiable formula (gradients to all);
     * an input, weight or bias that requires grad under grad mode: :class:`FusedLinearLoss`;
     * otherwise (``no_grad``, inference): the loss alone, one matrix product per chunk.
+
+    Under ``torch.compile`` the loop is not traced (data-dependent chunking, in-place kernel
+    launches): the compiled model calls it as one opaque step.
 
     Returns the reduced loss, or the per-element losses for ``"none"``.
     """
