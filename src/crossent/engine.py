@@ -563,13 +563,13 @@ def differentiable_loss(z: Tensor, targets: Targets, opts: EngineOptions) -> Ten
     """
     n, k, d = z.shape
     x = z.to(compute_dtype(z.dtype))
-    lse = torch.logsumexp(x, dim=1, keepdim=True)
     # s = (z - m) - log d (exact near 1e4); m is a constant shift (detached), 0 for a fully
-    # masked row so that its s stays -inf instead of NaN.
+    # masked row so that its s stays -inf instead of NaN. lse = m + log d (-inf there).
     m = x.detach().amax(dim=1, keepdim=True)
     m = torch.where(torch.isinf(m) & (m < 0), torch.zeros_like(m), m)
     shifted = x - m
     log_d = torch.logsumexp(shifted, dim=1, keepdim=True)
+    lse = m + log_d
     s = shifted - torch.where(torch.isinf(log_d) & (log_d < 0), torch.zeros_like(log_d), log_d)
     p = smoothed_target_chunk(
         targets, slice(None), slice(None), k, opts.label_smoothing, opts.smoothing, x.dtype
