@@ -11,6 +11,18 @@ from crossent import _checks
 from crossent._checks import check_ignore_index
 
 
+def check_weight_vector(weight: Tensor | None) -> Tensor | None:
+    """A module's class ``weight`` at construction: ``None`` or a 1-D tensor.
+
+    Its length and values are checked against the logits at call time.
+    """
+    if weight is not None:
+        _checks.check_tensor("weight", weight)
+        if weight.dim() != 1:
+            raise _checks.fail("weight", "to have shape (C,) (one weight per class)", weight)
+    return weight
+
+
 class EngineLoss(torch.nn.Module):
     """Base of the modules whose function takes the engine's common arguments.
 
@@ -31,11 +43,7 @@ class EngineLoss(torch.nn.Module):
         smoothing: str = "uniform",
     ) -> None:
         super().__init__()
-        if weight is not None:
-            _checks.check_tensor("weight", weight)
-            if weight.dim() != 1:
-                raise _checks.fail("weight", "to have shape (C,) (one weight per class)", weight)
-        self.register_buffer("weight", weight)
+        self.register_buffer("weight", check_weight_vector(weight))
         self.ignore_index = check_ignore_index(ignore_index)
         self.reduction = _checks.check_reduction(reduction)
         self.label_smoothing = _checks.check_real(

@@ -7,6 +7,7 @@ from torch import Tensor
 
 from crossent import _checks
 from crossent.functional.cross_entropy import binary_cross_entropy_with_logits, cross_entropy
+from crossent.nn._base import check_weight_vector
 
 
 class CrossEntropyLoss(torch.nn.Module):
@@ -34,11 +35,7 @@ class CrossEntropyLoss(torch.nn.Module):
         inplace_backward: bool = False,
     ) -> None:
         super().__init__()
-        if weight is not None:
-            _checks.check_tensor("weight", weight)
-            if weight.dim() != 1:
-                raise _checks.fail("weight", "to have shape (C,) (one weight per class)", weight)
-        self.register_buffer("weight", weight)
+        self.register_buffer("weight", check_weight_vector(weight))
         self.ignore_index = _checks.check_ignore_index(ignore_index)
         self.reduction = _checks.check_reduction(reduction)
         self.label_smoothing = _checks.check_real(
