@@ -27,6 +27,9 @@ BRIER = 8
 FORWARD_KL = 9
 REVERSE_KL = 10
 JSD = 11
+# Weighted sums of two terms (:class:`crossent.terms.WeightedSumTerm`) the template has a block for
+SYMMETRIC_CE = 12  # c1 CE + c2 reverse CE (Wang et al. 2019)
+MIXED_KL = 13  # c1 forward KL + c2 reverse KL
 
 # Terms whose F is linear in ``s`` (``F = a(P) - b(P) s``, ``G = -b(P)``): their full-row sums
 # are accumulated during the online-softmax pass, so the streamed kernel needs two passes.
@@ -72,6 +75,14 @@ _CODES: dict[str, tuple[int, Callable[[tuple[float, ...]], tuple[float, float, f
 }
 
 
+# WeightedSumTerm part names -> kernel code; a0, a1 are the coefficients, a2 the second
+# part's parameter (reverse CE's A)
+_PAIRS: dict[tuple[str, ...], int] = {
+    ("cross_entropy", "reverse_cross_entropy"): SYMMETRIC_CE,
+    ("forward_kl", "reverse_kl"): MIXED_KL,
+}
+
+
 @dataclass(frozen=True)
 class TermSpec:
     """A term as the kernel sees it.
@@ -79,9 +90,11 @@ class TermSpec:
     Attributes:
         code: the ``TERM`` constexpr of the kernel template.
         a0: first runtime scalar (Lq's q, poly-1's eps, reverse CE's A, the confidence
-            penalty's beta; focal's switch point ``log p``).
-        a1: second runtime scalar (focal's gamma below the switch, Lq's ``log k``).
-        a2: third runtime scalar (focal's gamma at or above the switch).
+            penalty's beta; focal's switch point ``log p``; a weighted sum's first
+            coefficient).
+        a1: second runtime scalar (focal's gamma below the switch, Lq's ``log k``; a
+            weighted sum's second coefficient).
+        a2: third runtime scalar (focal's gamma at or above the switch; symmetric CE's A).
         vanishes: ``F(s, 0) = G(s, 0) = 0`` (the one-hot fast path applies).
     """
 
@@ -97,8 +110,21 @@ class TermSpec:
         return self.code in LINEAR_CODES
 
 
+def _weighted_sum_spec(term: Term) -> TermSpec | None:
+    """A two-part weighted sum the template has a block for (symmetric CE, mixed KL)."""
+    parts = getattr(term, "parts", ())
+    code = _PAIRS.get(tuple(getattr(part, "name", "") for _, part in parts))
+    if code is None:
+        return None
+    (c1, first), (c2, second) = parts
+    params = tuple(float(v) for v in (*first.kernel_params(), *second.kernel_params()))
+    return TermSpec(code, float(c1), float(c2), params[0] if params else 0.0, False)
+
+
 def term_spec(term: Term) -> TermSpec | None:
     """The kernel description of ``term``, or ``None`` when the template lacks it."""
+    if getattr(term, "name", "") == "weighted_sum":
+        return _weighted_sum_spec(term)
     entry = _CODES.get(getattr(term, "name", ""))
     if entry is None:
         return None

@@ -30,6 +30,8 @@ _BRIER = tl.constexpr(_spec.BRIER)
 _FORWARD_KL = tl.constexpr(_spec.FORWARD_KL)
 _REVERSE_KL = tl.constexpr(_spec.REVERSE_KL)
 _JSD = tl.constexpr(_spec.JSD)
+_SYMMETRIC_CE = tl.constexpr(_spec.SYMMETRIC_CE)
+_MIXED_KL = tl.constexpr(_spec.MIXED_KL)
 _LN2 = tl.constexpr(0.6931471805599453)
 _NEG_INF = tl.constexpr(float("-inf"))
 
@@ -100,6 +102,26 @@ def _vanishing_terms(
 
 
 @triton.jit
+def _reverse_ce(q: tl.tensor, p: tl.tensor, big_a: tl.tensor) -> tl.tensor:
+    """Reverse CE's ``F = G = -e^s max(log P, A)`` (``log 0`` taken as ``A``)."""
+    lp = tl.where(p > 0.0, tl.log(tl.where(p > 0.0, p, 1.0)), big_a)
+    return -q * tl.maximum(lp, big_a)
+
+
+@triton.jit
+def _symmetric_ce(
+    s: tl.tensor, q: tl.tensor, p: tl.tensor, c1: tl.tensor, c2: tl.tensor, big_a: tl.tensor
+) -> tuple[tl.tensor, tl.tensor]:
+    """Symmetric CE ``c1 CE + c2 RCE``: ``F = -c1 P s + c2 F_rce``, ``G = -c1 P + c2 F_rce``.
+
+    The CE part is 0 where ``P = 0``, as the engine's weighted sum zeroes a vanishing part.
+    """
+    ps = tl.where(p == 0.0, 0.0, p * s)
+    rce = _reverse_ce(q, p, big_a)
+    return c2 * rce - c1 * ps, c2 * rce - c1 * p
+
+
+@triton.jit
 def _dense_terms(
     s: tl.tensor, q: tl.tensor, p: tl.tensor, a0: tl.tensor, TERM: tl.constexpr
 ) -> tuple[tl.tensor, tl.tensor]:
@@ -112,8 +134,7 @@ def _dense_terms(
         g = tl.where(d > 0.0, q, tl.where(d < 0.0, -q, 0.0))
     elif TERM == _RCE:
         # F = G = -e^s max(log P, A)
-        lp = tl.where(p > 0.0, tl.log(tl.where(p > 0.0, p, 1.0)), a0)
-        f = -q * tl.maximum(lp, a0)
+        f = _reverse_ce(q, p, a0)
         g = f
     elif TERM == _CONF_PENALTY:
         # F = -P s + beta e^s s, G = -P + beta e^s (s + 1)
@@ -129,19 +150,42 @@ def _dense_terms(
 
 
 @triton.jit
+def _forward_kl(s: tl.tensor, et: tl.tensor, t: tl.tensor) -> tuple[tl.tensor, tl.tensor]:
+    """``F = e^t (t - s)``, ``G = -e^t`` (``et = e^t``)."""
+    return tl.where(et == 0.0, 0.0, et * (t - s)), tl.zeros_like(s) - et
+
+
+@triton.jit
+def _reverse_kl(s: tl.tensor, q: tl.tensor, t: tl.tensor) -> tuple[tl.tensor, tl.tensor]:
+    """``F = e^s (s - t)``, ``G = e^s (s - t + 1)``."""
+    f = tl.where(q == 0.0, 0.0, q * (s - t))
+    g = tl.where(q == 0.0, 0.0, q * (s - t + 1.0))
+    return f, g
+
+
+@triton.jit
 def _distill_terms(
-    s: tl.tensor, q: tl.tensor, t: tl.tensor, TERM: tl.constexpr
+    s: tl.tensor,
+    q: tl.tensor,
+    t: tl.tensor,
+    a0: tl.tensor,
+    a1: tl.tensor,
+    TERM: tl.constexpr,
 ) -> tuple[tl.tensor, tl.tensor]:
-    """Divergences from a teacher's log-probabilities ``t``: forward KL, reverse KL, JSD."""
+    """Divergences from a teacher's log-probabilities ``t``.
+
+    Forward KL, reverse KL, mixed KL (``a0`` forward + ``a1`` reverse) and JSD.
+    """
     et = tl.exp(t)
     if TERM == _FORWARD_KL:
-        # F = e^t (t - s), G = -e^t
-        f = tl.where(et == 0.0, 0.0, et * (t - s))
-        g = tl.zeros_like(s) - et
+        f, g = _forward_kl(s, et, t)
     elif TERM == _REVERSE_KL:
-        # F = e^s (s - t), G = e^s (s - t + 1)
-        f = tl.where(q == 0.0, 0.0, q * (s - t))
-        g = tl.where(q == 0.0, 0.0, q * (s - t + 1.0))
+        f, g = _reverse_kl(s, q, t)
+    elif TERM == _MIXED_KL:
+        f_fwd, g_fwd = _forward_kl(s, et, t)
+        f_rev, g_rev = _reverse_kl(s, q, t)
+        f = a0 * f_fwd + a1 * f_rev
+        g = a0 * g_fwd + a1 * g_rev
     else:
         # JSD: m = logaddexp(t, s) - log 2; F = (e^t (t-m) + e^s (s-m)) / 2, G = e^s (s-m) / 2
         hi = tl.maximum(t, s)
@@ -171,8 +215,10 @@ def term_fg(
         f, g = _vanishing_terms(s, q, p, a0, a1, a2, TERM)
     elif TERM <= _BRIER:
         f, g = _dense_terms(s, q, p, a0, TERM)
+    elif TERM == _SYMMETRIC_CE:
+        f, g = _symmetric_ce(s, q, p, a0, a1, a2)
     else:
-        f, g = _distill_terms(s, q, p, TERM)
+        f, g = _distill_terms(s, q, p, a0, a1, TERM)
     return f, g
 
 
