@@ -412,7 +412,7 @@ def test_cpu_chunk_rows_follow_the_budget():
     )
     assert rows == 256  # 32 MiB of float32 logits, a multiple of 64
     balanced = fused_linear.choose_chunk_rows(
-        40, 2048, 256000, torch.float32, torch.float32, torch.float32, torch.device("cpu")
+        40, 16, 256000, torch.float32, torch.float32, torch.float32, torch.device("cpu")
     )
     assert balanced == 20  # 32 rows of 1 MB fit: two chunks of 20, not 32 + 8
     small = fused_linear.choose_chunk_rows(
@@ -423,6 +423,21 @@ def test_cpu_chunk_rows_follow_the_budget():
         8, 4, 10**8, torch.float32, torch.float32, torch.float32, torch.device("cpu")
     )
     assert huge == 1
+
+
+def test_cpu_chunk_rows_grow_with_the_hidden_size():
+    # the logits chunk may take an eighth of the K x H weight gradient: H / 8 rows in float32
+    cpu = torch.device("cpu")
+    for hidden, k in [(4096, 32000), (4096, 128256), (8192, 32000)]:
+        rows = fused_linear.choose_chunk_rows(
+            16384, hidden, k, torch.float32, torch.float32, torch.float32, cpu
+        )
+        assert rows == hidden // 8
+    # a float64 accumulator counts twice: the chunk may hold twice the rows
+    wide = fused_linear.choose_chunk_rows(
+        16384, 4096, 32000, torch.float32, torch.float32, torch.float64, cpu
+    )
+    assert wide == 1024
 
 
 @pytest.mark.gpu

@@ -453,8 +453,8 @@ def _linear_module_loss(
         rows = choose_chunk_rows(n, hidden, w.shape[0], input.dtype, w.dtype, acc, input.device)
         # On CUDA, where the engine path's chunk is a large share of the accumulator, a
         # quarter of it: autograd through a loss keeps several chunk-sized temporaries (the
-        # logits, their gradient, the loss's own). On CPU the engine's 32 MiB of logits
-        # (256 rows: 3.7 s against 5.3 s for 64 rows, NLL at 2048 x 1024 -> 32000).
+        # logits, their gradient, the loss's own). On CPU the engine path's rule (256 rows
+        # at 2048 x 1024 -> 32000: NLL 3.7 s against 5.3 s for 64 rows).
         chunk_size = max(1, rows // 4) if input.is_cuda else rows
     rows = min(chunk_size, max(n, 1))
     problem = generic_problem(module, layout, target, extras, rows, acc)

@@ -58,10 +58,14 @@ if TYPE_CHECKING:
     from crossent.linear_generic import GenericProblem
 
 # CPU (and devices without a memory query): every chunk streams the weight twice and reads and
-# writes its gradient once, which dominates at small chunks. 32 MiB of logits (256 rows at
-# K = 32000 in float32) measured 12.8 s against 17.6 s for 8 MiB (64 rows) and 14.7 s for
-# PyTorch's chunked path, for 23 MiB more (benchmarks/bench_linear.py, 4096 x 2048 -> 32000).
+# writes its gradient once (4 weight-sized transfers), so the time lost per chunk grows with
+# K x H and few, large chunks are fast. The logits chunk may take the larger of 32 MiB and an
+# eighth of the weight gradient the call allocates anyway. Measured (2 threads, fp32):
+# 4096 x 2048 -> 32000: 256 rows (32 MiB) 12.8 s, 64 rows 17.6 s, PyTorch's chunked path 14.7 s
+# (benchmarks/bench_linear.py); 1024 x 4096 -> 128256: 512 rows (250 MiB, the eighth) 28.1 s,
+# 128 rows (the 32 MiB rule) 37.9 s (a probe timing linear_cross_entropy(chunk_size=...)).
 CPU_CHUNK_BYTES = 32 << 20
+CPU_WEIGHT_FRACTION = 8
 # A float32 accumulator for a narrower weight is kept in this many row blocks of W.
 ACC_BLOCKS = 4
 # Chunks of at least this many rows are rounded up to a multiple of it (matmul tiles).
@@ -178,7 +182,9 @@ def choose_chunk_rows(
       16384 x 2048 -> 32000, in bf16), so the peak stays near the accumulator's size.
     * CUDA, accumulation in the weight's dtype (lean): the size of the hidden states
       ``N x H`` (Liger Kernel's rule; 256 rows at 8192 x 4096 -> 128256).
-    * CPU and other devices: :data:`CPU_CHUNK_BYTES` (a few large chunks, as measured).
+    * CPU and other devices: the larger of :data:`CPU_CHUNK_BYTES` and
+      ``1 / CPU_WEIGHT_FRACTION`` of the weight gradient ``K x H`` (a few large chunks, as
+      measured; 256 rows at 4096 x 2048 -> 32000, 512 at H = 4096 for any K).
 
     Every budget is capped at a quarter of the free memory (``torch.cuda.mem_get_info``, or
     ``MemAvailable`` on the host). The rows are then balanced over the chunks that budget
@@ -194,7 +200,8 @@ def choose_chunk_rows(
             budget = n * hidden * dtype.itemsize
         budget = min(budget, free // 4)
     else:
-        budget = CPU_CHUNK_BYTES
+        gradient = classes * hidden * accumulate_dtype.itemsize
+        budget = max(CPU_CHUNK_BYTES, gradient // CPU_WEIGHT_FRACTION)
         ram = _available_ram()
         if ram is not None:
             budget = min(budget, ram // 4)
