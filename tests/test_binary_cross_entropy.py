@@ -113,6 +113,21 @@ def test_hard_labels_with_zero_weight_and_infinite_logit_give_zero():
     assert torch.isfinite(loss).all()
 
 
+@pytest.mark.parametrize("y", [1.0, 0.3])
+def test_zero_dim_input_with_a_target_that_requires_grad_matches_pytorch(y):
+    # the differentiable path took rows of a 0-dim tensor (IndexError before)
+    x = torch.tensor(0.3, dtype=torch.float64, requires_grad=True)
+    t_ours = torch.tensor(y, dtype=torch.float64, requires_grad=True)
+    t_theirs = t_ours.detach().clone().requires_grad_()
+    ours = crossent.binary_cross_entropy_with_logits(x, t_ours)
+    theirs = F.binary_cross_entropy_with_logits(x, t_theirs)
+    torch.testing.assert_close(ours, theirs)
+    ours_grads = torch.autograd.grad(ours, (x, t_ours))
+    torch.testing.assert_close(ours_grads, torch.autograd.grad(theirs, (x, t_theirs)))
+    focal = crossent.sigmoid_focal_loss(x, t_ours)
+    assert torch.isfinite(torch.autograd.grad(focal, t_ours)[0])
+
+
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 @pytest.mark.parametrize("y", [1.0, 0.3])
 def test_zero_dim_input_matches_pytorch(reduction, y):

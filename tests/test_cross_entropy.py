@@ -201,6 +201,51 @@ def test_zero_size_spatial_dim_gives_zero_and_empty_gradient(soft, reduction):
     assert x.grad.shape == x.shape
 
 
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("name", ["cross_entropy", "nll_loss"])
+def test_zero_classes_with_every_target_ignored_gives_zeros(name, reduction):
+    # C = 0 returned uninitialised memory (cross_entropy) or raised (nll_loss); PyTorch: 0
+    fn = getattr(crossent, name)
+    x = torch.randn(3, 0, requires_grad=True)
+    t = torch.full((3,), -100)
+    loss = fn(x, t, reduction=reduction)
+    expected = torch.zeros(3) if reduction == "none" else torch.tensor(0.0)
+    assert torch.equal(loss.detach(), expected)  # PyTorch: nan for mean (all ignored)
+    if reduction != "mean":
+        torch.testing.assert_close(loss, getattr(F, name)(x, t, reduction=reduction))
+    loss.sum().backward()
+    assert x.grad.shape == x.shape
+
+
+@pytest.mark.parametrize("name", ["focal", "gce", "mae", "rce", "sce", "poly1", "erce", "brier"])
+def test_registry_losses_with_zero_classes_give_zeros(name):
+    x = torch.randn(3, 0, requires_grad=True)
+    loss = crossent.get_loss(name, reduction="none")(x, torch.full((3,), -100))
+    assert torch.equal(loss.detach(), torch.zeros(3))
+    loss.sum().backward()
+    assert x.grad.shape == x.shape
+
+
+def test_distillation_with_zero_classes_gives_zeros():
+    x = torch.randn(3, 0, requires_grad=True)
+    loss = crossent.distillation_loss(x, torch.randn(3, 0), reduction="none")
+    assert torch.equal(loss.detach(), torch.zeros(3))
+
+
+@pytest.mark.parametrize("name", ["cross_entropy", "nll_loss"])
+@pytest.mark.parametrize("target", [[0, 0], [-100, -100]])
+def test_mean_over_zero_weight_gives_zero_gradients_to_a_weight_that_requires_grad(
+    name, target
+):
+    # every kept target weighs 0 (or none is kept): loss 0 and gradients 0, not 0 * inf = nan
+    x = torch.randn(2, 3, dtype=torch.float64, requires_grad=True)
+    w = torch.tensor([0.0, 1.0, 1.0], dtype=torch.float64, requires_grad=True)
+    loss = getattr(crossent, name)(x, torch.tensor(target), weight=w)
+    assert loss.item() == 0.0
+    gx, gw = torch.autograd.grad(loss, (x, w))
+    assert torch.equal(gx, torch.zeros_like(x)) and torch.equal(gw, torch.zeros_like(w))
+
+
 def test_probability_targets_accept_a_negative_ignore_index_as_pytorch():
     x = torch.randn(3, 4, dtype=torch.float64)
     p = torch.softmax(torch.randn(3, 4, dtype=torch.float64), 1)

@@ -114,7 +114,9 @@ def check_smoothing(label_smoothing: object, smoothing: object, num_classes: int
     _checks.check_choice("smoothing", smoothing, ("uniform", "others"))
     if smoothing == "others" and eps > 0:
         if num_classes < 2:
-            raise fail("smoothing", "'uniform' when there is a single class (K = 1)", smoothing)
+            raise fail(
+                "smoothing", f"'uniform' with fewer than 2 classes (K = {num_classes})", smoothing
+            )
         limit = (num_classes - 1) / num_classes
         if eps > limit + 1e-12:
             raise fail(
@@ -213,6 +215,18 @@ def prepare_targets(
     if class_scale is not None:
         elem_weight = elem_weight * class_scale.to(elem_weight.dtype)[index]
     return Targets(index, None, valid, elem_weight, denominator)
+
+
+def divide_or_zero(numerator: Tensor, denominator: Tensor) -> Tensor:
+    """``numerator / denominator``, and 0 where the denominator is 0.
+
+    The ``mean`` reduction's convention when every target is ignored or weighs 0 (PyTorch
+    gives NaN there). The division never sees a 0, so a gradient through it (class weights
+    that require grad) is 0 there too, never ``0 * inf``.
+    """
+    zero = denominator == 0
+    quotient = numerator / torch.where(zero, torch.ones_like(denominator), denominator)
+    return torch.where(zero, torch.zeros_like(quotient), quotient)
 
 
 def smoothing_levels(eps: float, smoothing: str, num_classes: int) -> tuple[float, float]:

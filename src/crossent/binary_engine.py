@@ -150,7 +150,7 @@ class _BinaryProblem:
 
     def differentiable(self, z: Tensor) -> Tensor:
         general = dataclasses.replace(self, hard_labels_allowed=False)  # graph-safe ops
-        loss, _ = general._block(z, slice(None), want_grad=False)
+        loss, _ = general._block(z, slice(None) if z.dim() else ..., want_grad=False)
         if self.reduction == "none":
             return loss
         return self._reduce_total(loss.sum(), loss.numel())

@@ -51,6 +51,7 @@ from crossent._targets import (
     Targets,
     check_input,
     check_smoothing,
+    divide_or_zero,
     prepare_targets,
     smoothed_target_chunk,
     smoothing_levels,
@@ -463,7 +464,7 @@ def _reduction_scale(targets: Targets, reduction: str, dtype: torch.dtype) -> Te
     if reduction == "mean":
         denom = targets.denominator.to(dtype)
         # All targets ignored / all weights zero: loss 0 and zero gradient (PyTorch: NaN).
-        return torch.where(denom == 0, torch.zeros_like(denom), 1 / denom)
+        return divide_or_zero(torch.ones_like(denom), denom)
     return torch.ones((), dtype=dtype, device=targets.valid.device)
 
 
@@ -480,6 +481,8 @@ def forward_pass(
         # A fresh buffer from PyTorch's allocator: THP_MEM_ALLOC_ENABLE=1 gives it huge pages.
         grad = z if opts.inplace_backward else torch.empty_like(z)
     scale = _reduction_scale(targets, opts.reduction, cdt)
+    if z.numel() == 0:  # no logits (N, C or a spatial size is 0): every loss is 0
+        return torch.zeros(z.shape[0], z.shape[2], dtype=cdt, device=z.device), grad
     if grad is not None and opts.softmax_rows(z, targets):
         losses = _fast_softmax_rows(z.squeeze(2), targets, scale, opts, grad.squeeze(2))
         return losses.unsqueeze(1), grad
@@ -551,7 +554,7 @@ def reduce_losses(losses: Tensor, targets: Targets, reduction: str) -> Tensor:
     if reduction == "sum":
         return total
     denom = targets.denominator.to(total.dtype)
-    return torch.where(denom == 0, torch.zeros_like(total), total / denom)
+    return divide_or_zero(total, denom)
 
 
 def differentiable_loss(z: Tensor, targets: Targets, opts: EngineOptions) -> Tensor:

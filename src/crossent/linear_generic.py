@@ -39,7 +39,7 @@ import torch
 from torch import Tensor
 
 from crossent import _checks
-from crossent._targets import prepare_targets
+from crossent._targets import divide_or_zero, prepare_targets
 from crossent.kernels.fused_linear import GradientBuffers, Gradients, chunk_logits
 
 if TYPE_CHECKING:
@@ -199,7 +199,7 @@ def _reduction_scale(problem: GenericProblem, row_elements: int, dtype: torch.dt
     if problem.reduction != "mean":
         return one
     denominator = _mean_denominator(problem, row_elements, dtype).to(dtype)
-    return torch.where(denominator == 0, torch.zeros_like(one), one / denominator)
+    return divide_or_zero(one, denominator)
 
 
 def _chunk_gradient(output: Tensor | tuple[Tensor, ...], leaf: Tensor, upstream: Any) -> Tensor:

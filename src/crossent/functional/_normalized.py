@@ -38,6 +38,7 @@ from crossent._targets import (
     Targets,
     check_input,
     check_smoothing,
+    divide_or_zero,
     prepare_targets,
     smoothed_target_chunk,
     warn_if_probabilities,
@@ -114,7 +115,7 @@ class NormalizedProblem:
         scale = torch.ones((), dtype=grad.dtype, device=z.device)
         if self.reduction == "mean":
             denom = self.targets.denominator.to(grad.dtype)
-            scale = torch.where(denom == 0, torch.zeros_like(denom), 1 / denom)
+            scale = divide_or_zero(torch.ones_like(denom), denom)
         grad = torch.where(parts.keep, grad * scale, torch.zeros_like(grad))
         return loss, grad.to(z.dtype)
 

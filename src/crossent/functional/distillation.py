@@ -141,6 +141,8 @@ def _teacher_log_probs(teacher: Tensor, dim: int, temp: float, dtype: torch.dtyp
     """
     with torch.no_grad():
         x = teacher.detach().to(dtype) / temp
+        if x.shape[dim] == 0:  # no classes: nothing to normalise
+            return x
         m = x.amax(dim=dim, keepdim=True)
         m = torch.where(torch.isneginf(m), torch.zeros_like(m), m)  # fully masked row
         lse = m + torch.log(torch.exp(x - m).sum(dim=dim, keepdim=True))

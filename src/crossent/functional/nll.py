@@ -79,7 +79,10 @@ def nll_loss(
     weight = _checks.check_class_weight(weight, k)
     targets = prepare_targets(input, target, weight, None, ignore_index, 0.0, "uniform")
     x = input.reshape(n, k, math.prod(input.shape[2:]))
-    picked = x.gather(1, targets.index.unsqueeze(1)).squeeze(1).to(compute_dtype(input.dtype))
+    if k == 0:  # no classes, so every target is ignored: 0s, still attached to the graph
+        picked = x.sum(dim=1).to(compute_dtype(input.dtype))
+    else:
+        picked = x.gather(1, targets.index.unsqueeze(1)).squeeze(1).to(compute_dtype(input.dtype))
     ew = targets.elem_weight.to(picked.dtype)
     # Ignored and zero-weight elements give 0 even where the input is -inf.
     losses = torch.where(ew == 0, torch.zeros_like(picked), -ew * picked)

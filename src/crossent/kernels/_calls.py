@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import FunctionCtx
 
-from crossent._targets import smoothing_levels
+from crossent._targets import divide_or_zero, smoothing_levels
 from crossent.kernels import ops
 from crossent.kernels._launch import PATH_FAST, PATH_FULL, PATH_LINEAR
 from crossent.kernels._spec import TermSpec, term_spec
@@ -138,7 +138,7 @@ def _launch_args(
 def _mean_scale(targets: Targets) -> Tensor:
     """``1 / denominator`` on the device (0 when every target is ignored or weighs 0)."""
     denom = targets.denominator.to(torch.float32)
-    return torch.where(denom == 0, torch.zeros_like(denom), 1 / denom)
+    return divide_or_zero(torch.ones_like(denom), denom)
 
 
 def term_loss(z: Tensor, targets: Targets, opts: EngineOptions) -> Tensor:

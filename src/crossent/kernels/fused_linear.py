@@ -45,7 +45,7 @@ from torch.autograd.function import FunctionCtx
 
 from crossent import kernels
 from crossent._autograd import scale_gradient
-from crossent._targets import Targets
+from crossent._targets import Targets, divide_or_zero
 from crossent.engine import (
     EngineOptions,
     compute_dtype,
@@ -230,7 +230,7 @@ def _mean_scale(problem: FusedProblem) -> Tensor | float:
         return 1.0
     denom = problem.targets.denominator.to(torch.float32)
     # All targets ignored / all weights zero: loss 0 and zero gradient.
-    return torch.where(denom == 0, torch.zeros_like(denom), 1 / denom)
+    return divide_or_zero(torch.ones_like(denom), denom)
 
 
 def _chunk_loss_fn(
