@@ -214,6 +214,30 @@ def test_all_ignored_gives_zero_loss_and_zero_gradients(reduction):
         assert torch.all(g == 0) and torch.isfinite(g).all()
 
 
+@pytest.mark.parametrize("accumulate_dtype", [None, torch.float64])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("loss", ["ce", "focal"])
+def test_empty_batch_gives_zero_gradients(loss, reduction, accumulate_dtype):
+    # no chunk runs: the weight gradient's accumulator was handed out unwritten before
+    w = torch.randn(6, 4, requires_grad=True)
+    b = torch.randn(6, requires_grad=True)
+    x = torch.zeros(0, 4, requires_grad=True)
+    for _ in range(3):  # leave non-zero garbage in the allocator's cache
+        torch.full((6, 4), 123.0)
+    out = linear_loss(
+        x,
+        w,
+        torch.zeros(0, dtype=torch.long),
+        loss,
+        linear_bias=b,
+        reduction=reduction,
+        accumulate_dtype=accumulate_dtype,
+    )
+    gx, gw, gb = torch.autograd.grad(out.sum(), (x, w, b))
+    assert gx.shape == x.shape
+    assert torch.equal(gw, torch.zeros_like(w)) and torch.equal(gb, torch.zeros_like(b))
+
+
 def test_k_dimensional_weight_matches_pytorch_reference_path():
     x, w, b = _operands(out=(3, 2))
     t = torch.randint(0, C, (N, 3, 2))

@@ -337,6 +337,9 @@ class _WeightGradient:
 
     def result(self) -> Tensor:
         """The gradient in the weight's dtype (the accumulator itself when dtypes agree)."""
+        if self.first:  # no chunk was added (an empty batch): the blocks were never written
+            for block in self.blocks:
+                block.zero_()
         if len(self.blocks) == 1:
             return self.blocks.pop().to(self.out_dtype)
         parts = []
