@@ -257,6 +257,21 @@ def test_bad_input_names_the_argument(target, kwargs, message):
         linear_loss(x, w, target, name, **kwargs)
 
 
+def test_errors_of_the_loss_on_a_chunk_say_which_rows_it_holds():
+    x, w = torch.randn(6, 4), torch.randn(5, 4)
+    target = torch.tensor([0, 1, 2, 3, 4, 9])
+    with pytest.raises(ValueError, match=r"index 9 at flat position 1 .*rows 4 to 5"):
+        linear_loss(x, w, target, "nll", reduction="sum", chunk_size=2)
+    with pytest.raises(ValueError, match=r"logits `input @ linear_weight.T` of shape \(6, 5\)"):
+        linear_loss(x, w, torch.rand(6, 4), "bce")
+
+
+def test_a_float_target_of_index_shape_is_named_by_its_dtype():
+    x, w = torch.randn(6, 4), torch.randn(5, 4)
+    with pytest.raises(ValueError, match=r"dtype torch.float32 \(read as probabilities\)"):
+        linear_loss(x, w, torch.randint(0, 5, (6,)).float(), "focal")
+
+
 @settings(max_examples=25, deadline=None)
 @given(
     n=st.integers(1, 9),

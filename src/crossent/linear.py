@@ -121,12 +121,13 @@ def _class_target(layout: _Layout, target: object) -> Tensor:
     index_shape, prob_shape = (*batch, *out), (*batch, classes, *out)
     expected = prob_shape if target.is_floating_point() else index_shape
     if tuple(target.shape) != expected:
-        raise fail(
-            "target",
-            f"to have shape {index_shape} (class indices) or {prob_shape} (probabilities) "
-            f"for input {(*batch, layout.x.shape[1])} and linear_weight "
-            f"{(classes, *out, layout.x.shape[1])}",
-            tuple(target.shape),
+        kind = "probabilities" if target.is_floating_point() else "class indices"
+        raise ValueError(
+            f"Expected `target` to have shape {index_shape} (class indices, an integer dtype) "
+            f"or {prob_shape} (probabilities, a floating dtype) for input "
+            f"{(*batch, layout.x.shape[1])} and linear_weight "
+            f"{(classes, *out, layout.x.shape[1])}, but got shape {tuple(target.shape)} of "
+            f"dtype {target.dtype} (read as {kind})"
         )
     return target.reshape(n, *expected[len(batch) :])
 

@@ -80,10 +80,22 @@ class GenericProblem:
         return self.module.reduction
 
     def chunk_call(self, module: Any, logits: Tensor, span: slice) -> Any:
-        """``module(logits, target[span], **extras[span])`` on a chunk's ``(R, K)`` logits."""
+        """``module(logits, target[span], **extras[span])`` on a chunk's ``(R, K)`` logits.
+
+        The module's own checks see a chunk of the logits: their errors get a note saying so.
+        """
         z = logits.view(logits.shape[0], *self.logits_shape[1:])
         extras = {key: value[span] for key, value in self.extras.items()}
-        return module(z, self.target[span], **extras)
+        try:
+            return module(z, self.target[span], **extras)
+        except (TypeError, ValueError) as err:
+            first = span.start or 0
+            note = (
+                f"[fused linear: the loss's `input` is the logits `input @ linear_weight.T` of "
+                f"shape {self.logits_shape}, here rows {first} to {first + z.shape[0] - 1}, "
+                "and positions in the message count from the first of them]"
+            )
+            raise type(err)(f"{err} {note}") from err
 
     def forward(
         self, x: Tensor, w: Tensor, b: Tensor | None, needs: tuple[bool, bool, bool]
