@@ -259,4 +259,6 @@ def smoothed_target_chunk(
     r, dc = index.shape[0], index.shape[2]
     off, on = smoothing_levels(eps, smoothing, num_classes)
     p = torch.full((r, num_classes, dc), off, dtype=dtype, device=index.device)
+    if config.transforms_active():  # vmap cannot scatter a batched index into p in place
+        return p.scatter(1, index, on)
     return p.scatter_(1, index, on)

@@ -7,7 +7,9 @@
   probabilities. On by default; it never changes a result.
 
 Both read tensor values on the host, so neither runs while ``torch.compile`` traces a loss
-(no graph break); there, class indices are checked by a device-side assert instead.
+(no graph break); there, class indices are checked by a device-side assert instead. Nor do
+they run under ``torch.func`` transforms (``grad``, ``vmap``, ...), where a loss takes its
+differentiable formula and an out-of-range class index fails in PyTorch's own indexing.
 
 Example:
     >>> import crossent
@@ -24,13 +26,28 @@ import torch
 _state = {"validate_args": True, "warn_probabilities": True}
 
 
+def transforms_active() -> bool:
+    """Whether a ``torch.func`` transform (``grad``, ``vmap``, ``jacrev``, ...) is running.
+
+    Its tensors cannot be read on the host under ``vmap``, and an ``autograd.Function``
+    without ``setup_context`` is refused: the losses then take their differentiable formula
+    and the content checks step aside, as while compiling.
+    """
+    return torch._C._are_functorch_transforms_active()
+
+
+def _tracing() -> bool:
+    """Whether tensor contents cannot be read on the host (compiling or a transform)."""
+    return torch.compiler.is_compiling() or transforms_active()
+
+
 def validate_args() -> bool:
     """Whether checks that read tensor contents run (never while ``torch.compile`` traces).
 
     Those checks need the values on the host (a synchronisation, a graph break); a compiled
     loss relies on :func:`device_assertions` instead.
     """
-    return _state["validate_args"] and not torch.compiler.is_compiling()
+    return _state["validate_args"] and not _tracing()
 
 
 def device_assertions() -> bool:
@@ -44,7 +61,7 @@ def device_assertions() -> bool:
 
 def warn_probabilities() -> bool:
     """Whether the double-softmax warning is on (never while ``torch.compile`` traces)."""
-    return _state["warn_probabilities"] and not torch.compiler.is_compiling()
+    return _state["warn_probabilities"] and not _tracing()
 
 
 def set_validation(enabled: bool) -> None:

@@ -711,7 +711,9 @@ def run(problem: Problem, z: Tensor, *others: Tensor | None) -> Tensor:
     * otherwise (``no_grad``, inference): the loss alone, no gradient work.
     """
     grad_mode = torch.is_grad_enabled()
-    if grad_mode and any(t is not None and t.requires_grad for t in others):
+    if config.transforms_active() or (
+        grad_mode and any(t is not None and t.requires_grad for t in others)
+    ):
         return problem.differentiable(z)
     if grad_mode and z.requires_grad:
         return EngineFunction.apply(z, problem)

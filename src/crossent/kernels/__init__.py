@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from crossent import _checks
+from crossent import _checks, config
 from crossent.kernels._spec import term_spec
 
 if TYPE_CHECKING:
@@ -146,6 +146,7 @@ def supports(z: Tensor, targets: Targets, opts: EngineOptions) -> bool:
     probs = targets.probs
     return (
         term_spec(opts.term) is not None
+        and not config.transforms_active()  # torch.func: the differentiable formula
         and z.dtype in _KERNEL_DTYPES
         and z.numel() > 0
         and z.shape[0] * z.shape[2] < 2**31
