@@ -673,3 +673,17 @@ def test_fused_call_inside_torch_compile_is_one_opaque_step():
         torch.autograd.grad(ours, (x, w)), torch.autograd.grad(eager, (x, w))
     )
     assert torch._dynamo.explain(f)(x, w).graph_break_count <= 1  # the chunk loop, not traced
+
+
+def test_per_sample_gradients_under_vmap_and_grad_match_the_unfused_layer():
+    torch.manual_seed(0)
+    x = torch.randn(4, 3, dtype=torch.float64)
+    w = torch.randn(5, 3, dtype=torch.float64)
+    t = torch.randint(0, 5, (4,))
+
+    def per_sample(loss):
+        return torch.func.vmap(torch.func.grad(lambda xi, ti: loss(xi[None], ti[None])))(x, t)
+
+    ours = per_sample(lambda xi, ti: linear_cross_entropy(xi, w, ti, label_smoothing=0.1))
+    theirs = per_sample(lambda xi, ti: F.cross_entropy(F.linear(xi, w), ti, label_smoothing=0.1))
+    torch.testing.assert_close(ours, theirs)

@@ -43,7 +43,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import FunctionCtx
 
-from crossent import kernels
+from crossent import config, kernels
 from crossent._autograd import scale_gradient
 from crossent._targets import Targets, divide_or_zero
 from crossent.engine import (
@@ -538,7 +538,8 @@ def run_fused(
 
     ``others`` are the loss's other tensor inputs (targets, class weights, ``pos_weight``, ...).
 
-    * one of ``others`` requires grad: the unfused differentiable formula (gradients to all);
+    * one of ``others`` requires grad, or a ``torch.func`` transform runs: the unfused
+      differentiable formula (gradients to all);
     * an input, weight or bias that requires grad under grad mode: :class:`FusedLinearLoss`;
     * otherwise (``no_grad``, inference): the loss alone, one matrix product per chunk.
 
@@ -548,7 +549,9 @@ def run_fused(
     Returns the reduced loss, or the per-element losses for ``"none"``.
     """
     grad_mode = torch.is_grad_enabled()
-    if grad_mode and any(t is not None and t.requires_grad for t in others):
+    if config.transforms_active() or (
+        grad_mode and any(t is not None and t.requires_grad for t in others)
+    ):
         return call.differentiable(x, w, b)
     if grad_mode and any(t is not None and t.requires_grad for t in (x, w, b)):
         return FusedLinearLoss.apply(x, w, b, call)
