@@ -69,6 +69,18 @@ def test_class_scale_multiplies_without_entering_the_mean():
     assert_matches(z, t, FOCAL, class_scale=alpha, label_smoothing=0.1)
 
 
+def test_strided_and_expanded_class_weights_are_read_by_class(layout):
+    # the kernel indexes the weight vector by class: a view with stride 2 or 0 was read as
+    # if contiguous (wrong losses; out-of-bounds reads for an expanded vector)
+    z, t = torch.randn(4, 5), torch.tensor([0, 1, 2, 3])
+    strided = torch.arange(1.0, 11.0)[::2]
+    expanded = torch.full((1,), 2.0).expand(5)
+    assert_matches(z, t, CE, weight=strided, label_smoothing=0.1)
+    assert_matches(z, torch.softmax(torch.randn_like(z), 1), MAE, weight=strided)
+    assert_matches(z, t, FOCAL, class_scale=strided, weight=expanded, label_smoothing=0.1)
+    assert_matches(z, t, MAE, weight=expanded)
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_half_logits_compute_in_float32(dtype):
     z = (3 * torch.randn(4, 300)).to(dtype)

@@ -125,10 +125,7 @@ def _launch_args(
     elem_weight = targets.elem_weight.reshape(-1).to(torch.float32) if fast else None
     class_weight = None
     if not fast:
-        for vec in (opts.weight, opts.class_scale):
-            if vec is not None:
-                v = vec.to(dtype=torch.float32, device=target.device)
-                class_weight = v if class_weight is None else class_weight * v
+        class_weight = ops.class_weight_vector(opts.weight, opts.class_scale, target.device)
     params = [spec.a0, spec.a1, spec.a2, on, off, 1.0 - eps, eps / k, opts.z_loss]
     flags = [spec.code, path, int(soft), int(spec.vanishes), int(class_weight is not None)]
     flags.append(int(soft and eps > 0))

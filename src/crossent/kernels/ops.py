@@ -207,6 +207,21 @@ def _rescale_rows_fake(grad: Tensor, grad_losses: Tensor, base: Tensor) -> None:
     return None
 
 
+def class_weight_vector(
+    weight: Tensor | None, class_scale: Tensor | None, device: torch.device
+) -> Tensor | None:
+    """``w_k * class_scale_k`` as the kernel reads it: contiguous float32 ``(K,)``, or ``None``.
+
+    The kernel indexes it by class (``w_ptr + k``), so a strided or expanded vector is copied.
+    """
+    out = None
+    for vec in (weight, class_scale):
+        if vec is not None:
+            v = vec.to(dtype=torch.float32, device=device)
+            out = v if out is None else out * v
+    return None if out is None else out.contiguous()
+
+
 def loss_and_grad_inplace(
     logits: Tensor,
     target: Tensor,
@@ -274,10 +289,7 @@ def loss_and_grad_inplace(
                 if vec is not None:
                     elem_weight = elem_weight * vec.to(torch.float32)[safe]
     if path != PATH_FAST:
-        for vec in (weight, class_scale):
-            if vec is not None:
-                v = vec.to(torch.float32)
-                class_weight = v if class_weight is None else class_weight * v
+        class_weight = class_weight_vector(weight, class_scale, z.device)
     problem = Problem(
         spec, path, soft, class_weight is not None, on, off, 1.0 - eps, eps / k,
         soft and eps > 0, float(z_loss),
