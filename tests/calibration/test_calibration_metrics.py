@@ -137,6 +137,27 @@ def test_brier_multiclass_formula():
     assert brier_score(probs, labels).item() == pytest.approx(ref.brier(probs, labels), abs=1e-13)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_brier_of_confident_predictions_keeps_its_small_value(dtype):
+    # sum_k p_k^2 - 2 p_y + 1 cancelled to 0 near p_y = 1 (81% low at 0.99999 in float32)
+    eps = 1e-5 if dtype == torch.float32 else 1e-9
+    probs = torch.tensor([[1 - eps, eps]] * 4, dtype=dtype)
+    labels = torch.zeros(4, dtype=torch.long)
+    expected = ((probs.double() - torch.tensor([1.0, 0.0], dtype=torch.float64)) ** 2).sum(1)
+    ours = brier_score(probs, labels).item()
+    assert ours == pytest.approx(expected.mean().item(), rel=1e-6)
+    binary = brier_score(probs[:, 1], labels).item()  # p of class 1, the true class 0
+    assert ours == pytest.approx(2 * binary, rel=1e-6)
+
+
+def test_logits_are_binned_as_their_softmax():
+    # exp(z - lse) can differ from torch.softmax by an ulp: a confidence of k/B changed bins
+    z = torch.zeros(8, 10)
+    y = torch.arange(8) % 10
+    from_logits = calibration_bins(z, y, n_bins=10, from_logits=True).counts
+    assert torch.equal(from_logits, calibration_bins(torch.softmax(z, 1), y, n_bins=10).counts)
+
+
 def test_nll_matches_sklearn_and_cross_entropy():
     probs, labels = _multiclass(dtype=torch.float64)
     expected = log_loss(labels.numpy(), probs.numpy(), labels=list(range(probs.shape[1])))

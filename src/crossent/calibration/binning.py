@@ -114,15 +114,16 @@ class Batch:
     def brier_sum(self) -> torch.Tensor:
         """``sum_i sum_k (p_ik - y_ik)^2`` in float64 (``sum_i (p_i - y_i)^2`` for ``(R,)``).
 
-        Squares are formed in the input precision (float32 squares of float32 probabilities are
-        as accurate as the probabilities themselves); every sum is float64.
+        The differences are formed in the input precision (``p_y - 1`` is exact for
+        ``p_y >= 1/2``), so a confident row keeps its small score; a row's squares are summed
+        in that precision (all terms are non-negative), the rows in float64. Expanding the
+        square instead (``sum_k p_k^2 - 2 p_y + 1``) cancels to 0 for ``p_y`` near 1.
         """
         if self.probs.dim() == 1:
             return (self.probs - self.labels).square_().sum(dtype=torch.float64)
-        # einsum forms no (R, K) temporary (linalg.vecdot does)
-        squares = torch.einsum("ik,ik->i", self.probs, self.probs).sum(dtype=torch.float64)
-        # sum_k (p_k - y_k)^2 = sum_k p_k^2 - 2 p_y + 1, summed over the rows
-        return squares - 2 * self.prob_true.sum(dtype=torch.float64) + self.probs.shape[0]
+        diff = self.probs.clone()  # one chunk-sized temporary
+        diff.scatter_(1, self.labels.long().unsqueeze(1), (self.prob_true - 1).unsqueeze(1))
+        return torch.einsum("ik,ik->i", diff, diff).sum(dtype=torch.float64)
 
 
 def iter_batches(
@@ -161,7 +162,9 @@ def iter_batches(
             lse = torch.logsumexp(x, dim=1)
             if check:
                 V.check_finite_lse(lse)
-            yield Batch(torch.exp(x - lse.unsqueeze(1)), y, x, lse)
+            # torch.softmax, not exp(x - lse): the same float32 confidences (and bins) as a
+            # caller who applies softmax first
+            yield Batch(torch.softmax(x, dim=1), y, x, lse)
 
 
 def uniform_edges(n_bins: int) -> torch.Tensor:
