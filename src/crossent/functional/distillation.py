@@ -136,7 +136,7 @@ def distillation_loss(
 def _teacher_log_probs(teacher: Tensor, dim: int, temp: float, dtype: torch.dtype) -> Tensor:
     """``log_softmax(teacher / T)``, detached, with the engine's arithmetic for the student.
 
-    ``x - (m + log sum e^(x - m))`` as the engine forms ``s``, so equal logits give exactly
+    ``(x - m) - log sum e^(x - m)`` as the engine forms ``s``, so equal logits give exactly
     equal log-probabilities and a divergence of exactly 0.
     """
     with torch.no_grad():
@@ -145,8 +145,9 @@ def _teacher_log_probs(teacher: Tensor, dim: int, temp: float, dtype: torch.dtyp
             return x
         m = x.amax(dim=dim, keepdim=True)
         m = torch.where(torch.isneginf(m), torch.zeros_like(m), m)  # fully masked row
-        lse = m + torch.log(torch.exp(x - m).sum(dim=dim, keepdim=True))
-        return x - torch.where(torch.isneginf(lse), torch.zeros_like(lse), lse)
+        shifted = x - m
+        log_d = torch.log(torch.exp(shifted).sum(dim=dim, keepdim=True))
+        return shifted - torch.where(torch.isneginf(log_d), torch.zeros_like(log_d), log_d)
 
 
 def _kept(student: Tensor, labels: Tensor, ignore_index: int) -> Tensor:

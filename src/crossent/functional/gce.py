@@ -34,9 +34,10 @@ def generalized_cross_entropy(
 
     ``q = 0`` is exactly cross-entropy and ``q = 1`` the unhinged loss ``1 - p_t``; between
     them it trades cross-entropy's fast fitting for MAE's robustness to label noise.
-    ``1 - p_t^q = -expm1(q log p_t)``, so ``q = 1e-4`` is within ``1e-3`` of cross-entropy
-    in float32. With smoothing or probability targets ``P`` it is
-    ``sum_k w_k P_k (1 - p_k^q) / q``.
+    ``1 - p_t^q = -expm1(q log p_t)`` keeps small ``q`` exact in float32: the loss is
+    ``-log p_t - q (log p_t)^2 / 2 + O(q^2)`` per element, so it approaches cross-entropy
+    as ``q -> 0`` (``q = 1e-4``: within ``1e-3`` while ``|log p_t| < 4``). With smoothing
+    or probability targets ``P`` it is ``sum_k w_k P_k (1 - p_k^q) / q``.
 
     ``truncate=k`` gives the truncated Lq loss: ``(1 - max(p_t, k)^q) / q``, constant (zero
     gradient) where ``p_t <= k``; the paper prunes those samples, which is the same gradient.
