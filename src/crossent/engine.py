@@ -459,7 +459,7 @@ def _full_chunk(
     return loss.squeeze(1), grad
 
 
-def _reduction_scale(targets: Targets, reduction: str, dtype: torch.dtype) -> Tensor:
+def reduction_scale(targets: Targets, reduction: str, dtype: torch.dtype) -> Tensor:
     """The factor each element's gradient gets from the reduction (a 0-dim tensor)."""
     if reduction == "mean":
         denom = targets.denominator.to(dtype)
@@ -480,7 +480,7 @@ def forward_pass(
     if want_grad:
         # A fresh buffer from PyTorch's allocator: THP_MEM_ALLOC_ENABLE=1 gives it huge pages.
         grad = z if opts.inplace_backward else torch.empty_like(z)
-    scale = _reduction_scale(targets, opts.reduction, cdt)
+    scale = reduction_scale(targets, opts.reduction, cdt)
     if z.numel() == 0:  # no logits (N, C or a spatial size is 0): every loss is 0
         return torch.zeros(z.shape[0], z.shape[2], dtype=cdt, device=z.device), grad
     if grad is not None and opts.softmax_rows(z, targets):

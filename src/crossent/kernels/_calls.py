@@ -26,7 +26,8 @@ import torch
 from torch import Tensor
 from torch.autograd.function import FunctionCtx
 
-from crossent._targets import divide_or_zero, smoothing_levels
+from crossent._targets import smoothing_levels
+from crossent.engine import reduction_scale
 from crossent.kernels import ops
 from crossent.kernels._launch import PATH_FAST, PATH_FULL, PATH_LINEAR
 from crossent.kernels._spec import TermSpec, term_spec
@@ -132,12 +133,6 @@ def _launch_args(
     return target, elem_weight, class_weight, params, flags
 
 
-def _mean_scale(targets: Targets) -> Tensor:
-    """``1 / denominator`` on the device (0 when every target is ignored or weighs 0)."""
-    denom = targets.denominator.to(torch.float32)
-    return divide_or_zero(torch.ones_like(denom), denom)
-
-
 def term_loss(z: Tensor, targets: Targets, opts: EngineOptions) -> Tensor:
     """One engine call through the kernel; ``z`` is the ``(N, K, D)`` view of the logits.
 
@@ -147,7 +142,7 @@ def term_loss(z: Tensor, targets: Targets, opts: EngineOptions) -> Tensor:
     spec = term_spec(opts.term)
     args = _launch_args(spec, targets, opts, k)
     mean = opts.reduction == "mean"
-    scale = _mean_scale(targets) if mean else None
+    scale = reduction_scale(targets, "mean", torch.float32) if mean else None
     compiling = torch.compiler.is_compiling()
     if not (torch.is_grad_enabled() and z.requires_grad):
         losses, _ = (ops.term_loss_op if compiling else ops.forward_stats)(z.detach(), *args)

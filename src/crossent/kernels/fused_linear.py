@@ -45,13 +45,14 @@ from torch.autograd.function import FunctionCtx
 
 from crossent import config, kernels
 from crossent._autograd import scale_gradient
-from crossent._targets import Targets, divide_or_zero
+from crossent._targets import Targets
 from crossent.engine import (
     EngineOptions,
     compute_dtype,
     differentiable_loss,
     forward_pass,
     reduce_losses,
+    reduction_scale,
 )
 
 if TYPE_CHECKING:
@@ -224,15 +225,6 @@ def _chunk_targets(targets: Targets, rows: slice) -> Targets:
     )
 
 
-def _mean_scale(problem: FusedProblem) -> Tensor | float:
-    """The factor of every gradient entry from the reduction (0-dim tensor, no host sync)."""
-    if problem.reduction != "mean":
-        return 1.0
-    denom = problem.targets.denominator.to(torch.float32)
-    # All targets ignored / all weights zero: loss 0 and zero gradient.
-    return divide_or_zero(torch.ones_like(denom), denom)
-
-
 def _chunk_loss_fn(
     problem: FusedProblem, dtype: torch.dtype, device: torch.device
 ) -> Callable[[Tensor, slice, bool], Tensor]:
@@ -247,7 +239,10 @@ def _chunk_loss_fn(
     if d == 1 and kernels.use_kernel(shape, problem.targets, problem.opts):
         from crossent.kernels import ops
 
-        opts, scale = problem.opts, _mean_scale(problem)
+        opts = problem.opts
+        # the reduction's factor of every gradient entry (0-dim tensor for mean, no host sync)
+        mean = problem.reduction == "mean"
+        scale = reduction_scale(problem.targets, "mean", torch.float32) if mean else 1.0
         # (N, C) probabilities or (N,) class indices, as the kernel reads them.
         soft = problem.targets.index is None
         target = problem.target.reshape(n, c) if soft else problem.target.reshape(n)
