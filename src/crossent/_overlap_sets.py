@@ -14,7 +14,12 @@ import torch
 from torch import Tensor
 
 from crossent import _checks, config
-from crossent._targets import _check_index_values, check_input, warn_if_probabilities
+from crossent._targets import (
+    _check_index_values,
+    check_input,
+    scatter_value,
+    warn_if_probabilities,
+)
 
 MODES = ("multiclass", "binary", "multilabel")
 
@@ -125,10 +130,6 @@ def _prepare_multiclass(z: Tensor, target: Tensor, ignore_index: int) -> Sets:
         _check_index_values(target, k, ignore_index)
     index = target.reshape(n, 1, 1, pixels).long()
     valid = index != ignore_index
-    g = torch.zeros_like(logp)
-    if config.transforms_active():  # vmap has no batching rule for an in-place scatter
-        g = g.scatter(2, torch.where(valid, index, 0), 1.0)
-    else:
-        g.scatter_(2, torch.where(valid, index, 0), 1.0)
+    g = scatter_value(torch.zeros_like(logp), 2, torch.where(valid, index, 0), 1.0)
     valid_f = valid.to(z.dtype)
     return Sets(logp, g * valid_f, valid_f)

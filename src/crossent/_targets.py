@@ -229,6 +229,17 @@ def divide_or_zero(numerator: Tensor, denominator: Tensor) -> Tensor:
     return torch.where(zero, torch.zeros_like(quotient), quotient)
 
 
+def scatter_value(base: Tensor, dim: int, index: Tensor, value: float) -> Tensor:
+    """``base.scatter_(dim, index, value)``, out of place under a ``torch.func`` transform.
+
+    ``vmap`` has no batching rule for scattering a batched index into a tensor made inside the
+    transform (unbatched) in place; eager calls keep the in-place scatter (no copy).
+    """
+    if config.transforms_active():
+        return base.scatter(dim, index, value)
+    return base.scatter_(dim, index, value)
+
+
 def smoothing_levels(eps: float, smoothing: str, num_classes: int) -> tuple[float, float]:
     """``(off, on)``: the smoothed one-hot target's value off and on the true class."""
     if smoothing == "others" and num_classes > 1:
@@ -259,6 +270,4 @@ def smoothed_target_chunk(
     r, dc = index.shape[0], index.shape[2]
     off, on = smoothing_levels(eps, smoothing, num_classes)
     p = torch.full((r, num_classes, dc), off, dtype=dtype, device=index.device)
-    if config.transforms_active():  # vmap cannot scatter a batched index into p in place
-        return p.scatter(1, index, on)
-    return p.scatter_(1, index, on)
+    return scatter_value(p, 1, index, on)
