@@ -43,7 +43,8 @@ from torch import Tensor
 from crossent import _checks, config
 from crossent._autograd import writes_in_place
 from crossent._checks import fail
-from crossent.engine import compute_dtype, run, weighted
+from crossent.engine import compute_dtype, run
+from crossent.engine_chunks import weighted
 from crossent.terms import Term, value_where_target
 
 # Elements per block of rows (bounds float32 temporaries).
