@@ -415,6 +415,25 @@ def test_float32_matches_pytorch_linear_cross_entropy():
     )
 
 
+@pytest.mark.parametrize("name", ["ce", "focal", "bce"])
+def test_float64_probabilities_give_a_float64_loss_like_the_unfused_path(name):
+    # PyTorch (and the loss on the logits) return promote_types(input, target).
+    x, w, b = (t.detach().float().requires_grad_() for t in _operands(n=16, c=9, h=5))
+    soft = torch.rand(16, 9, dtype=torch.float64)
+    t = soft if name == "bce" else soft / soft.sum(1, keepdim=True)
+    got = linear_loss(x, w, t, name, linear_bias=b)
+    expected = registry.get_loss(name)(F.linear(x, w, b), t)
+    assert got.dtype == expected.dtype == torch.float64
+    torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-6)
+    if name == "ce":
+        pytorch = F.linear_cross_entropy(x, w, t, linear_bias=b)
+        assert pytorch.dtype == torch.float64
+        torch.testing.assert_close(got, pytorch, rtol=1e-6, atol=1e-6)
+    grads = _grads(got, (x, w, b))
+    assert all(g.dtype == torch.float32 for g in grads)
+    _assert_close_all(grads, _grads(expected, (x, w, b)), atol=1e-5, rtol=1e-5)
+
+
 def test_signature_is_a_drop_in_for_pytorch():
     ours = inspect.signature(linear_cross_entropy).parameters
     theirs = inspect.signature(F.linear_cross_entropy).parameters

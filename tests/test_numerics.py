@@ -34,6 +34,33 @@ def test_float64_stays_float64():
     assert x.grad.dtype == torch.float64
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("binary", [False, True])
+def test_float64_targets_promote_the_loss_as_pytorch(dtype, binary):
+    # PyTorch returns promote_types(input, target): float64 probabilities give a float64 loss.
+    torch.manual_seed(0)
+    base = torch.randn(4, 5)
+    if binary:
+        t = torch.rand(4, 5, dtype=torch.float64)
+        ours_fn, ref_fn = (
+            crossent.binary_cross_entropy_with_logits,
+            F.binary_cross_entropy_with_logits,
+        )
+    else:
+        t = torch.softmax(torch.randn(4, 5, dtype=torch.float64), 1)
+        ours_fn, ref_fn = crossent.cross_entropy, F.cross_entropy
+    x = base.to(dtype).requires_grad_()
+    ref_x = base.to(dtype).requires_grad_()
+    loss, ref = ours_fn(x, t), ref_fn(ref_x, t)
+    assert loss.dtype == ref.dtype == torch.float64
+    loss.backward()
+    ref.backward()
+    assert x.grad.dtype == dtype
+    tol = 1e-6 if dtype == torch.float32 else 1e-2
+    torch.testing.assert_close(loss, ref, rtol=tol, atol=tol)
+    torch.testing.assert_close(x.grad, ref_x.grad, rtol=tol, atol=tol)
+
+
 @pytest.mark.parametrize("eps", [0.0, 0.1])
 def test_masked_class_contributes_nothing(eps):
     x = torch.randn(4, 6, dtype=torch.float64)

@@ -108,6 +108,20 @@ def check_input(input: object) -> Tensor:
     return input
 
 
+def promote_to_target(input: Tensor, target: Tensor) -> Tensor:
+    """``input`` cast up to float64 when ``target`` is float64, as PyTorch promotes the loss.
+
+    PyTorch's losses return ``promote_types(input, target)``: float32 (or half) logits with
+    float64 targets give a float64 loss. Computing in float64 gives that dtype and at least
+    PyTorch's precision; the gradient still reaches ``input`` in its own dtype. Any other
+    pair keeps the input's compute dtype (half logits with float32 targets: float32, as
+    PyTorch gives).
+    """
+    if target.dtype == torch.float64 and input.dtype != torch.float64:
+        return input.to(torch.float64)
+    return input
+
+
 def check_smoothing(label_smoothing: object, smoothing: object, num_classes: int) -> float:
     """Check ``label_smoothing`` in [0, 1] and the ``smoothing`` convention for ``K`` classes."""
     eps = _checks.check_real("label_smoothing", label_smoothing, low=0.0, high=1.0)

@@ -43,6 +43,7 @@ from torch import Tensor
 from crossent import _checks, config
 from crossent._autograd import writes_in_place
 from crossent._checks import fail
+from crossent._targets import promote_to_target
 from crossent.engine import compute_dtype, run
 from crossent.engine_chunks import weighted
 from crossent.terms import Term, value_where_target
@@ -218,6 +219,7 @@ def binary_term_loss(
     _checks.check_tensor("input", input)
     _checks.check_floating("input", input)
     _checks.check_tensor("target", target)
+    input = promote_to_target(input, target)
     reduction = _checks.check_reduction(reduction)
     eps = _checks.check_real("label_smoothing", label_smoothing, low=0.0, high=1.0)
     if target.shape != input.shape:

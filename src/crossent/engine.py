@@ -57,6 +57,7 @@ from crossent._targets import (
     check_smoothing,
     divide_or_zero,
     prepare_targets,
+    promote_to_target,
     smoothed_target_chunk,
     warn_if_probabilities,
 )
@@ -325,6 +326,7 @@ def term_loss(
     z_loss = _checks.check_real("z_loss", z_loss, low=0.0)
     ignore_index = _checks.check_ignore_index(ignore_index)
     target = _checks.check_tensor("target", target)
+    input = promote_to_target(input, target)
     unbatched = input.dim() == 1
     if unbatched:
         input, target = input.unsqueeze(0), target.unsqueeze(0)

@@ -232,7 +232,9 @@ def linear_term_loss(
     loss = run_fused(layout.x, layout.w, layout.b, problem, soft, weight, class_scale)
     if reduction == "none":
         loss = loss.reshape((*layout.batch, *layout.logits_shape[2:]))
-    return loss
+    # float64 probabilities give a float64 loss, as the unfused loss (and PyTorch) give; the
+    # chunks stay in the input's dtype.
+    return loss.to(torch.promote_types(loss.dtype, target.dtype)) if soft is not None else loss
 
 
 def linear_cross_entropy(
