@@ -6,7 +6,7 @@ then the largest tensors of the step. These functions compute any registry loss 
 logits, and the gradients of the hidden states, the weight and the bias, while holding only
 one chunk of rows of logits at a time (see :mod:`crossent.kernels.fused_linear` for the chunk
 loop and its memory/speed trade-off, :mod:`crossent.linear_generic` for the losses that are
-not one engine term).
+not one engine term, :mod:`crossent.linear_args` for the checks of the arguments).
 
 * :func:`linear_cross_entropy`: drop-in for PyTorch 2.13's
   ``torch.nn.functional.linear_cross_entropy``, plus smoothing conventions, z-loss and the
@@ -20,20 +20,24 @@ not one engine term).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from crossent import _checks
-from crossent._checks import fail
 from crossent._targets import check_smoothing, prepare_targets
-from crossent.engine import EngineOptions, check_log_target, compute_dtype
+from crossent.engine import EngineOptions, check_log_target
 from crossent.functional.focal import focal_term
 from crossent.kernels.fused_linear import FusedProblem, choose_chunk_rows, run_fused
+from crossent.linear_args import (
+    check_accumulate_dtype,
+    check_chunk_size,
+    flatten_operands,
+    flatten_target,
+    from_torch_options,
+)
 from crossent.linear_generic import forward_arguments, generic_problem
 from crossent.terms import (
     BrierTerm,
@@ -49,137 +53,6 @@ from crossent.terms import (
 )
 
 _CE = CrossEntropyTerm()
-
-
-@dataclass(frozen=True)
-class _Layout:
-    """The linear layer's tensors flattened to the chunk loop's layout.
-
-    ``x`` ``(N, H)``, ``w`` ``(C*D, H)``, ``b`` ``(C*D,)``; ``batch`` the batch dims of
-    ``input`` (``N`` is their product); ``logits_shape`` ``(N, C, *out)``.
-    """
-
-    x: Tensor
-    w: Tensor
-    b: Tensor | None
-    batch: tuple[int, ...]
-    logits_shape: tuple[int, ...]
-
-
-def _check_operands(input: object, linear_weight: object, linear_bias: object) -> None:
-    """Types, dtypes, devices and shapes of the linear layer's tensors."""
-    input = _checks.check_tensor("input", input)
-    _checks.check_floating("input", input)
-    if input.dim() == 0:
-        raise fail("input", "to have shape (H,) or (N, H) (hidden states)", input)
-    tensors = {"linear_weight": linear_weight, "linear_bias": linear_bias}
-    for name, t in tensors.items():
-        if t is None:
-            continue
-        t = _checks.check_tensor(name, t)
-        if t.dtype != input.dtype:
-            raise TypeError(
-                f"Expected `{name}` to have the dtype of `input` ({input.dtype}), but got {t.dtype}"
-            )
-        if t.device != input.device:
-            raise fail(name, f"on the device of `input` ({input.device})", t.device)
-    w = linear_weight
-    if w.dim() < 2:
-        raise fail("linear_weight", "to have shape (C, H) or (C, d1, ..., dn, H)", w)
-    if w.shape[-1] != input.shape[-1]:
-        raise fail(
-            "linear_weight",
-            f"to have last dimension H = {input.shape[-1]} (that of `input`)",
-            tuple(w.shape),
-        )
-    if w.dim() > 2 and input.dim() != 2:
-        raise fail("input", "to have shape (N, H) with a K-dimensional linear_weight", input)
-    if linear_bias is not None and linear_bias.shape != w.shape[:-1]:
-        raise fail("linear_bias", f"to have shape {tuple(w.shape[:-1])}", tuple(linear_bias.shape))
-
-
-def _layout(input: Tensor, linear_weight: Tensor, linear_bias: Tensor | None) -> _Layout:
-    """Check the linear layer's tensors and flatten them for the chunk loop."""
-    _check_operands(input, linear_weight, linear_bias)
-    batch = tuple(input.shape[:-1])
-    classes, out = linear_weight.shape[0], tuple(linear_weight.shape[1:-1])
-    n, hidden = math.prod(batch), input.shape[-1]
-    return _Layout(
-        input.reshape(n, hidden),
-        linear_weight.reshape(-1, hidden) if out else linear_weight,
-        None if linear_bias is None else linear_bias.reshape(-1),
-        batch,
-        (n, classes, *out),
-    )
-
-
-def _class_target(layout: _Layout, target: object) -> Tensor:
-    """Class indices ``(*batch, *out)`` or probabilities ``(*batch, C, *out)``, flattened."""
-    target = _checks.check_tensor("target", target)
-    n, classes, *out = layout.logits_shape
-    batch = layout.batch
-    index_shape, prob_shape = (*batch, *out), (*batch, classes, *out)
-    expected = prob_shape if target.is_floating_point() else index_shape
-    if tuple(target.shape) != expected:
-        kind = "probabilities" if target.is_floating_point() else "class indices"
-        raise ValueError(
-            f"Expected `target` to have shape {index_shape} (class indices, an integer dtype) "
-            f"or {prob_shape} (probabilities, a floating dtype) for input "
-            f"{(*batch, layout.x.shape[1])} and linear_weight "
-            f"{(classes, *out, layout.x.shape[1])}, but got shape {tuple(target.shape)} of "
-            f"dtype {target.dtype} (read as {kind})"
-        )
-    return target.reshape(n, *expected[len(batch) :])
-
-
-def _check_accumulate_dtype(accumulate_dtype: object, weight_dtype: torch.dtype) -> torch.dtype:
-    """``None`` -> float32 (float64 for float64 weights); else float32, float64 or the weight's."""
-    if accumulate_dtype is None:
-        return compute_dtype(weight_dtype)
-    if not isinstance(accumulate_dtype, torch.dtype):
-        raise TypeError(
-            f"Expected `accumulate_dtype` to be a torch.dtype or None, but got {accumulate_dtype!r}"
-        )
-    allowed = {weight_dtype} | {
-        d for d in (torch.float32, torch.float64) if d.itemsize >= weight_dtype.itemsize
-    }
-    if accumulate_dtype not in allowed:
-        raise fail(
-            "accumulate_dtype",
-            f"to be None, the weight's dtype ({weight_dtype}) or a wider float "
-            f"({', '.join(sorted(str(d) for d in allowed))})",
-            accumulate_dtype,
-        )
-    return accumulate_dtype
-
-
-def _check_chunk_size(chunk_size: object) -> int | None:
-    if chunk_size is None:
-        return None
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int):
-        raise TypeError(f"Expected `chunk_size` to be an int or None, but got {chunk_size!r}")
-    if chunk_size < 1:
-        raise fail("chunk_size", ">= 1 (rows per chunk)", chunk_size)
-    return chunk_size
-
-
-def _from_torch_options(
-    options: object, chunk_size: int | None, accumulate_dtype: object
-) -> tuple[int | None, object]:
-    """Honour PyTorch's ``LinearCrossEntropyOptions`` (chunk rows, accumulation dtype)."""
-    if options is None:
-        return chunk_size, accumulate_dtype
-    options_type = getattr(torch.nn, "LinearCrossEntropyOptions", None)
-    if options_type is None or not isinstance(options, options_type):
-        raise TypeError(
-            "Expected `options` to be None or a torch.nn.LinearCrossEntropyOptions, "
-            f"but got {type(options).__name__}"
-        )
-    if chunk_size is None:
-        chunk_size = options.batch_chunk_size
-    if accumulate_dtype is None:
-        accumulate_dtype = options.acc_dtype
-    return chunk_size, accumulate_dtype
 
 
 def linear_term_loss(
@@ -205,16 +78,16 @@ def linear_term_loss(
     the arguments); ``class_scale`` is a per-class multiplier outside the ``mean``'s
     denominator (focal's ``alpha``), checked by the caller.
     """
-    layout = _layout(input, linear_weight, linear_bias)
-    target = _class_target(layout, target)
+    layout = flatten_operands(input, linear_weight, linear_bias)
+    target = flatten_target(layout, target)
     reduction = _checks.check_reduction(reduction)
     z_loss = _checks.check_real("z_loss", z_loss, low=0.0)
     ignore_index = -100 if ignore_index is None else _checks.check_ignore_index(ignore_index)
     n, classes = layout.logits_shape[:2]
     eps = check_smoothing(label_smoothing, smoothing, classes)
     weight = _checks.check_class_weight(weight, classes)
-    chunk_size = _check_chunk_size(chunk_size)
-    acc = _check_accumulate_dtype(accumulate_dtype, linear_weight.dtype)
+    chunk_size = check_chunk_size(chunk_size)
+    acc = check_accumulate_dtype(accumulate_dtype, linear_weight.dtype)
     logits = torch.empty((), dtype=input.dtype, device=input.device).expand(layout.logits_shape)
     targets = prepare_targets(logits, target, weight, class_scale, ignore_index, eps, smoothing)
     check_log_target(term, targets.probs)
@@ -340,7 +213,7 @@ def linear_cross_entropy(
         Hsu et al., `Liger Kernel: Efficient Triton Kernels for LLM Training
         <https://arxiv.org/abs/2410.10989>`_, 2024 (fused linear cross-entropy).
     """
-    chunk_size, accumulate_dtype = _from_torch_options(options, chunk_size, accumulate_dtype)
+    chunk_size, accumulate_dtype = from_torch_options(options, chunk_size, accumulate_dtype)
     return linear_term_loss(
         input,
         linear_weight,
@@ -443,15 +316,15 @@ def _linear_module_loss(
     """:func:`linear_loss` for a registry loss that is not one engine term (autograd per chunk)."""
     from crossent import registry
 
-    layout = _layout(input, linear_weight, linear_bias)
+    layout = flatten_operands(input, linear_weight, linear_bias)
     cls = registry.loss_class(registry.parse_spec(loss)[0])
     extra_names = forward_arguments(cls)
     extras = {key: kwargs.pop(key) for key in extra_names if key in kwargs}
     extras = {key: value for key, value in extras.items() if value is not None}
     module = registry.get_loss(loss, **kwargs)  # validates names and hyper-parameters
     (n, hidden), w = layout.x.shape, layout.w
-    chunk_size = _check_chunk_size(chunk_size)
-    acc = _check_accumulate_dtype(accumulate_dtype, linear_weight.dtype)
+    chunk_size = check_chunk_size(chunk_size)
+    acc = check_accumulate_dtype(accumulate_dtype, linear_weight.dtype)
     if chunk_size is None:
         rows = choose_chunk_rows(n, hidden, w.shape[0], input.dtype, w.dtype, acc, input.device)
         # On CUDA, where the engine path's chunk is a large share of the accumulator, a

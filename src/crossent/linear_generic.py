@@ -43,7 +43,7 @@ from crossent._targets import divide_or_zero, prepare_targets
 from crossent.kernels.fused_linear import GradientBuffers, Gradients, chunk_logits
 
 if TYPE_CHECKING:
-    from crossent.linear import _Layout
+    from crossent.linear_args import LinearLayout
 
 # Row losses whose ``mean`` divides by the class weights of the non-ignored targets
 # (PyTorch's NLL convention), not by the number of loss elements.
@@ -295,7 +295,7 @@ def forward_arguments(cls: type[torch.nn.Module]) -> tuple[str, ...]:
 
 def generic_problem(
     module: torch.nn.Module,
-    layout: _Layout,
+    layout: LinearLayout,
     target: object,
     extras: dict[str, Tensor],
     chunk_rows: int,
