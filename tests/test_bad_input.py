@@ -45,6 +45,16 @@ CASES = [
         r"`smoothing`.*'uniform' for probability targets",
     ),
     (dict(ignore_index=1.5), TypeError, r"`ignore_index`"),
+    (
+        dict(input=torch.randn(5), target=torch.tensor([1, 2])),
+        ValueError,
+        r"`target`.*shape \(\) or \(1,\).*input of shape \(C,\), but got \(2,\)",
+    ),
+    (
+        dict(input=torch.randn(5), target=torch.rand(4)),
+        ValueError,
+        r"`target`.*shape \(5,\) \(probabilities\).*but got \(4,\)",
+    ),
 ]
 
 

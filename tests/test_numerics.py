@@ -61,6 +61,23 @@ def test_float64_targets_promote_the_loss_as_pytorch(dtype, binary):
     torch.testing.assert_close(x.grad, ref_x.grad, rtol=tol, atol=tol)
 
 
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+@pytest.mark.parametrize("fn", ["cross_entropy", "nll_loss"])
+def test_unbatched_input_takes_a_one_element_index_target_as_pytorch(fn, reduction):
+    # PyTorch reads a (1,) class index of (C,) logits as the 0-dim one; the loss is 0-dim.
+    # (PyTorch 2.13's backward then fails with a size mismatch: the gradient is compared
+    # with PyTorch's for the 0-dim index.)
+    x = torch.randn(5, dtype=torch.float64, requires_grad=True)
+    ref_x = x.detach().clone().requires_grad_()
+    loss = getattr(crossent, fn)(x, torch.tensor([3]), reduction=reduction)
+    ref = getattr(F, fn)(ref_x.detach(), torch.tensor([3]), reduction=reduction)
+    assert loss.shape == ref.shape == ()
+    torch.testing.assert_close(loss, ref)
+    loss.backward()
+    getattr(F, fn)(ref_x, torch.tensor(3), reduction=reduction).backward()
+    torch.testing.assert_close(x.grad, ref_x.grad)
+
+
 @pytest.mark.parametrize("eps", [0.0, 0.1])
 def test_masked_class_contributes_nothing(eps):
     x = torch.randn(4, 6, dtype=torch.float64)

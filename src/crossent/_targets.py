@@ -108,6 +108,27 @@ def check_input(input: object) -> Tensor:
     return input
 
 
+def as_batch(input: Tensor, target: Tensor) -> tuple[Tensor, Tensor, bool]:
+    """Unbatched ``(C,)`` logits and their target as a batch of one; whether they were unbatched.
+
+    The target of ``(C,)`` logits is a class index ``()`` or probabilities ``(C,)``; as in
+    PyTorch, a class index of shape ``(1,)`` is taken too (the loss is then 0-dim as well).
+    Batched inputs pass through unchanged.
+    """
+    if input.dim() != 1:
+        return input, target, False
+    if target.is_floating_point():
+        if target.shape != input.shape:
+            expected = f"to have shape {tuple(input.shape)} (probabilities) for input of shape (C,)"
+            raise fail("target", expected, tuple(target.shape))
+    elif target.shape == (1,):
+        target = target.reshape(())
+    elif target.dim() != 0:
+        expected = "to have shape () or (1,) (a class index) for input of shape (C,)"
+        raise fail("target", expected, tuple(target.shape))
+    return input.unsqueeze(0), target.unsqueeze(0), True
+
+
 def promote_to_target(input: Tensor, target: Tensor) -> Tensor:
     """``input`` cast up to float64 when ``target`` is float64, as PyTorch promotes the loss.
 

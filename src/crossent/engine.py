@@ -53,6 +53,7 @@ from crossent import _checks, config, kernels
 from crossent._autograd import EngineFunction, Problem, compute_dtype, writes_in_place
 from crossent._targets import (
     Targets,
+    as_batch,
     check_input,
     check_smoothing,
     divide_or_zero,
@@ -327,9 +328,7 @@ def term_loss(
     ignore_index = _checks.check_ignore_index(ignore_index)
     target = _checks.check_tensor("target", target)
     input = promote_to_target(input, target)
-    unbatched = input.dim() == 1
-    if unbatched:
-        input, target = input.unsqueeze(0), target.unsqueeze(0)
+    input, target, unbatched = as_batch(input, target)
     k = input.shape[1]
     eps = check_smoothing(label_smoothing, smoothing, k)
     weight = _checks.check_class_weight(weight, k)

@@ -36,6 +36,7 @@ from crossent import _checks
 from crossent._checks import check_ignore_index
 from crossent._targets import (
     Targets,
+    as_batch,
     check_input,
     check_smoothing,
     divide_or_zero,
@@ -146,9 +147,7 @@ def normalized_loss(
     reduction = _checks.check_reduction(reduction)
     ignore_index = check_ignore_index(ignore_index)
     target = _checks.check_tensor("target", target)
-    unbatched = input.dim() == 1
-    if unbatched:
-        input, target = input.unsqueeze(0), target.unsqueeze(0)
+    input, target, unbatched = as_batch(input, target)
     n, k = input.shape[0], input.shape[1]
     if k < 2:
         raise _checks.fail("input", "to have at least 2 classes for a normalized loss", input)

@@ -9,7 +9,7 @@ from torch import Tensor
 
 from crossent import _checks
 from crossent._checks import check_ignore_index
-from crossent._targets import check_input, prepare_targets
+from crossent._targets import as_batch, check_input, prepare_targets
 from crossent.engine import compute_dtype, reduce_losses
 
 
@@ -72,9 +72,7 @@ def nll_loss(
     target = _checks.check_tensor("target", target)
     if target.is_floating_point():
         raise TypeError(f"Expected `target` to hold class indices (integers), got {target.dtype}")
-    unbatched = input.dim() == 1
-    if unbatched:
-        input, target = input.unsqueeze(0), target.unsqueeze(0)
+    input, target, unbatched = as_batch(input, target)
     n, k = input.shape[0], input.shape[1]
     weight = _checks.check_class_weight(weight, k)
     targets = prepare_targets(input, target, weight, None, ignore_index, 0.0, "uniform")
