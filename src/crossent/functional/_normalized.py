@@ -39,12 +39,11 @@ from crossent._targets import (
     as_batch,
     check_input,
     check_smoothing,
-    divide_or_zero,
     prepare_targets,
     smoothed_target_chunk,
     warn_if_probabilities,
 )
-from crossent.engine import compute_dtype, reduce_losses, run
+from crossent.engine import compute_dtype, reduce_losses, reduction_scale, run
 from crossent.terms import Term
 
 
@@ -113,10 +112,7 @@ class NormalizedProblem:
         # dl/ds_k = (P_k D - N) G_1(s_k) / D^2;  dl/dz_j = u_j - q_j sum_k u_k
         u = (parts.p * parts.den - parts.num) * g / parts.den**2
         grad = u - torch.exp(parts.s) * u.sum(dim=1, keepdim=True)
-        scale = torch.ones((), dtype=grad.dtype, device=z.device)
-        if self.reduction == "mean":
-            denom = self.targets.denominator.to(grad.dtype)
-            scale = divide_or_zero(torch.ones_like(denom), denom)
+        scale = reduction_scale(self.targets, self.reduction, grad.dtype)
         grad = torch.where(parts.keep, grad * scale, torch.zeros_like(grad))
         return loss, grad.to(z.dtype)
 
