@@ -46,6 +46,12 @@ def _rows(z: Tensor) -> int:
     return z.shape[0] * z.shape[2]
 
 
+def _new_outputs(z: Tensor) -> tuple[Tensor, Tensor]:
+    """Empty float32 per-row losses ``(R,)`` and statistics ``(R, 3)``: ``(m, log d, S)``."""
+    rows = _rows(z)
+    return z.new_empty(rows, dtype=torch.float32), z.new_empty((rows, 3), dtype=torch.float32)
+
+
 def forward_stats(
     z: Tensor,
     target: Tensor,
@@ -55,8 +61,7 @@ def forward_stats(
     flags: list[int],
 ) -> tuple[Tensor, Tensor]:
     """Per-row losses ``(R,)`` and statistics ``(R, 3)`` of ``(N, K, D)`` logits (one launch)."""
-    losses = z.new_empty(_rows(z), dtype=torch.float32)
-    stats = z.new_empty((_rows(z), 3), dtype=torch.float32)
+    losses, stats = _new_outputs(z)
     with _device(z):
         problem = _problem(params, flags)
         launch(
@@ -94,8 +99,7 @@ def fused_inplace(
     flags: list[int],
 ) -> Tensor:
     """Per-row losses; the gradient times ``scale`` (0-dim) written over ``z`` (one launch)."""
-    losses = z.new_empty(_rows(z), dtype=torch.float32)
-    stats = z.new_empty((_rows(z), 3), dtype=torch.float32)
+    losses, stats = _new_outputs(z)
     with _device(z):
         problem = _problem(params, flags)
         launch(
@@ -127,8 +131,7 @@ def _term_loss_fake(
     params: list[float],
     flags: list[int],
 ) -> tuple[Tensor, Tensor]:
-    rows = _rows(z)
-    return z.new_empty(rows, dtype=torch.float32), z.new_empty((rows, 3), dtype=torch.float32)
+    return _new_outputs(z)
 
 
 term_loss_backward_op = torch.library.custom_op(
@@ -294,8 +297,7 @@ def loss_and_grad_inplace(
         spec, path, soft, class_weight is not None, on, off, 1.0 - eps, eps / k,
         soft and eps > 0, float(z_loss),
     )  # fmt: skip
-    losses = z.new_empty(_rows(z), dtype=torch.float32)
-    stats = z.new_empty((_rows(z), 3), dtype=torch.float32)
+    losses, stats = _new_outputs(z)
     scale_t = grad_scale if isinstance(grad_scale, Tensor) else None
     scale_mul = 1.0 if scale_t is not None else float(grad_scale)
     with _device(z):
