@@ -220,6 +220,21 @@ def reduce_losses(losses: Tensor, targets: Targets, reduction: str) -> Tensor:
     return divide_or_zero(total, denom)
 
 
+def shifted_log_softmax(x: Tensor, dim: int) -> tuple[Tensor, Tensor, Tensor]:
+    """``s = (x - m) - log d`` along ``dim``, with ``m`` and ``log d = log sum e^(x - m)``.
+
+    Exact to float rounding even for logits near 1e4 (``x - lse`` would round ``lse`` first),
+    differentiable in ``x``. ``m`` is the row maximum, detached (a constant shift), and 0 for a
+    fully masked row (all ``-inf``), whose ``s`` then stays ``-inf`` instead of NaN and whose
+    ``log d`` is ``-inf``. ``dim`` must not be empty.
+    """
+    m = x.detach().amax(dim=dim, keepdim=True)
+    m = torch.where(torch.isneginf(m), torch.zeros_like(m), m)
+    shifted = x - m
+    log_d = torch.logsumexp(shifted, dim=dim, keepdim=True)
+    return shifted - torch.where(torch.isneginf(log_d), torch.zeros_like(log_d), log_d), m, log_d
+
+
 def differentiable_loss(z: Tensor, targets: Targets, opts: EngineOptions) -> Tensor:
     """The same loss written from ``F`` with autograd-differentiable ops (no custom gradient).
 
@@ -229,14 +244,8 @@ def differentiable_loss(z: Tensor, targets: Targets, opts: EngineOptions) -> Ten
     """
     n, k, d = z.shape
     x = z.to(compute_dtype(z.dtype))
-    # s = (z - m) - log d (exact near 1e4); m is a constant shift (detached), 0 for a fully
-    # masked row so that its s stays -inf instead of NaN. lse = m + log d (-inf there).
-    m = x.detach().amax(dim=1, keepdim=True)
-    m = torch.where(torch.isinf(m) & (m < 0), torch.zeros_like(m), m)
-    shifted = x - m
-    log_d = torch.logsumexp(shifted, dim=1, keepdim=True)
-    lse = m + log_d
-    s = shifted - torch.where(torch.isinf(log_d) & (log_d < 0), torch.zeros_like(log_d), log_d)
+    s, m, log_d = shifted_log_softmax(x, dim=1)
+    lse = m + log_d  # -inf for a fully masked row
     p = smoothed_target_chunk(
         targets, slice(None), slice(None), k, opts.label_smoothing, opts.smoothing, x.dtype
     )

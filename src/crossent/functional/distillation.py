@@ -7,7 +7,7 @@ from torch import Tensor
 
 from crossent import _checks
 from crossent._targets import check_input, prepare_targets
-from crossent.engine import compute_dtype, term_loss
+from crossent.engine import compute_dtype, shifted_log_softmax, term_loss
 from crossent.functional import _params
 from crossent.functional.cross_entropy import cross_entropy
 from crossent.terms import Term, WeightedSumTerm
@@ -136,18 +136,15 @@ def distillation_loss(
 def _teacher_log_probs(teacher: Tensor, dim: int, temp: float, dtype: torch.dtype) -> Tensor:
     """``log_softmax(teacher / T)``, detached, with the engine's arithmetic for the student.
 
-    ``(x - m) - log sum e^(x - m)`` as the engine forms ``s``, so equal logits give exactly
-    equal log-probabilities and a divergence of exactly 0.
+    ``(x - m) - log sum e^(x - m)`` as the engine forms ``s``
+    (:func:`crossent.engine.shifted_log_softmax`), so equal logits give exactly equal
+    log-probabilities and a divergence of exactly 0.
     """
     with torch.no_grad():
         x = teacher.detach().to(dtype) / temp
         if x.shape[dim] == 0:  # no classes: nothing to normalise
             return x
-        m = x.amax(dim=dim, keepdim=True)
-        m = torch.where(torch.isneginf(m), torch.zeros_like(m), m)  # fully masked row
-        shifted = x - m
-        log_d = torch.log(torch.exp(shifted).sum(dim=dim, keepdim=True))
-        return shifted - torch.where(torch.isneginf(log_d), torch.zeros_like(log_d), log_d)
+        return shifted_log_softmax(x, dim)[0]
 
 
 def _kept(student: Tensor, labels: Tensor, ignore_index: int) -> Tensor:
