@@ -17,10 +17,24 @@ import torch
 from torch import Tensor
 from torch.autograd.function import FunctionCtx
 
+from crossent import config
+
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     """float64 stays float64; every other floating dtype is computed in float32."""
     return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def takes_formula(*others: Tensor | None) -> bool:
+    """Whether a call must take its differentiable formula instead of the analytic gradient.
+
+    True under a ``torch.func`` transform (``grad``, ``vmap``, ...), or under grad mode when
+    one of the call's other tensor inputs (probability targets, class weights, ``pos_weight``)
+    requires grad: the formula gives gradients to all of them, as PyTorch does.
+    """
+    return config.transforms_active() or (
+        torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in others)
+    )
 
 
 # Elements per chunk when scaling a stored gradient (bounds float32 temporaries).

@@ -50,7 +50,13 @@ import torch
 from torch import Tensor
 
 from crossent import _checks, config, kernels
-from crossent._autograd import EngineFunction, Problem, compute_dtype, writes_in_place
+from crossent._autograd import (
+    EngineFunction,
+    Problem,
+    compute_dtype,
+    takes_formula,
+    writes_in_place,
+)
 from crossent._targets import (
     Targets,
     as_batch,
@@ -381,12 +387,9 @@ def run(problem: Problem, z: Tensor, *others: Tensor | None) -> Tensor:
     * logits that require grad under grad mode: :class:`EngineFunction` (analytic gradient);
     * otherwise (``no_grad``, inference): the loss alone, no gradient work.
     """
-    grad_mode = torch.is_grad_enabled()
-    if config.transforms_active() or (
-        grad_mode and any(t is not None and t.requires_grad for t in others)
-    ):
+    if takes_formula(*others):
         return problem.differentiable(z)
-    if grad_mode and z.requires_grad:
+    if torch.is_grad_enabled() and z.requires_grad:
         return EngineFunction.apply(z, problem)
     loss, _ = problem.compute(z.detach(), want_grad=False)
     return loss

@@ -43,8 +43,8 @@ import torch
 from torch import Tensor
 from torch.autograd.function import FunctionCtx
 
-from crossent import config, kernels
-from crossent._autograd import scale_gradient
+from crossent import kernels
+from crossent._autograd import scale_gradient, takes_formula
 from crossent._targets import Targets
 from crossent.engine import (
     EngineOptions,
@@ -543,12 +543,9 @@ def run_fused(
 
     Returns the reduced loss, or the per-element losses for ``"none"``.
     """
-    grad_mode = torch.is_grad_enabled()
-    if config.transforms_active() or (
-        grad_mode and any(t is not None and t.requires_grad for t in others)
-    ):
+    if takes_formula(*others):
         return call.differentiable(x, w, b)
-    if grad_mode and any(t is not None and t.requires_grad for t in (x, w, b)):
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, w, b)):
         return FusedLinearLoss.apply(x, w, b, call)
     detached = (x.detach(), w.detach(), None if b is None else b.detach())
     with torch.no_grad():
