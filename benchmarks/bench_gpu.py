@@ -39,8 +39,7 @@ from crossent import kernels
 from crossent.engine import term_loss
 from crossent.kernels import _launch
 from crossent.kernels.ops import loss_and_grad_inplace
-from crossent.terms import CrossEntropyTerm, FocalTerm, LqTerm, Poly1Term
-from crossent.terms_distill import ForwardKLTerm
+from crossent.terms import CrossEntropyTerm, FocalTerm, ForwardKLTerm, LqTerm, Poly1Term
 
 SHAPES = [(4096, 32000), (8192, 128256), (16384, 256000)]
 LOSSES = ["ce", "ce_smooth", "focal", "gce", "poly1", "forward_kl"]

@@ -9,7 +9,7 @@ import torch
 if importlib.util.find_spec("triton") is not None and not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-from crossent import config
+from crossent.core import config
 
 
 @pytest.fixture(autouse=True)

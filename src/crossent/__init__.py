@@ -10,8 +10,9 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from crossent import nn, overlap
-from crossent._targets import ProbabilityInputWarning
-from crossent.config import set_probability_warning, set_validation
+from crossent.core import config
+from crossent.core.config import set_probability_warning, set_validation
+from crossent.core.targets import ProbabilityInputWarning
 from crossent.functional import (
     active_passive_loss,
     binary_cross_entropy_with_logits,
@@ -36,8 +37,13 @@ from crossent.functional import (
     symmetric_cross_entropy,
     unhinged_loss,
 )
+from crossent.functional.overlap import (
+    dice_loss,
+    focal_tversky_loss,
+    tversky_loss,
+    unified_focal_loss,
+)
 from crossent.linear import linear_cross_entropy, linear_loss
-from crossent.overlap import dice_loss, focal_tversky_loss, tversky_loss, unified_focal_loss
 from crossent.registry import available_losses, get_loss
 from crossent.weights import class_counts, class_weights
 
@@ -53,6 +59,7 @@ __all__ = [
     "chance_loss",
     "class_counts",
     "class_weights",
+    "config",
     "cross_entropy",
     "dice_loss",
     "distillation_loss",

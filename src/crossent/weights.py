@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from crossent import _checks, config
-from crossent._targets import _check_index_values
+from crossent.core import checks, config
+from crossent.core.targets import _check_index_values
 
 _METHODS = ("inverse", "inverse_sqrt", "effective_number")
 
@@ -74,8 +74,8 @@ def class_weights(
         Cui et al., `Class-Balanced Loss Based on Effective Number of Samples
         <https://arxiv.org/abs/1901.05555>`_, 2019.
     """
-    _checks.check_choice("method", method, _METHODS)
-    beta = _checks.check_real("beta", beta, low=0.0, high=1.0, high_open=True)
+    checks.check_choice("method", method, _METHODS)
+    beta = checks.check_real("beta", beta, low=0.0, high=1.0, high_open=True)
     n = _as_counts(counts)
     if method == "inverse":
         w = 1.0 / n
@@ -109,13 +109,13 @@ def class_counts(labels: Tensor, num_classes: int, *, ignore_index: int = -100) 
         >>> class_counts(torch.tensor([0, 2, 2, -100]), 3)
         tensor([1, 0, 2])
     """
-    labels = _checks.check_tensor("labels", labels)
+    labels = checks.check_tensor("labels", labels)
     if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
         raise TypeError(f"Expected `labels` to have an integer dtype, but got {labels.dtype}")
     if isinstance(num_classes, bool) or not isinstance(num_classes, int):
         raise TypeError(f"Expected `num_classes` to be an int, but got {num_classes!r}")
     if num_classes < 1:
-        raise _checks.fail("num_classes", ">= 1", num_classes)
+        raise checks.fail("num_classes", ">= 1", num_classes)
     if config.validate_args():
         _check_index_values(labels, num_classes, ignore_index)
     kept = labels[labels != ignore_index].reshape(-1).long()
@@ -137,9 +137,9 @@ def _as_counts(counts: object) -> Tensor:
             f"but got {type(counts).__name__}"
         )
     if n.dim() != 1 or n.numel() == 0:
-        raise _checks.fail("counts", "to be one-dimensional with one count per class", counts)
+        raise checks.fail("counts", "to be one-dimensional with one count per class", counts)
     if not bool(torch.isfinite(n).all()):
-        raise _checks.fail("counts", "to be finite", counts)
+        raise checks.fail("counts", "to be finite", counts)
     if bool((n <= 0).any()):
         c = int((n <= 0).nonzero()[0, 0])
         raise ValueError(

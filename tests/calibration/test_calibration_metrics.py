@@ -8,7 +8,6 @@ from torchmetrics.functional.classification import (
     multiclass_calibration_error,
 )
 
-from crossent import config
 from crossent.calibration import (
     adaptive_calibration_error,
     brier_score,
@@ -19,6 +18,7 @@ from crossent.calibration import (
     negative_log_likelihood,
 )
 from crossent.calibration import binning as binning_module
+from crossent.core import config
 from tests.calibration import reference as ref
 
 

@@ -3,7 +3,6 @@ import math
 import pytest
 import torch
 
-from crossent import config
 from crossent.calibration import (
     CalibrationMeter,
     adaptive_calibration_error,
@@ -14,6 +13,7 @@ from crossent.calibration import (
     maximum_calibration_error,
     negative_log_likelihood,
 )
+from crossent.core import config
 
 P = torch.tensor([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.3, 0.3, 0.4]])
 Y = torch.tensor([0, 1, 2])

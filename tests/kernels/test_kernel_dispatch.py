@@ -15,7 +15,9 @@ import triton
 import triton.language as tl
 
 import crossent
-from crossent import engine, kernels
+from crossent import kernels
+from crossent.core import config
+from crossent.engine import multiclass as engine
 from crossent.engine import term_loss
 from crossent.kernels.ops import loss_and_grad_inplace
 from crossent.kernels.triton_engine import row_offsets
@@ -46,7 +48,7 @@ def test_set_backend_rejects_unknown_names():
 
 def test_asking_for_triton_without_triton_warns_once_and_falls_back(monkeypatch):
     monkeypatch.setattr(kernels, "triton_available", lambda: False)
-    monkeypatch.setitem(kernels._triton, "warned", False)
+    monkeypatch.setitem(config._triton, "warned", False)
     kernels.set_backend("triton")
     calls = _spy_engine(monkeypatch)
     z, t = torch.randn(2, 3), torch.tensor([0, 1])

@@ -9,7 +9,7 @@ import inspect
 
 import torch
 
-from crossent import terms, terms_distill
+from crossent import terms
 from crossent.kernels._spec import term_spec
 from tests.kernels._util import assert_matches, run_engine, run_kernel
 from tests.kernels.conftest import LAYOUTS, use_layout
@@ -33,12 +33,12 @@ TERMS = [
     ),
 ]
 DISTILL_TERMS = [
-    terms_distill.ForwardKLTerm(),
-    terms_distill.ReverseKLTerm(),
-    terms_distill.JensenShannonTerm(),
+    terms.ForwardKLTerm(),
+    terms.ReverseKLTerm(),
+    terms.JensenShannonTerm(),
     # mixed KL: mix forward + (1 - mix) reverse
     terms.WeightedSumTerm(
-        [(0.3, terms_distill.ForwardKLTerm()), (0.7, terms_distill.ReverseKLTerm())]
+        [(0.3, terms.ForwardKLTerm()), (0.7, terms.ReverseKLTerm())]
     ),
 ]
 
@@ -83,7 +83,7 @@ def test_distillation_term_matches_engine(term, layout):
     z = 3 * torch.randn(4, 37)
     teacher = torch.log_softmax(2 * torch.randn_like(z), dim=1)
     parts = [t for _, t in term.parts] if isinstance(term, terms.WeightedSumTerm) else [term]
-    if not any(isinstance(t, terms_distill.ReverseKLTerm) for t in parts):  # KL(p_s||0) = inf
+    if not any(isinstance(t, terms.ReverseKLTerm) for t in parts):  # KL(p_s||0) = inf
         teacher[0, 3] = float("-inf")  # a class the teacher rules out
     assert_matches(z, teacher, term, weight=torch.rand(z.shape[1]) + 0.5, reduction="sum")
 
@@ -98,7 +98,7 @@ def test_distillation_of_equal_distributions_is_zero():
 
 def test_every_engine_term_is_in_the_template():
     classes = set()
-    for module in (terms, terms_distill):
+    for module in (terms,):
         for _, cls in inspect.getmembers(module, inspect.isclass):
             if issubclass(cls, terms.Term) and cls is not terms.Term:
                 classes.add(cls)

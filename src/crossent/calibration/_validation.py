@@ -13,8 +13,8 @@ import warnings
 
 import torch
 
-from crossent import config
-from crossent._checks import check_choice, check_floating, check_tensor, fail
+from crossent.core import config
+from crossent.core.checks import check_choice, check_floating, check_tensor, fail
 
 #: Rows of a probability matrix must sum to one within this absolute tolerance (or the dtype's
 #: machine epsilon where that is larger, i.e. for bfloat16): loose enough for float16 softmax

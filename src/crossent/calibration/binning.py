@@ -25,8 +25,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from crossent._checks import check_choice
 from crossent.calibration import _validation as V
+from crossent.core.checks import check_choice
 
 #: Rows per chunk. Top-label passes keep about 28 bytes of temporaries per row (torchmetrics:
 #: about 29 per row of the whole input), so chunks of at most ``CHUNK_ROWS`` rows and

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import torch
 
-from crossent._checks import fail
 from crossent.calibration import _validation as V
 from crossent.calibration.binning import (
     add_counts,
@@ -12,6 +11,7 @@ from crossent.calibration.binning import (
     iter_batches,
     uniform_key,
 )
+from crossent.core.checks import fail
 
 
 class CalibrationMeter:

@@ -16,9 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from crossent import config
-from crossent._checks import check_real, fail
 from crossent.calibration import _validation as V
+from crossent.core import config
+from crossent.core.checks import check_real, fail
 
 
 def _nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from crossent._checks import check_choice, check_tensor, fail
+from crossent.core.checks import check_choice, check_tensor, fail
 
 KINDS = ("tabular", "sequence", "image", "tokens")
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from crossent._checks import fail
+from crossent.core.checks import fail
 from crossent.data.base import Dataset, Request, Split, check_bool
 from crossent.data.splits import build_dataset
 

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import torch
 
-from crossent._checks import check_real, fail
+from crossent.core.checks import check_real, fail
 from crossent.data.base import as_labels, check_int
 
 

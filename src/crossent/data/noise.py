@@ -31,7 +31,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from crossent._checks import check_choice, check_real, fail
+from crossent.core.checks import check_choice, check_real, fail
 from crossent.data.base import as_labels, check_int
 
 NOISE_KINDS = ("symmetric", "uniform", "asymmetric")

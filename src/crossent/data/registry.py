@@ -6,7 +6,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from crossent._checks import check_real, fail
+from crossent.core.checks import check_real, fail
 from crossent.data import bundled, conll, files, images
 from crossent.data.base import Dataset, Request, check_int, default_data_dir
 

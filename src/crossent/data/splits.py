@@ -11,7 +11,7 @@ import math
 
 import torch
 
-from crossent._checks import check_tensor, fail
+from crossent.core.checks import check_tensor, fail
 from crossent.data.base import Dataset, Request, Split, check_int
 
 

@@ -32,9 +32,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from crossent import _checks
-from crossent._checks import check_ignore_index
-from crossent._targets import (
+from crossent.core import checks
+from crossent.core.autograd import compute_dtype
+from crossent.core.checks import check_ignore_index
+from crossent.core.problem import reduce_losses, reduction_scale
+from crossent.core.targets import (
     Targets,
     as_batch,
     check_input,
@@ -43,7 +45,7 @@ from crossent._targets import (
     smoothed_target_chunk,
     warn_if_probabilities,
 )
-from crossent.engine import compute_dtype, reduce_losses, reduction_scale, run
+from crossent.engine import run
 from crossent.terms import Term
 
 
@@ -140,15 +142,15 @@ def normalized_loss(
     without weights) for class indices, or by ``N * d1 * ... * dn`` for probabilities.
     """
     input = check_input(input)
-    reduction = _checks.check_reduction(reduction)
+    reduction = checks.check_reduction(reduction)
     ignore_index = check_ignore_index(ignore_index)
-    target = _checks.check_tensor("target", target)
+    target = checks.check_tensor("target", target)
     input, target, unbatched = as_batch(input, target)
     n, k = input.shape[0], input.shape[1]
     if k < 2:
-        raise _checks.fail("input", "to have at least 2 classes for a normalized loss", input)
+        raise checks.fail("input", "to have at least 2 classes for a normalized loss", input)
     eps = check_smoothing(label_smoothing, smoothing, k)
-    weight = _checks.check_class_weight(weight, k)
+    weight = checks.check_class_weight(weight, k)
     warn_if_probabilities(input)
     targets = prepare_targets(input, target, weight, None, ignore_index, eps, smoothing)
     problem = NormalizedProblem(targets, term, reduction, weight, eps, smoothing)

@@ -12,8 +12,8 @@ import math
 import torch
 from torch import Tensor
 
-from crossent import _checks
-from crossent._checks import fail
+from crossent.core import checks
+from crossent.core.checks import fail
 
 # The authors of the symmetric cross-entropy clamp the one-hot label at 1e-4 (Wang et al.).
 DEFAULT_A = math.log(1e-4)
@@ -25,54 +25,54 @@ def check_gamma(gamma: object, *, allow_schedule: bool = True) -> float | str:
     if isinstance(gamma, str):
         if not allow_schedule:
             raise fail("gamma", "to be a real number >= 0", gamma)
-        _checks.check_choice("gamma", gamma, (FLSD_53,))
+        checks.check_choice("gamma", gamma, (FLSD_53,))
         return gamma
-    return _checks.check_real("gamma", gamma, low=0.0)
+    return checks.check_real("gamma", gamma, low=0.0)
 
 
 def check_q(q: object) -> float:
     """``q`` in [0, 1]."""
-    return _checks.check_real("q", q, low=0.0, high=1.0)
+    return checks.check_real("q", q, low=0.0, high=1.0)
 
 
 def check_truncate(truncate: object) -> float | None:
     """``None`` or ``k`` in (0, 1)."""
     if truncate is None:
         return None
-    return _checks.check_real(
+    return checks.check_real(
         "truncate", truncate, low=0.0, high=1.0, low_open=True, high_open=True
     )
 
 
 def check_A(A: object) -> float:
     """``A < 0`` (it replaces ``log 0``)."""
-    return _checks.check_real("A", A, high=0.0, high_open=True)
+    return checks.check_real("A", A, high=0.0, high_open=True)
 
 
 def check_nonnegative(name: str, value: object) -> float:
     """``value >= 0`` (loss coefficients such as ``alpha``, ``beta``)."""
-    return _checks.check_real(name, value, low=0.0)
+    return checks.check_real(name, value, low=0.0)
 
 
 def check_unit(name: str, value: object) -> float:
     """``value`` in [0, 1] (mixing weights)."""
-    return _checks.check_real(name, value, low=0.0, high=1.0)
+    return checks.check_real(name, value, low=0.0, high=1.0)
 
 
 def check_epsilon(epsilon: object) -> float:
     """Poly-1's ``epsilon >= -1`` (below it the loss is not monotone in ``p_t``)."""
-    return _checks.check_real("epsilon", epsilon, low=-1.0)
+    return checks.check_real("epsilon", epsilon, low=-1.0)
 
 
 def check_temperature(temperature: object) -> float:
     """``temperature > 0``."""
-    return _checks.check_real("temperature", temperature, low=0.0, low_open=True)
+    return checks.check_real("temperature", temperature, low=0.0, low_open=True)
 
 
 def check_binary_smoothing(label_smoothing: object, smoothing: object) -> float:
     """``eps`` in [0, 1] and the convention; ``"others"`` with two outcomes needs ``eps <= 1/2``."""
-    eps = _checks.check_real("label_smoothing", label_smoothing, low=0.0, high=1.0)
-    _checks.check_choice("smoothing", smoothing, ("uniform", "others"))
+    eps = checks.check_real("label_smoothing", label_smoothing, low=0.0, high=1.0)
+    checks.check_choice("smoothing", smoothing, ("uniform", "others"))
     if smoothing == "others" and eps > 0.5:
         raise fail("label_smoothing", "<= 1/2 with smoothing='others' and two outcomes", eps)
     return eps
@@ -82,7 +82,7 @@ def check_sigmoid_alpha(alpha: object) -> float | None:
     """``None`` (no balancing) or ``alpha`` in [0, 1], the weight ``(1 - alpha, alpha)``."""
     if alpha is None:
         return None
-    return _checks.check_real("alpha", alpha, low=0.0, high=1.0)
+    return checks.check_real("alpha", alpha, low=0.0, high=1.0)
 
 
 def check_class_alpha(alpha: object) -> Tensor | None:

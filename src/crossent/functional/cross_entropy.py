@@ -10,10 +10,10 @@ import math
 
 from torch import Tensor
 
-from crossent import _checks
-from crossent._targets import check_smoothing, smoothing_levels
-from crossent.binary_engine import binary_term_loss
+from crossent.core import checks
+from crossent.core.targets import check_smoothing, smoothing_levels
 from crossent.engine import term_loss
+from crossent.engine.binary import binary_term_loss
 from crossent.terms import CrossEntropyTerm
 
 _CE = CrossEntropyTerm()
@@ -227,5 +227,5 @@ def _check_num_classes(num_classes: object) -> int:
     if isinstance(num_classes, bool) or not isinstance(num_classes, int):
         raise TypeError(f"Expected `num_classes` to be an int, but got {num_classes!r}")
     if num_classes < 1:
-        raise _checks.fail("num_classes", ">= 1", num_classes)
+        raise checks.fail("num_classes", ">= 1", num_classes)
     return num_classes

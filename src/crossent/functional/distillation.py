@@ -5,13 +5,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from crossent import _checks
-from crossent._targets import check_input, prepare_targets
-from crossent.engine import compute_dtype, shifted_log_softmax, term_loss
+from crossent.core import checks
+from crossent.core.autograd import compute_dtype
+from crossent.core.targets import check_input, prepare_targets
+from crossent.engine import shifted_log_softmax, term_loss
 from crossent.functional import _params
 from crossent.functional.cross_entropy import cross_entropy
-from crossent.terms import Term, WeightedSumTerm
-from crossent.terms_distill import ForwardKLTerm, JensenShannonTerm, ReverseKLTerm
+from crossent.terms import ForwardKLTerm, JensenShannonTerm, ReverseKLTerm, Term, WeightedSumTerm
 
 DIVERGENCES = ("forward_kl", "reverse_kl", "jsd", "mixed")
 
@@ -106,15 +106,15 @@ def distillation_loss(
         <https://arxiv.org/abs/1906.02629>`_, 2019.
     """
     temp = _params.check_temperature(temperature)
-    _checks.check_choice("divergence", divergence, DIVERGENCES)
+    checks.check_choice("divergence", divergence, DIVERGENCES)
     mix = _params.check_unit("mix", mix)
     alpha = _params.check_unit("alpha", alpha)
-    reduction = _checks.check_reduction(reduction)
-    ignore_index = _checks.check_ignore_index(ignore_index)
+    reduction = checks.check_reduction(reduction)
+    ignore_index = checks.check_ignore_index(ignore_index)
     student = check_input(student_logits)
-    teacher = _checks.check_tensor("teacher_logits", teacher_logits)
+    teacher = checks.check_tensor("teacher_logits", teacher_logits)
     if teacher.shape != student.shape:
-        raise _checks.fail(
+        raise checks.fail(
             "teacher_logits",
             f"to have the shape of `student_logits` {tuple(student.shape)}",
             teacher,
@@ -149,7 +149,7 @@ def _teacher_log_probs(teacher: Tensor, dim: int, temp: float, dtype: torch.dtyp
 
 def _kept(student: Tensor, labels: Tensor, ignore_index: int) -> Tensor:
     """Elements whose label is not ``ignore_index`` (labels validated), shaped like the loss."""
-    labels = _checks.check_tensor("labels", labels)
+    labels = checks.check_tensor("labels", labels)
     if labels.is_floating_point():
         raise TypeError(f"Expected `labels` to hold class indices (integers), got {labels.dtype}")
     x, y = (student.unsqueeze(0), labels.unsqueeze(0)) if student.dim() == 1 else (student, labels)

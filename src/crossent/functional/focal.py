@@ -6,8 +6,8 @@ from collections.abc import Sequence
 
 from torch import Tensor
 
-from crossent.binary_engine import binary_term_loss
 from crossent.engine import term_loss
+from crossent.engine.binary import binary_term_loss
 from crossent.functional import _params
 from crossent.terms import FLSD53FocalTerm, FocalTerm
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from crossent import _checks, config
-from crossent.binary_engine import binary_term_loss
+from crossent.core import checks, config
 from crossent.engine import term_loss
+from crossent.engine.binary import binary_term_loss
 from crossent.functional import _params
 from crossent.terms import LqTerm
 
@@ -289,9 +289,9 @@ def binary_smooth_generalized_cross_entropy(
     eps = _params.check_binary_smoothing(label_smoothing, smoothing)
     term = LqTerm(_params.check_q(q))
     if smoothing == "others" and eps > 0:
-        _checks.check_tensor("target", target)
+        checks.check_tensor("target", target)
         if config.validate_args() and bool(((target < 0) | (target > 1)).any()):
-            raise _checks.fail("target", "to hold values in [0, 1]", target)
+            raise checks.fail("target", "to hold values in [0, 1]", target)
         target = target * (1 - 2 * eps) + eps  # (1 - eps) y + eps (1 - y)
         eps = 0.0
     return binary_term_loss(

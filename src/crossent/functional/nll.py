@@ -7,10 +7,11 @@ import math
 import torch
 from torch import Tensor
 
-from crossent import _checks
-from crossent._checks import check_ignore_index
-from crossent._targets import as_batch, check_input, prepare_targets
-from crossent.engine import compute_dtype, reduce_losses
+from crossent.core import checks
+from crossent.core.autograd import compute_dtype
+from crossent.core.checks import check_ignore_index
+from crossent.core.problem import reduce_losses
+from crossent.core.targets import as_batch, check_input, prepare_targets
 
 
 def nll_loss(
@@ -67,14 +68,14 @@ def nll_loss(
         PyTorch ``torch.nn.functional.nll_loss``.
     """
     input = check_input(input)
-    reduction = _checks.check_reduction(reduction)
+    reduction = checks.check_reduction(reduction)
     ignore_index = check_ignore_index(ignore_index)
-    target = _checks.check_tensor("target", target)
+    target = checks.check_tensor("target", target)
     if target.is_floating_point():
         raise TypeError(f"Expected `target` to hold class indices (integers), got {target.dtype}")
     input, target, unbatched = as_batch(input, target)
     n, k = input.shape[0], input.shape[1]
-    weight = _checks.check_class_weight(weight, k)
+    weight = checks.check_class_weight(weight, k)
     targets = prepare_targets(input, target, weight, None, ignore_index, 0.0, "uniform")
     x = input.reshape(n, k, math.prod(input.shape[2:]))
     if k == 0:  # no classes, so every target is ignored: 0s, still attached to the graph

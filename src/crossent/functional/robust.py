@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from crossent import _checks
+from crossent.core import checks
 from crossent.engine import term_loss
 from crossent.functional import _params
 from crossent.functional._normalized import normalized_loss
@@ -505,8 +505,8 @@ def active_passive_loss(
         Ma et al., `Normalized Loss Functions for Deep Learning with Noisy Labels
         <https://arxiv.org/abs/2006.13554>`_, 2020.
     """
-    _checks.check_choice("active", active, ("nce", "nfl"))
-    _checks.check_choice("passive", passive, ("rce", "mae"))
+    checks.check_choice("active", active, ("nce", "nfl"))
+    checks.check_choice("passive", passive, ("rce", "mae"))
     a = _params.check_nonnegative("alpha", alpha)
     b = _params.check_nonnegative("beta", beta)
     g = float(_params.check_gamma(gamma, allow_schedule=False))

@@ -26,80 +26,27 @@ Example:
 
 from __future__ import annotations
 
-import importlib.util
-import os
-import warnings
 from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
-from crossent import _checks, config
+from crossent.core import config
+from crossent.core.config import (
+    BACKENDS,
+    KernelUnavailableWarning,
+    get_backend,
+    interpreter_enabled,
+    set_backend,
+    triton_available,
+)
 from crossent.kernels._spec import term_spec
 
 if TYPE_CHECKING:
-    from crossent._targets import Targets
-    from crossent.engine import EngineOptions
+    from crossent.core.problem import EngineOptions
+    from crossent.core.targets import Targets
 
-BACKENDS = ("auto", "triton", "torch")
 _KERNEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
-
-
-def _backend_from_environment() -> str:
-    """``CROSSENT_BACKEND`` (any case), ``"auto"`` when unset; an unknown name raises."""
-    value = os.environ.get("CROSSENT_BACKEND", "auto").strip().lower()
-    if value not in BACKENDS:
-        raise ValueError(
-            f"Expected the environment variable CROSSENT_BACKEND to be one of "
-            f"{', '.join(BACKENDS)}, but got {os.environ['CROSSENT_BACKEND']!r}"
-        )
-    return value
-
-
-_state = {"backend": _backend_from_environment()}
-_triton: dict[str, bool | None] = {"available": None, "warned": False}  # found on first need
-
-
-def set_backend(backend: str) -> None:
-    """Choose where multiclass losses run: ``"auto"``, ``"triton"`` or ``"torch"``.
-
-    Args:
-        backend: ``"auto"`` (kernel for CUDA tensors when Triton is installed), ``"triton"``
-            (the kernel wherever it can run, an error where it cannot) or ``"torch"`` (the
-            PyTorch engine everywhere).
-
-    Raises:
-        ValueError: an unknown name.
-    """
-    _checks.check_choice("backend", backend, BACKENDS)
-    _state["backend"] = backend
-
-
-def get_backend() -> str:
-    """The current backend name (see :func:`set_backend`)."""
-    return _state["backend"]
-
-
-def triton_available() -> bool:
-    """Whether Triton imports (tried once, on first need: CPU-only use never imports it)."""
-    if _triton["available"] is None:
-        _triton["available"] = _triton_imports()
-    return _triton["available"]
-
-
-def _triton_imports() -> bool:
-    if importlib.util.find_spec("triton") is None:
-        return False
-    try:
-        import triton  # noqa: F401
-    except Exception:  # installed but broken (a mismatched build, a missing driver library)
-        return False
-    return True
-
-
-def interpreter_enabled() -> bool:
-    """Whether Triton's CPU interpreter is switched on (``TRITON_INTERPRET=1``)."""
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
 def can_run(tensor: Tensor) -> bool:
@@ -109,29 +56,10 @@ def can_run(tensor: Tensor) -> bool:
     return tensor.is_cuda or (tensor.device.type == "cpu" and interpreter_enabled())
 
 
-class KernelUnavailableWarning(UserWarning):
-    """The Triton backend was asked for, but Triton is missing: the engine runs instead."""
-
-
-def _warn_no_triton() -> None:
-    """The one message of an explicit request without Triton (once per process)."""
-    if _triton["warned"]:
-        return
-    _triton["warned"] = True
-    warnings.warn(
-        "crossent: the Triton backend was requested (crossent.kernels.set_backend('triton') or "
-        "CROSSENT_BACKEND=triton) but Triton is not installed or does not import; the PyTorch "
-        "engine computes the losses instead (same results, slower on GPU). Install it with "
-        "`pip install 'crossent[gpu]'`, or set_backend('auto') to silence this.",
-        KernelUnavailableWarning,
-        stacklevel=3,
-    )
-
-
 def _kernel_requested(tensor: Tensor) -> bool:
     """For ``backend="triton"``: whether the kernel runs (False: no Triton, warned once)."""
     if not triton_available():
-        _warn_no_triton()
+        config.warn_no_triton()
         return False
     if not can_run(tensor):
         raise ValueError(

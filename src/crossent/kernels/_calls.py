@@ -26,15 +26,15 @@ import torch
 from torch import Tensor
 from torch.autograd.function import FunctionCtx
 
-from crossent._targets import smoothing_levels
-from crossent.engine import reduction_scale
+from crossent.core.problem import reduction_scale
+from crossent.core.targets import smoothing_levels
 from crossent.kernels import ops
 from crossent.kernels._launch import PATH_FAST, PATH_FULL, PATH_LINEAR
 from crossent.kernels._spec import TermSpec, term_spec
 
 if TYPE_CHECKING:
-    from crossent._targets import Targets
-    from crossent.engine import EngineOptions
+    from crossent.core.problem import EngineOptions
+    from crossent.core.targets import Targets
 
 
 class _TermLoss(torch.autograd.Function):

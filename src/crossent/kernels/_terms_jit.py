@@ -16,22 +16,22 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from crossent.kernels import _spec
+from crossent.core.term import KernelCode
 
-_CE = tl.constexpr(_spec.CE)
-_FOCAL = tl.constexpr(_spec.FOCAL)
-_LQ = tl.constexpr(_spec.LQ)
-_UNHINGED = tl.constexpr(_spec.UNHINGED)
-_POLY1 = tl.constexpr(_spec.POLY1)
-_MAE = tl.constexpr(_spec.MAE)
-_RCE = tl.constexpr(_spec.RCE)
-_CONF_PENALTY = tl.constexpr(_spec.CONF_PENALTY)
-_BRIER = tl.constexpr(_spec.BRIER)
-_FORWARD_KL = tl.constexpr(_spec.FORWARD_KL)
-_REVERSE_KL = tl.constexpr(_spec.REVERSE_KL)
-_JSD = tl.constexpr(_spec.JSD)
-_SYMMETRIC_CE = tl.constexpr(_spec.SYMMETRIC_CE)
-_MIXED_KL = tl.constexpr(_spec.MIXED_KL)
+_CE = tl.constexpr(int(KernelCode.CE))
+_FOCAL = tl.constexpr(int(KernelCode.FOCAL))
+_LQ = tl.constexpr(int(KernelCode.LQ))
+_UNHINGED = tl.constexpr(int(KernelCode.UNHINGED))
+_POLY1 = tl.constexpr(int(KernelCode.POLY1))
+_MAE = tl.constexpr(int(KernelCode.MAE))
+_RCE = tl.constexpr(int(KernelCode.RCE))
+_CONF_PENALTY = tl.constexpr(int(KernelCode.CONF_PENALTY))
+_BRIER = tl.constexpr(int(KernelCode.BRIER))
+_FORWARD_KL = tl.constexpr(int(KernelCode.FORWARD_KL))
+_REVERSE_KL = tl.constexpr(int(KernelCode.REVERSE_KL))
+_JSD = tl.constexpr(int(KernelCode.JSD))
+_SYMMETRIC_CE = tl.constexpr(int(KernelCode.SYMMETRIC_CE))
+_MIXED_KL = tl.constexpr(int(KernelCode.MIXED_KL))
 _LN2 = tl.constexpr(0.6931471805599453)
 _NEG_INF = tl.constexpr(float("-inf"))
 

@@ -16,11 +16,11 @@ import torch
 from torch import Tensor
 from torch.autograd.function import FunctionCtx
 
-from crossent._targets import smoothing_levels
+from crossent.core.targets import smoothing_levels
+from crossent.core.term import Term
 from crossent.kernels._launch import PATH_FAST, PATH_FULL, PATH_LINEAR, Problem, launch
 from crossent.kernels._spec import TermSpec, term_spec
 from crossent.kernels.triton_engine import MODE_FUSED, MODE_GRAD, MODE_LOSS, rescale_kernel
-from crossent.terms import Term
 
 if TYPE_CHECKING:
     from contextlib import AbstractContextManager

@@ -7,8 +7,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from crossent import _checks
-from crossent._checks import check_ignore_index
+from crossent.core import checks
+from crossent.core.checks import check_ignore_index
 
 
 def check_weight_vector(weight: Tensor | None) -> Tensor | None:
@@ -17,9 +17,9 @@ def check_weight_vector(weight: Tensor | None) -> Tensor | None:
     Its length and values are checked against the logits at call time.
     """
     if weight is not None:
-        _checks.check_tensor("weight", weight)
+        checks.check_tensor("weight", weight)
         if weight.dim() != 1:
-            raise _checks.fail("weight", "to have shape (C,) (one weight per class)", weight)
+            raise checks.fail("weight", "to have shape (C,) (one weight per class)", weight)
     return weight
 
 
@@ -45,11 +45,11 @@ class EngineLoss(torch.nn.Module):
         super().__init__()
         self.register_buffer("weight", check_weight_vector(weight))
         self.ignore_index = check_ignore_index(ignore_index)
-        self.reduction = _checks.check_reduction(reduction)
-        self.label_smoothing = _checks.check_real(
+        self.reduction = checks.check_reduction(reduction)
+        self.label_smoothing = checks.check_real(
             "label_smoothing", label_smoothing, low=0.0, high=1.0
         )
-        _checks.check_choice("smoothing", smoothing, ("uniform", "others"))
+        checks.check_choice("smoothing", smoothing, ("uniform", "others"))
         self.smoothing = smoothing
 
     def common(self) -> dict[str, Any]:

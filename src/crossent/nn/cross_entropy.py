@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from crossent import _checks
+from crossent.core import checks
 from crossent.functional.cross_entropy import binary_cross_entropy_with_logits, cross_entropy
 from crossent.nn._base import check_weight_vector
 
@@ -36,14 +36,14 @@ class CrossEntropyLoss(torch.nn.Module):
     ) -> None:
         super().__init__()
         self.register_buffer("weight", check_weight_vector(weight))
-        self.ignore_index = _checks.check_ignore_index(ignore_index)
-        self.reduction = _checks.check_reduction(reduction)
-        self.label_smoothing = _checks.check_real(
+        self.ignore_index = checks.check_ignore_index(ignore_index)
+        self.reduction = checks.check_reduction(reduction)
+        self.label_smoothing = checks.check_real(
             "label_smoothing", label_smoothing, low=0.0, high=1.0
         )
-        _checks.check_choice("smoothing", smoothing, ("uniform", "others"))
+        checks.check_choice("smoothing", smoothing, ("uniform", "others"))
         self.smoothing = smoothing
-        self.z_loss = _checks.check_real("z_loss", z_loss, low=0.0)
+        self.z_loss = checks.check_real("z_loss", z_loss, low=0.0)
         self.inplace_backward = inplace_backward
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
@@ -90,8 +90,8 @@ class BCEWithLogitsLoss(torch.nn.Module):
         super().__init__()
         self.register_buffer("weight", weight)
         self.register_buffer("pos_weight", pos_weight)
-        self.reduction = _checks.check_reduction(reduction)
-        self.label_smoothing = _checks.check_real(
+        self.reduction = checks.check_reduction(reduction)
+        self.label_smoothing = checks.check_real(
             "label_smoothing", label_smoothing, low=0.0, high=1.0
         )
 

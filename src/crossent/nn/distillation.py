@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from crossent import _checks
+from crossent.core import checks
 from crossent.functional import _params
 from crossent.functional.distillation import DIVERGENCES, distillation_loss
 
@@ -34,12 +34,12 @@ class DistillationLoss(torch.nn.Module):
     ) -> None:
         super().__init__()
         self.temperature = _params.check_temperature(temperature)
-        _checks.check_choice("divergence", divergence, DIVERGENCES)
+        checks.check_choice("divergence", divergence, DIVERGENCES)
         self.divergence = divergence
         self.mix = _params.check_unit("mix", mix)
         self.alpha = _params.check_unit("alpha", alpha)
-        self.ignore_index = _checks.check_ignore_index(ignore_index)
-        self.reduction = _checks.check_reduction(reduction)
+        self.ignore_index = checks.check_ignore_index(ignore_index)
+        self.reduction = checks.check_reduction(reduction)
 
     def forward(
         self, student_logits: Tensor, teacher_logits: Tensor, labels: Tensor | None = None

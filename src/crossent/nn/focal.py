@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from crossent import _checks
+from crossent.core import checks
 from crossent.functional import _params
 from crossent.functional.focal import focal_loss, sigmoid_focal_loss
 from crossent.nn._base import TermLoss
@@ -78,7 +78,7 @@ class SigmoidFocalLoss(torch.nn.Module):
         super().__init__()
         self.gamma = float(_params.check_gamma(gamma, allow_schedule=False))
         self.alpha = _params.check_sigmoid_alpha(alpha)
-        self.reduction = _checks.check_reduction(reduction)
+        self.reduction = checks.check_reduction(reduction)
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
         """Compute the loss (see :func:`crossent.sigmoid_focal_loss`)."""

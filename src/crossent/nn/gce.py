@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from crossent import _checks
+from crossent.core import checks
 from crossent.functional import _params
 from crossent.functional.gce import (
     binary_generalized_cross_entropy,
@@ -118,8 +118,8 @@ class _BinaryLqLoss(torch.nn.Module):
         self.q = _params.check_q(q)
         self.register_buffer("weight", weight)
         self.register_buffer("pos_weight", pos_weight)
-        self.reduction = _checks.check_reduction(reduction)
-        self.label_smoothing = _checks.check_real(
+        self.reduction = checks.check_reduction(reduction)
+        self.label_smoothing = checks.check_real(
             "label_smoothing", label_smoothing, low=0.0, high=1.0
         )
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from crossent import _checks
-from crossent._checks import check_ignore_index
+from crossent.core import checks
+from crossent.core.checks import check_ignore_index
 from crossent.functional.nll import nll_loss
 
 
@@ -28,7 +28,7 @@ class NLLLoss(torch.nn.Module):
         super().__init__()
         self.register_buffer("weight", weight)
         self.ignore_index = check_ignore_index(ignore_index)
-        self.reduction = _checks.check_reduction(reduction)
+        self.reduction = checks.check_reduction(reduction)
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
         """Compute the loss (see :func:`crossent.nll_loss`)."""

@@ -9,9 +9,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from crossent import _checks
-from crossent._overlap_sets import check_overlap_args, check_tversky_args, check_unified_args
-from crossent.overlap import (
+from crossent.core import checks
+from crossent.functional._overlap_sets import (
+    check_overlap_args,
+    check_tversky_args,
+    check_unified_args,
+)
+from crossent.functional.overlap import (
     dice_loss,
     focal_tversky_loss,
     tversky_from_statistics,
@@ -161,7 +165,7 @@ class FocalTverskyLoss(_OverlapLoss):
         check_tversky_args(alpha, beta)
         self.alpha = float(alpha)
         self.beta = float(beta)
-        self.gamma = _checks.check_real("gamma", gamma, low=0.0)
+        self.gamma = checks.check_real("gamma", gamma, low=0.0)
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
         """Compute the loss (see :func:`crossent.overlap.focal_tversky_loss`)."""

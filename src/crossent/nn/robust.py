@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from crossent import _checks
+from crossent.core import checks
 from crossent.functional import _params
 from crossent.functional.robust import (
     active_passive_loss,
@@ -212,8 +212,8 @@ class APLoss(EngineLoss):
             label_smoothing=label_smoothing,
             smoothing=smoothing,
         )
-        _checks.check_choice("active", active, ("nce", "nfl"))
-        _checks.check_choice("passive", passive, ("rce", "mae"))
+        checks.check_choice("active", active, ("nce", "nfl"))
+        checks.check_choice("passive", passive, ("rce", "mae"))
         self.active, self.passive = active, passive
         self.alpha = _params.check_nonnegative("alpha", alpha)
         self.beta = _params.check_nonnegative("beta", beta)

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from crossent._checks import check_choice, fail
+from crossent.core.checks import check_choice, fail
 
 
 def _dense(

@@ -50,7 +50,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from crossent._checks import fail
+from crossent.core.checks import fail
 from crossent.study.config import StudyConfig, StudyConfigError
 from crossent.study.grid import describe_run, expand
 from crossent.study.store import Store, owner_alive, owner_token, pack_arrays

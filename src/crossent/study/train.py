@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from crossent import config as switches
+from crossent.core import config as switches
 from crossent.study import metrics as m
 from crossent.study.models import build_model
 from crossent.study.prepare import RunData, prepare_data

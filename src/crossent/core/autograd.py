@@ -1,0 +1,158 @@
+"""The autograd wrapper shared by the multiclass and binary engines.
+
+The gradient is formed in the forward pass and stored (see :mod:`crossent.engine` for why);
+the first backward hands it out (untouched when ``grad_output == 1``, else scaled in place)
+and forgets it, so ``.grad`` never shares storage with a saved tensor; a second backward with
+``retain_graph=True`` forms it again from the saved logits. In the opt-in in-place mode the
+gradient lives in the logits' storage: their version counter is bumped in forward and a
+second backward raises. Double backward (``create_graph=True``) differentiates the problem's
+differentiable formula instead.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+from torch import Tensor
+from torch.autograd.function import FunctionCtx
+
+from crossent.core import config
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """float64 stays float64; every other floating dtype is computed in float32."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def takes_formula(*others: Tensor | None) -> bool:
+    """Whether a call must take its differentiable formula instead of the analytic gradient.
+
+    True under a ``torch.func`` transform (``grad``, ``vmap``, ...), or under grad mode when
+    one of the call's other tensor inputs (probability targets, class weights, ``pos_weight``)
+    requires grad: the formula gives gradients to all of them, as PyTorch does.
+    """
+    return config.transforms_active() or (
+        torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in others)
+    )
+
+
+# Elements per chunk when scaling a stored gradient (bounds float32 temporaries).
+_SCALE_CHUNK = 1 << 20
+
+
+class Problem(Protocol):
+    """One engine call: knows how to compute its loss, gradient and differentiable form."""
+
+    reduction: str
+    inplace_backward: bool
+
+    def compute(self, z: Tensor, want_grad: bool) -> tuple[Tensor, Tensor | None]:
+        """Reduced loss and the gradient (shaped like ``z``) or ``None``."""
+        ...
+
+    def differentiable(self, z: Tensor) -> Tensor:
+        """Reduced loss written with autograd-differentiable operations."""
+        ...
+
+    def none_factor(self, grad_output: Tensor, grad: Tensor) -> Tensor:
+        """``grad_output`` of ``reduction='none'`` reshaped to broadcast against ``grad``."""
+        ...
+
+
+def scale_gradient(grad: Tensor, factor: Tensor, inplace: bool) -> Tensor:
+    """``grad * factor`` in ``grad``'s dtype; ``factor`` is 0-dim or has ``grad``'s dim 0.
+
+    Half-precision gradients are scaled in float32 one block of rows at a time (an AMP loss
+    scale such as 65536 does not fit in fp16).
+    """
+    out = grad if inplace else torch.empty_like(grad)
+    compute = compute_dtype(grad.dtype)
+    factor = factor.to(compute)
+    n = grad.shape[0] if grad.dim() else 1
+    if grad.dim() == 0 or grad.numel() == 0:
+        return out.copy_(grad.to(compute) * factor)
+    rows = max(1, _SCALE_CHUNK // max(1, grad[0].numel()))
+    for r0 in range(0, n, rows):
+        f = factor[r0 : r0 + rows] if factor.dim() else factor
+        out[r0 : r0 + rows] = grad[r0 : r0 + rows].to(compute) * f
+    return out
+
+
+def writes_in_place(input: Tensor, inplace_backward: object) -> bool:
+    """Whether ``inplace_backward`` applies: to logits made by an operation, never to a leaf.
+
+    A leaf (a parameter, or a tensor the caller made) keeps its values, and its ``.grad`` is a
+    new buffer, as without ``inplace_backward``.
+    """
+    return bool(inplace_backward) and not input.is_leaf
+
+
+class EngineFunction(torch.autograd.Function):
+    """``loss = problem(z)`` with the analytic gradient computed in forward.
+
+    The first backward hands the stored gradient out (scaled in place by ``grad_output``) and
+    drops it, so the caller's ``.grad`` owns it and shares no storage with anything kept
+    here. A later backward (``retain_graph=True``) forms it again from the saved logits.
+    """
+
+    @staticmethod
+    def forward(ctx: FunctionCtx, z: Tensor, problem: Problem) -> Tensor:
+        """Compute the loss and store the gradient."""
+        loss, grad = problem.compute(z, want_grad=True)
+        ctx.problem, ctx.consumed, ctx.grad = problem, False, grad
+        if problem.inplace_backward:
+            # The logits now hold their gradient: bump their version so any saved use fails.
+            torch.autograd.graph.increment_version(z)
+        else:
+            # Released after backward unless retained; version-checked when used (a later
+            # backward, double backward).
+            ctx.save_for_backward(z)
+        return loss
+
+    @staticmethod
+    def backward(ctx: FunctionCtx, grad_output: Tensor) -> tuple[Tensor, None]:
+        """Hand out the stored gradient, scaled by ``grad_output``."""
+        problem: Problem = ctx.problem
+        if torch.is_grad_enabled():  # create_graph=True: differentiate the formula itself
+            return _double_backward(ctx, grad_output), None
+        if problem.inplace_backward:
+            if ctx.consumed:
+                raise RuntimeError(
+                    "crossent: a second backward through a loss computed with "
+                    "inplace_backward=True is not possible (its gradient lives in the logits' "
+                    "storage and was already handed out). Use inplace_backward=False with "
+                    "retain_graph=True."
+                )
+            ctx.consumed = True
+            return _scaled(problem, ctx.grad.detach(), grad_output, inplace=True), None
+        grad, ctx.grad = ctx.grad, None  # the caller owns it from here
+        if grad is None:  # handed out by an earlier backward (retain_graph): form it again
+            (z,) = ctx.saved_tensors
+            _, grad = problem.compute(z.detach(), want_grad=True)
+        return _scaled(problem, grad, grad_output, inplace=True), None
+
+
+def _scaled(problem: Problem, grad: Tensor, grad_output: Tensor, inplace: bool) -> Tensor:
+    """The stored gradient times ``grad_output`` (per element for ``reduction='none'``)."""
+    if problem.reduction == "none":
+        factor = problem.none_factor(grad_output, grad)
+    elif bool(grad_output == 1):
+        return grad
+    else:
+        factor = grad_output
+    return scale_gradient(grad, factor, inplace=inplace)
+
+
+def _double_backward(ctx: FunctionCtx, grad_output: Tensor) -> Tensor:
+    problem: Problem = ctx.problem
+    if problem.inplace_backward:
+        raise RuntimeError(
+            "crossent: double backward (create_graph=True) is not available with "
+            "inplace_backward=True: the logits were overwritten by their gradient."
+        )
+    (z,) = ctx.saved_tensors  # the caller's logits, graph included (second order flows on)
+    with torch.enable_grad():
+        loss = problem.differentiable(z)
+        (grad,) = torch.autograd.grad(loss, z, grad_output, create_graph=True)
+    return grad

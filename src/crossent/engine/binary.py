@@ -1,0 +1,243 @@
+r"""The binary / multi-label engine: the term engine at ``K = 2`` per element (DESIGN §1).
+
+For a logit ``z`` and a target ``y`` in [0, 1] (smoothed to ``y (1 - eps) + eps / 2``):
+
+.. math::
+
+    s_1 = \log\sigma(z), \quad s_0 = \log\sigma(-z), \quad P = (1 - y, y),
+
+    \ell = a_1 F(s_1, y) + a_0 F(s_0, 1 - y),
+
+    \frac{\partial \ell}{\partial z} = a_1 G(s_1, y)\, \sigma(-z) - a_0 G(s_0, 1 - y)\, \sigma(z),
+
+with ``a_1 = weight * pos_weight * c_1`` and ``a_0 = weight * c_0``: ``weight`` rescales each
+element and ``pos_weight`` the positive term (PyTorch's ``binary_cross_entropy_with_logits``),
+``(c_0, c_1)`` are balancing factors such as RetinaNet's ``(1 - alpha, alpha)``. ``mean`` is
+the plain mean over elements, as in PyTorch. The gradient is formed in the forward pass in
+blocks of rows, like the multiclass engine.
+
+Hard labels (every ``y`` is 0 or 1, no smoothing) and a term that vanishes where its target
+is 0 take a fast path: only the true label's term is non-zero, so with ``u = (2y - 1) z`` the
+logit of the true label and ``a_y`` its factor,
+
+.. math::
+
+    \ell = a_y F(\log\sigma(u), 1), \qquad
+    \frac{\partial \ell}{\partial z} = (2y - 1)\, a_y\, G(\log\sigma(u), 1)\, \sigma(-u),
+
+one log-sigmoid and one evaluation of ``F`` and ``G`` per element instead of two. Each
+block of rows is checked (one pass over its targets, in cache) and takes this path if it
+holds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from crossent.core import checks, config
+from crossent.core.autograd import compute_dtype, writes_in_place
+from crossent.core.checks import fail
+from crossent.core.targets import promote_to_target
+from crossent.core.term import Term, value_where_target
+from crossent.engine.chunks import weighted
+from crossent.engine.multiclass import run
+
+# Elements per block of rows (bounds float32 temporaries).
+BLOCK_ELEMENTS = 1 << 20
+
+
+@dataclass(frozen=True)
+class _BinaryProblem:
+    """One binary engine call (see :class:`crossent._autograd.Problem`)."""
+
+    target: Tensor
+    term: Term
+    weight: Tensor | None
+    pos_weight: Tensor | None
+    balance: tuple[float, float] | None
+    reduction: str
+    label_smoothing: float
+    inplace_backward: bool = False
+    hard_labels_allowed: bool = False  # no smoothing, a term vanishing where P = 0
+
+    def _factors(self, rows: slice, shape: torch.Size, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+        """``(a_0, a_1)`` for a block of rows, broadcastable to the block."""
+        device = self.target.device
+        a0 = torch.ones((), dtype=dtype, device=device)
+        a1 = a0
+        if self.weight is not None:
+            w = self.weight.to(dtype).broadcast_to(shape)[rows]
+            a0, a1 = w, w
+        if self.pos_weight is not None:
+            a1 = a1 * self.pos_weight.to(dtype).broadcast_to(shape)[rows]
+        if self.balance is not None:
+            a0, a1 = a0 * self.balance[0], a1 * self.balance[1]
+        return a0, a1
+
+    def _factors_may_vanish(self) -> bool:
+        """Whether some ``a_0`` or ``a_1`` can be 0 (then ``0 * inf`` must give 0)."""
+        zero_balance = self.balance is not None and 0.0 in self.balance
+        return self.weight is not None or self.pos_weight is not None or zero_balance
+
+    def _block(self, z: Tensor, rows: slice, want_grad: bool) -> tuple[Tensor, Tensor | None]:
+        cdt = compute_dtype(z.dtype)
+        x = z[rows].to(cdt)
+        y = self.target[rows].to(cdt)
+        a0, a1 = self._factors(rows, z.shape, cdt)
+        if self.hard_labels_allowed and _is_hard(y):
+            return self._hard_block(x, y, a0, a1, want_grad)
+        if self.label_smoothing:
+            y = y * (1 - self.label_smoothing) + self.label_smoothing / 2
+        # log(sigmoid(z)) and log(1 - sigmoid(z)) = log(sigmoid(-z)), both stable.
+        s1, s0 = F.logsigmoid(x), F.logsigmoid(-x)
+        f1 = value_where_target(self.term, s1, y)
+        f0 = value_where_target(self.term, s0, 1 - y)
+        loss = weighted(a1, f1) + weighted(a0, f0)
+        if not want_grad:
+            return loss, None
+        g1, g0 = self.term.grad(s1, y), self.term.grad(s0, 1 - y)
+        if self.term.vanishes_where_target_zero:
+            g1 = torch.where(y == 0, torch.zeros_like(g1), g1)
+            g0 = torch.where(y == 1, torch.zeros_like(g0), g0)
+        # dl/dz = a1 G(s1, y) e^{s0} - a0 G(s0, 1-y) e^{s1},  e^{s0} = sigmoid(-z)
+        grad = weighted(a1, g1) * torch.exp(s0) - weighted(a0, g0) * torch.exp(s1)
+        return loss, grad
+
+    def _hard_block(
+        self, x: Tensor, y: Tensor, a0: Tensor, a1: Tensor, want_grad: bool
+    ) -> tuple[Tensor, Tensor | None]:
+        """A block with 0/1 labels: only the true label's term (see the module docstring)."""
+        sign = y.mul(2).sub_(1)
+        u = x * sign  # the true label's logit
+        s = F.logsigmoid(u)
+        a = a0 if a0 is a1 else torch.lerp(a0.broadcast_to(y.shape), a1, y)
+        one = torch.ones((), dtype=x.dtype, device=x.device)
+        f, g = self.term.value_and_grad(s, one) if want_grad else (self.term.value(s, one), None)
+        loss = weighted(a, f) if self._factors_may_vanish() else f * a
+        if g is None:
+            return loss, None
+        # sigma(-u) = 1 - sigma(u): the probability of the other label
+        return loss, (g * a).mul_(torch.sigmoid(u.neg_())).mul_(sign)  # g may be a broadcast
+
+    def compute(self, z: Tensor, want_grad: bool) -> tuple[Tensor, Tensor | None]:
+        cdt = compute_dtype(z.dtype)
+        # Per-element losses are kept only for reduction="none"; otherwise summed per block.
+        keep = self.reduction == "none"
+        losses = torch.empty(z.shape, dtype=cdt, device=z.device) if keep else None
+        total = torch.zeros((), dtype=cdt, device=z.device)
+        grad = None
+        if want_grad and self.inplace_backward:
+            grad = z
+        elif want_grad:
+            grad = torch.empty_like(z, memory_format=torch.contiguous_format)
+        scale = 1.0 / z.numel() if (self.reduction == "mean" and z.numel()) else 1.0
+        rows = max(1, BLOCK_ELEMENTS // max(1, math.prod(z.shape[1:]))) if z.dim() else 1
+        n = z.shape[0] if z.dim() else 1
+        for r0 in range(0, n, rows):
+            block = slice(r0, r0 + rows) if z.dim() else ...  # a 0-dim input: all of it
+            loss, g = self._block(z, block, want_grad)
+            if losses is not None:
+                losses[block] = loss
+            else:
+                total += loss.sum()
+            if g is not None:
+                torch.mul(g, scale, out=grad[block])
+        return (losses if losses is not None else self._reduce_total(total, z.numel())), grad
+
+    def differentiable(self, z: Tensor) -> Tensor:
+        general = dataclasses.replace(self, hard_labels_allowed=False)  # graph-safe ops
+        loss, _ = general._block(z, slice(None) if z.dim() else ..., want_grad=False)
+        if self.reduction == "none":
+            return loss
+        return self._reduce_total(loss.sum(), loss.numel())
+
+    def _reduce_total(self, total: Tensor, count: int) -> Tensor:
+        """The ``sum`` or ``mean`` reduction from the sum of the losses."""
+        if self.reduction == "mean" and count:
+            return total / count
+        return total
+
+    def none_factor(self, grad_output: Tensor, grad: Tensor) -> Tensor:
+        return grad_output
+
+
+def _is_hard(y: Tensor) -> bool:
+    """Whether every target of a block is exactly 0 or 1 (``y - y^2 = 0``)."""
+    if not y.numel():
+        return False
+    low, high = torch.aminmax(torch.addcmul(y, y, y, value=-1))
+    return bool((low == 0) & (high == 0))
+
+
+def _check_broadcast(name: str, value: Tensor | None, shape: torch.Size) -> Tensor | None:
+    if value is None:
+        return None
+    checks.check_tensor(name, value)
+    try:
+        broadcast = torch.broadcast_shapes(value.shape, shape)
+    except RuntimeError:
+        broadcast = None
+    if broadcast != shape:
+        raise fail(name, f"to broadcast to the input shape {tuple(shape)}", value)
+    return value
+
+
+def binary_term_loss(
+    input: Tensor,
+    target: Tensor,
+    term: Term,
+    *,
+    weight: Tensor | None = None,
+    pos_weight: Tensor | None = None,
+    balance: tuple[float, float] | None = None,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+    inplace_backward: bool = False,
+) -> Tensor:
+    """Any per-class term as a binary / multi-label loss on single logits.
+
+    Args:
+        input: logits of any shape.
+        target: targets in [0, 1] of the same shape (0/1 labels or soft targets).
+        term: the per-class term (:class:`crossent.terms.Term`).
+        weight: per-element rescaling, broadcastable to ``input``.
+        pos_weight: multiplier of the positive term, broadcastable to ``input`` (e.g. ``(C,)``).
+        balance: ``(c_0, c_1)`` factors of the negative and positive terms, or ``None``.
+        reduction: ``"none" | "mean" | "sum"`` (``mean`` is the plain mean over elements).
+        label_smoothing: ``eps`` in [0, 1]; targets move towards 1/2: ``y (1 - eps) + eps/2``.
+        inplace_backward: write the gradient into ``input``'s storage.
+
+    Returns:
+        The reduced loss (float32 for half inputs), or per-element losses for ``"none"``.
+    """
+    checks.check_tensor("input", input)
+    checks.check_floating("input", input)
+    checks.check_tensor("target", target)
+    input = promote_to_target(input, target)
+    reduction = checks.check_reduction(reduction)
+    eps = checks.check_real("label_smoothing", label_smoothing, low=0.0, high=1.0)
+    if target.shape != input.shape:
+        raise fail("target", f"to have the shape of `input` {tuple(input.shape)}", target)
+    if not target.is_floating_point():
+        target = target.to(compute_dtype(input.dtype))
+    elif config.validate_args() and target.numel():
+        low, high = torch.aminmax(target.detach())
+        if bool(low < 0) or bool(high > 1):
+            raise fail("target", "to hold values in [0, 1]", target)
+    weight = _check_broadcast("weight", weight, input.shape)
+    pos_weight = _check_broadcast("pos_weight", pos_weight, input.shape)
+    inplace_backward = writes_in_place(input, inplace_backward)
+    if inplace_backward and not input.is_contiguous():
+        raise fail("input", "to be contiguous with inplace_backward=True", input)
+    hard = eps == 0 and term.vanishes_where_target_zero and not target.requires_grad
+    problem = _BinaryProblem(
+        target, term, weight, pos_weight, balance, reduction, eps, inplace_backward, hard
+    )
+    soft = target if target.requires_grad else None
+    return run(problem, input, soft, weight, pos_weight)
