@@ -7,10 +7,13 @@ A spec is a registry name or a call with keyword arguments whose values are lite
     literal := number | -number | string | True | False | None | "[" numbers "]" | "(" numbers ")"
 
 It is parsed with :mod:`ast` and never evaluated. Keyword arguments given to
-:func:`get_loss` override (or extend) those of the spec. Each name maps to a module class of
-:mod:`crossent.nn` *by class name*, resolved when the loss is built, and the module's
-constructor checks the hyper-parameters. A list given for an argument annotated as a tensor
-(``weight``, ``pos_weight``, per-class ``alpha``) becomes a tensor of the default dtype.
+:func:`get_loss` override (or extend) those of the spec. Each name is declared once, in
+``_ENTRIES``: its :mod:`crossent.nn` class and :mod:`crossent.functional` function (whose
+name is an alias), the input it takes and its other names; the module's constructor checks
+the hyper-parameters. What other parts of crossent list per loss (the fused linear path, the
+calculator's defaults) is derived from these entries and from the modules' own declarations.
+A list given for an argument annotated as a tensor (``weight``, ``pos_weight``, per-class
+``alpha``) becomes a tensor of the default dtype.
 
 Example:
     >>> loss = get_loss("ce(label_smoothing=0.1, smoothing='others')")
@@ -22,10 +25,15 @@ from __future__ import annotations
 
 import ast
 import inspect
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch import Tensor
+
+from crossent import functional as F
+from crossent import nn
 
 #: What input a loss takes, for callers that build inputs for any name (tests, ``calc``).
 KINDS = ("multiclass", "binary", "log_probs", "distillation", "overlap")
@@ -33,85 +41,126 @@ KINDS = ("multiclass", "binary", "log_probs", "distillation", "overlap")
 
 @dataclass(frozen=True)
 class LossEntry:
-    """One registry name: the :mod:`crossent.nn` class it builds and the input it takes.
+    """One registry name: its module, its function and the input it takes.
 
     Attributes:
-        class_name: name of the module class in :mod:`crossent.nn`.
+        module: the :mod:`crossent.nn` class the name builds.
+        function: the :mod:`crossent.functional` function the module calls (its name is
+            accepted as an alias).
         kind: one of :data:`KINDS`: logits and class indices (``"multiclass"``), one logit per
             element and targets in [0, 1] (``"binary"``), log-probabilities (``"log_probs"``),
             student and teacher logits (``"distillation"``), segmentation logits and masks
             (``"overlap"``).
         summary: a few words for listings.
-        preset: arguments the name fixes (an alias such as ``"flsd-53"``); the spec and the
-            keyword arguments of :func:`get_loss` override them.
+        aliases: other accepted names (PyTorch's, the literature's).
     """
 
-    class_name: str
+    module: type[torch.nn.Module]
+    function: Callable[..., Tensor]
     kind: str
     summary: str
-    preset: dict[str, Any] = field(default_factory=dict)
+    aliases: tuple[str, ...] = ()
+
+    @property
+    def class_name(self) -> str:
+        """The module's class name."""
+        return self.module.__name__
 
 
 _ENTRIES: dict[str, LossEntry] = {
-    "ce": LossEntry("CrossEntropyLoss", "multiclass", "cross-entropy"),
-    "bce": LossEntry("BCEWithLogitsLoss", "binary", "binary cross-entropy with logits"),
-    "nll": LossEntry("NLLLoss", "log_probs", "negative log-likelihood of log-probabilities"),
-    "focal": LossEntry("FocalLoss", "multiclass", "softmax focal loss (Lin et al.)"),
-    "sigmoid_focal": LossEntry("SigmoidFocalLoss", "binary", "sigmoid focal loss (RetinaNet)"),
-    "gce": LossEntry("GCELoss", "multiclass", "generalized cross-entropy, Lq (Zhang & Sabuncu)"),
-    "binary_gce": LossEntry("BinaryGCELoss", "binary", "sigmoid generalized cross-entropy"),
-    "sgce": LossEntry("SGCELoss", "multiclass", "smooth generalized cross-entropy"),
-    "binary_sgce": LossEntry("BinarySGCELoss", "binary", "sigmoid smooth generalized CE"),
-    "mae": LossEntry("MAELoss", "multiclass", "mean absolute error (Ghosh et al.)"),
-    "unhinged": LossEntry("UnhingedLoss", "multiclass", "unhinged loss 1 - p_t"),
-    "rce": LossEntry("RCELoss", "multiclass", "reverse cross-entropy (Wang et al.)"),
-    "sce": LossEntry("SCELoss", "multiclass", "symmetric cross-entropy (Wang et al.)"),
-    "nce": LossEntry("NCELoss", "multiclass", "normalized cross-entropy (Ma et al.)"),
-    "nfl": LossEntry("NFLoss", "multiclass", "normalized focal loss (Ma et al.)"),
-    "apl": LossEntry("APLoss", "multiclass", "active-passive loss (Ma et al.)"),
-    "poly1": LossEntry("Poly1CrossEntropyLoss", "multiclass", "poly-1 cross-entropy (Leng et al.)"),
-    "erce": LossEntry(
-        "EntropyRegularizedCrossEntropyLoss", "multiclass", "confidence penalty (Pereyra et al.)"
+    "ce": LossEntry(nn.CrossEntropyLoss, F.cross_entropy, "multiclass", "cross-entropy"),
+    "bce": LossEntry(
+        nn.BCEWithLogitsLoss,
+        F.binary_cross_entropy_with_logits,
+        "binary",
+        "binary cross-entropy with logits",
+        aliases=("binary_cross_entropy",),
     ),
-    "brier": LossEntry("BrierLoss", "multiclass", "Brier score as a training loss"),
-    "distill": LossEntry("DistillationLoss", "distillation", "knowledge distillation (Hinton)"),
-    "dice": LossEntry("DiceLoss", "overlap", "soft Dice loss"),
-    "tversky": LossEntry("TverskyLoss", "overlap", "Tversky loss (Salehi et al.)"),
-    "focal_tversky": LossEntry("FocalTverskyLoss", "overlap", "focal Tversky (Abraham & Khan)"),
-    "unified_focal": LossEntry("UnifiedFocalLoss", "overlap", "unified focal loss (Yeung et al.)"),
+    "nll": LossEntry(
+        nn.NLLLoss, F.nll_loss, "log_probs", "negative log-likelihood of log-probabilities"
+    ),
+    "focal": LossEntry(nn.FocalLoss, F.focal_loss, "multiclass", "softmax focal loss (Lin et al.)"),
+    "sigmoid_focal": LossEntry(
+        nn.SigmoidFocalLoss, F.sigmoid_focal_loss, "binary", "sigmoid focal loss (RetinaNet)"
+    ),
+    "gce": LossEntry(
+        nn.GCELoss,
+        F.generalized_cross_entropy,
+        "multiclass",
+        "generalized cross-entropy, Lq (Zhang & Sabuncu)",
+        aliases=("lq",),
+    ),
+    "binary_gce": LossEntry(
+        nn.BinaryGCELoss,
+        F.binary_generalized_cross_entropy,
+        "binary",
+        "sigmoid generalized cross-entropy",
+    ),
+    "sgce": LossEntry(
+        nn.SGCELoss,
+        F.smooth_generalized_cross_entropy,
+        "multiclass",
+        "smooth generalized cross-entropy",
+    ),
+    "binary_sgce": LossEntry(
+        nn.BinarySGCELoss,
+        F.binary_smooth_generalized_cross_entropy,
+        "binary",
+        "sigmoid smooth generalized CE",
+    ),
+    "mae": LossEntry(nn.MAELoss, F.mae_loss, "multiclass", "mean absolute error (Ghosh et al.)"),
+    "unhinged": LossEntry(nn.UnhingedLoss, F.unhinged_loss, "multiclass", "unhinged loss 1 - p_t"),
+    "rce": LossEntry(
+        nn.RCELoss, F.reverse_cross_entropy, "multiclass", "reverse cross-entropy (Wang et al.)"
+    ),
+    "sce": LossEntry(
+        nn.SCELoss, F.symmetric_cross_entropy, "multiclass", "symmetric cross-entropy (Wang et al.)"
+    ),
+    "nce": LossEntry(
+        nn.NCELoss, F.normalized_cross_entropy, "multiclass", "normalized cross-entropy (Ma et al.)"
+    ),
+    "nfl": LossEntry(
+        nn.NFLoss, F.normalized_focal_loss, "multiclass", "normalized focal loss (Ma et al.)"
+    ),
+    "apl": LossEntry(
+        nn.APLoss, F.active_passive_loss, "multiclass", "active-passive loss (Ma et al.)"
+    ),
+    "poly1": LossEntry(
+        nn.Poly1CrossEntropyLoss,
+        F.poly1_cross_entropy,
+        "multiclass",
+        "poly-1 cross-entropy (Leng et al.)",
+    ),
+    "erce": LossEntry(
+        nn.EntropyRegularizedCrossEntropyLoss,
+        F.entropy_regularized_cross_entropy,
+        "multiclass",
+        "confidence penalty (Pereyra et al.)",
+        aliases=("confidence_penalty",),
+    ),
+    "brier": LossEntry(nn.BrierLoss, F.brier_loss, "multiclass", "Brier score as a training loss"),
+    "distill": LossEntry(
+        nn.DistillationLoss,
+        F.distillation_loss,
+        "distillation",
+        "knowledge distillation (Hinton)",
+        aliases=("distillation", "kd"),
+    ),
+    "dice": LossEntry(nn.DiceLoss, F.dice_loss, "overlap", "soft Dice loss"),
+    "tversky": LossEntry(nn.TverskyLoss, F.tversky_loss, "overlap", "Tversky loss (Salehi et al.)"),
+    "focal_tversky": LossEntry(
+        nn.FocalTverskyLoss, F.focal_tversky_loss, "overlap", "focal Tversky (Abraham & Khan)"
+    ),
+    "unified_focal": LossEntry(
+        nn.UnifiedFocalLoss, F.unified_focal_loss, "overlap", "unified focal loss (Yeung et al.)"
+    ),
 }
 
-# Other names: the functional names, PyTorch's, and presets.
+# Other names: each function's own name and the aliases of the entries.
 _ALIASES: dict[str, str] = {
-    "cross_entropy": "ce",
-    "binary_cross_entropy_with_logits": "bce",
-    "binary_cross_entropy": "bce",
-    "nll_loss": "nll",
-    "focal_loss": "focal",
-    "sigmoid_focal_loss": "sigmoid_focal",
-    "generalized_cross_entropy": "gce",
-    "lq": "gce",
-    "binary_generalized_cross_entropy": "binary_gce",
-    "smooth_generalized_cross_entropy": "sgce",
-    "binary_smooth_generalized_cross_entropy": "binary_sgce",
-    "mae_loss": "mae",
-    "unhinged_loss": "unhinged",
-    "reverse_cross_entropy": "rce",
-    "symmetric_cross_entropy": "sce",
-    "normalized_cross_entropy": "nce",
-    "normalized_focal_loss": "nfl",
-    "active_passive_loss": "apl",
-    "poly1_cross_entropy": "poly1",
-    "entropy_regularized_cross_entropy": "erce",
-    "confidence_penalty": "erce",
-    "brier_loss": "brier",
-    "distillation_loss": "distill",
-    "distillation": "distill",
-    "kd": "distill",
-    "dice_loss": "dice",
-    "tversky_loss": "tversky",
-    "focal_tversky_loss": "focal_tversky",
-    "unified_focal_loss": "unified_focal",
+    alias: name
+    for name, entry in _ENTRIES.items()
+    for alias in (entry.function.__name__, *entry.aliases)
 }
 _PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
     "flsd-53": ("focal", {"gamma": "flsd-53"}),  # Mukhoti et al. 2020
@@ -155,7 +204,6 @@ def get_loss(spec: str, **kwargs: Any) -> torch.nn.Module:
             it), an argument the module does not take (naming it and listing the accepted
             ones), or a hyper-parameter out of range (from the module's constructor).
         TypeError: when ``spec`` is not a string, or an argument has the wrong type.
-        NotImplementedError: when the module class of a known name is missing.
 
     Example:
         >>> type(get_loss("gce(q=0.7)")).__name__
@@ -213,23 +261,22 @@ def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
 
 
 def loss_class(name: str) -> type[torch.nn.Module]:
-    """The :mod:`crossent.nn` class a registry name builds (resolved now, by class name).
+    """The :mod:`crossent.nn` class a registry name (or alias) builds.
 
     Raises:
         ValueError: for an unknown name.
-        NotImplementedError: when the class is not (yet) in :mod:`crossent.nn`.
     """
-    import crossent.nn
+    return _ENTRIES[_resolve(name)[0]].module
 
-    canonical, _ = _resolve(name)
-    class_name = _ENTRIES[canonical].class_name
-    cls = getattr(crossent.nn, class_name, None)
-    if cls is None:
-        raise NotImplementedError(
-            f"The loss {canonical!r} is built by crossent.nn.{class_name}, which this version "
-            "of crossent does not provide"
-        )
-    return cls
+
+def loss_function(name: str) -> Callable[..., Tensor]:
+    """The :mod:`crossent.functional` function of a registry name (or alias).
+
+    Example:
+        >>> loss_function("sgce").__name__
+        'smooth_generalized_cross_entropy'
+    """
+    return _ENTRIES[_resolve(name)[0]].function
 
 
 def loss_kind(name: str) -> str:

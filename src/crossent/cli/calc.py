@@ -31,10 +31,13 @@ import click
 import torch
 from torch import Tensor
 
+from crossent.linear import term_losses
 from crossent.registry import available_losses, get_loss, loss_class, loss_kind, parse_spec
 
-DEFAULT_MULTICLASS = ("ce", "focal", "gce", "sgce", "mae", "rce", "sce", "poly1", "brier")
-DEFAULT_BINARY = ("bce", "sigmoid_focal", "binary_gce", "binary_sgce")
+# The table's rows by default: every loss that is one engine term of the logits, and every
+# binary loss (derived from the registry and the modules' declarations).
+DEFAULT_MULTICLASS = tuple(term_losses())
+DEFAULT_BINARY = tuple(n for n in available_losses() if loss_kind(n) == "binary")
 FD_STEP = 1e-6
 MARGIN = 30.0
 

@@ -1,4 +1,8 @@
-"""The functional API: one function per loss, tensors positional, settings keyword."""
+"""The functional API: one function per loss, tensors positional, settings keyword.
+
+Every loss of crossent is here (the overlap losses of segmentation too); :mod:`crossent`
+re-exports them all.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +21,12 @@ from crossent.functional.gce import (
     smooth_generalized_cross_entropy,
 )
 from crossent.functional.nll import nll_loss
+from crossent.functional.overlap import (
+    dice_loss,
+    focal_tversky_loss,
+    tversky_loss,
+    unified_focal_loss,
+)
 from crossent.functional.regularized import (
     brier_loss,
     entropy_regularized_cross_entropy,
@@ -40,9 +50,11 @@ __all__ = [
     "brier_loss",
     "chance_loss",
     "cross_entropy",
+    "dice_loss",
     "distillation_loss",
     "entropy_regularized_cross_entropy",
     "focal_loss",
+    "focal_tversky_loss",
     "generalized_cross_entropy",
     "mae_loss",
     "min_achievable_loss",
@@ -54,5 +66,7 @@ __all__ = [
     "sigmoid_focal_loss",
     "smooth_generalized_cross_entropy",
     "symmetric_cross_entropy",
+    "tversky_loss",
     "unhinged_loss",
+    "unified_focal_loss",
 ]

@@ -227,6 +227,11 @@ def reverse_cross_entropy(
     )
 
 
+def symmetric_term(alpha: float, beta: float, A: float) -> WeightedSumTerm:
+    """The term of :func:`symmetric_cross_entropy`: ``alpha CE + beta RCE`` (checked values)."""
+    return WeightedSumTerm([(alpha, CrossEntropyTerm()), (beta, ReverseCrossEntropyTerm(A))])
+
+
 def symmetric_cross_entropy(
     input: Tensor,
     target: Tensor,
@@ -291,9 +296,7 @@ def symmetric_cross_entropy(
     """
     a = _params.check_nonnegative("alpha", alpha)
     b = _params.check_nonnegative("beta", beta)
-    term = WeightedSumTerm(
-        [(a, CrossEntropyTerm()), (b, ReverseCrossEntropyTerm(_params.check_A(A)))]
-    )
+    term = symmetric_term(a, b, _params.check_A(A))
     return term_loss(
         input,
         target,

@@ -20,16 +20,15 @@ not one engine term, :mod:`crossent.linear_args` for the checks of the arguments
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from crossent import registry
 from crossent.core import checks
 from crossent.core.problem import EngineOptions
 from crossent.core.targets import check_log_target, check_smoothing, prepare_targets
-from crossent.functional.focal import focal_term
 from crossent.linear.args import (
     check_accumulate_dtype,
     check_chunk_size,
@@ -40,18 +39,8 @@ from crossent.linear.args import (
 from crossent.linear.autograd import run_fused
 from crossent.linear.fused import FusedProblem, choose_chunk_rows
 from crossent.linear.generic import forward_arguments, generic_problem
-from crossent.terms import (
-    BrierTerm,
-    ConfidencePenaltyTerm,
-    CrossEntropyTerm,
-    LqTerm,
-    MAETerm,
-    Poly1Term,
-    ReverseCrossEntropyTerm,
-    Term,
-    UnhingedTerm,
-    WeightedSumTerm,
-)
+from crossent.nn import TermModule
+from crossent.terms import CrossEntropyTerm, Term
 
 _CE = CrossEntropyTerm()
 
@@ -232,53 +221,20 @@ def linear_cross_entropy(
     )
 
 
-def _sce_term(module: Any) -> Term:
-    # alpha CE + beta RCE (Wang et al. 2019), as crossent.symmetric_cross_entropy
-    parts = [(module.alpha, CrossEntropyTerm()), (module.beta, ReverseCrossEntropyTerm(module.A))]
-    return WeightedSumTerm(parts)
-
-
-# Registry modules built on one engine term: class name -> the term from its (validated)
-# settings. Other losses (NCE and the active-passive family, NLL, distillation, the binary
-# and overlap losses) are not a per-class term of the logits and cannot be fused this way.
-_MODULE_TERMS: dict[str, Callable[[Any], Term]] = {
-    "CrossEntropyLoss": lambda m: CrossEntropyTerm(),
-    "FocalLoss": lambda m: focal_term(m.gamma),
-    "GCELoss": lambda m: LqTerm(m.q, m.truncate),
-    "SGCELoss": lambda m: LqTerm(m.q),
-    "MAELoss": lambda m: MAETerm(),
-    "UnhingedLoss": lambda m: UnhingedTerm(),
-    "RCELoss": lambda m: ReverseCrossEntropyTerm(m.A),
-    "SCELoss": _sce_term,
-    "Poly1CrossEntropyLoss": lambda m: Poly1Term(m.epsilon),
-    "EntropyRegularizedCrossEntropyLoss": lambda m: ConfidencePenaltyTerm(m.beta),
-    "BrierLoss": lambda m: BrierTerm(),
-}
-_ENGINE_ARGUMENTS = ("weight", "ignore_index", "reduction", "label_smoothing", "smoothing")
-
-
 def term_losses() -> list[str]:
     """The registry names :func:`linear_loss` fuses through the engine-term chunk path.
 
-    Those losses (built on one engine term) have each chunk's logits turned into their
-    gradient in place, by the Triton kernel on CUDA; every other name is fused through
-    autograd per chunk (:mod:`crossent.linear_generic`).
+    Those losses (their module is a :class:`crossent.nn.TermModule`: it names its engine
+    term) have each chunk's logits turned into their gradient in place, by the Triton kernel
+    on CUDA; every other name is fused through autograd per chunk
+    (:mod:`crossent.linear.generic`).
 
     Example:
         >>> "focal" in term_losses() and "dice" not in term_losses()
         True
     """
-    from crossent import registry
-
-    names = []
-    for name in registry.available_losses():
-        try:
-            cls = registry.loss_class(name)
-        except NotImplementedError:
-            continue
-        if cls.__name__ in _MODULE_TERMS:
-            names.append(name)
-    return names
+    names = registry.available_losses()
+    return [name for name in names if issubclass(registry.loss_class(name), TermModule)]
 
 
 def _term_and_options(loss: object, kwargs: dict[str, Any]) -> tuple[Term, dict[str, Any]] | None:
@@ -290,18 +246,10 @@ def _term_and_options(loss: object, kwargs: dict[str, Any]) -> tuple[Term, dict[
     """
     if isinstance(loss, Term):
         return loss, {key: v for key, v in kwargs.items() if key != "inplace_backward"}
-    from crossent import registry
-
-    name, _ = registry.parse_spec(loss)
-    cls = registry.loss_class(name)
-    build = _MODULE_TERMS.get(cls.__name__)
-    if build is None:
+    if not issubclass(registry.loss_class(registry.parse_spec(loss)[0]), TermModule):
         return None
     module = registry.get_loss(loss, **kwargs)  # validates names and hyper-parameters
-    options = {key: getattr(module, key) for key in _ENGINE_ARGUMENTS}
-    options["z_loss"] = getattr(module, "z_loss", 0.0)
-    options["class_scale"] = getattr(module, "alpha", None) if cls.__name__ == "FocalLoss" else None
-    return build(module), options
+    return module.term(), module.engine_options()
 
 
 def _linear_module_loss(
@@ -315,8 +263,6 @@ def _linear_module_loss(
     kwargs: dict[str, Any],
 ) -> Tensor:
     """:func:`linear_loss` for a registry loss that is not one engine term (autograd per chunk)."""
-    from crossent import registry
-
     layout = flatten_operands(input, linear_weight, linear_bias)
     cls = registry.loss_class(registry.parse_spec(loss)[0])
     extra_names = forward_arguments(cls)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from crossent.nn._base import TermModule
 from crossent.nn.cross_entropy import BCEWithLogitsLoss, CrossEntropyLoss
 from crossent.nn.distillation import DistillationLoss
 from crossent.nn.focal import FocalLoss, SigmoidFocalLoss
@@ -45,6 +46,7 @@ __all__ = [
     "SCELoss",
     "SGCELoss",
     "SigmoidFocalLoss",
+    "TermModule",
     "TverskyLoss",
     "UnhingedLoss",
     "UnifiedFocalLoss",

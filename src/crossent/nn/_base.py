@@ -9,6 +9,28 @@ from torch import Tensor
 
 from crossent.core import checks
 from crossent.core.checks import check_ignore_index
+from crossent.core.term import Term
+
+
+class TermModule:
+    """A loss module computed by one engine term: it says which, and with what settings.
+
+    :func:`crossent.linear_loss` fuses every such module chunk by chunk through the engine
+    (and the GPU kernel template) from these two declarations; a registry loss that is not a
+    :class:`TermModule` goes through autograd per chunk instead.
+    """
+
+    def term(self) -> Term:
+        """The engine term of this loss, from the module's (validated) hyper-parameters."""
+        raise NotImplementedError
+
+    def engine_options(self) -> dict[str, Any]:
+        """The engine's arguments of this loss, as keyword arguments of the engine.
+
+        ``weight``, ``ignore_index``, ``reduction``, ``label_smoothing``, ``smoothing``,
+        ``z_loss`` and ``class_scale`` (focal's ``alpha``).
+        """
+        raise NotImplementedError
 
 
 def check_weight_vector(weight: Tensor | None) -> Tensor | None:
@@ -76,7 +98,7 @@ class EngineLoss(torch.nn.Module):
         return {}
 
 
-class TermLoss(EngineLoss):
+class TermLoss(TermModule, EngineLoss):
     """Base of the modules whose function is one engine term (focal, GCE, MAE, poly-1, ...).
 
     :class:`EngineLoss` plus ``inplace_backward`` (write the gradient into the logits'
@@ -108,6 +130,10 @@ class TermLoss(EngineLoss):
     def common(self) -> dict[str, Any]:
         """The engine's common arguments and ``inplace_backward``, for the function."""
         return {**super().common(), "inplace_backward": self.inplace_backward}
+
+    def engine_options(self) -> dict[str, Any]:
+        """:meth:`EngineLoss.common` with no z-loss and no per-class scale."""
+        return {**EngineLoss.common(self), "z_loss": 0.0, "class_scale": None}
 
     def extra_repr(self) -> str:
         """Settings shown by ``repr`` (``inplace_backward`` only when set)."""

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
 from crossent.core import checks
 from crossent.functional.cross_entropy import binary_cross_entropy_with_logits, cross_entropy
-from crossent.nn._base import check_weight_vector
+from crossent.nn._base import TermModule, check_weight_vector
+from crossent.terms import CrossEntropyTerm, Term
 
 
-class CrossEntropyLoss(torch.nn.Module):
+class CrossEntropyLoss(TermModule, torch.nn.Module):
     """Module form of :func:`crossent.cross_entropy` (see it for the math and arguments).
 
     Class weights are a buffer, so they follow ``.to(device)`` and the state dict.
@@ -59,6 +62,22 @@ class CrossEntropyLoss(torch.nn.Module):
             z_loss=self.z_loss,
             inplace_backward=self.inplace_backward,
         )
+
+    def term(self) -> Term:
+        """:class:`crossent.terms.CrossEntropyTerm`."""
+        return CrossEntropyTerm()
+
+    def engine_options(self) -> dict[str, Any]:
+        """The engine's arguments (``z_loss`` included)."""
+        return {
+            "weight": self.weight,
+            "ignore_index": self.ignore_index,
+            "reduction": self.reduction,
+            "label_smoothing": self.label_smoothing,
+            "smoothing": self.smoothing,
+            "z_loss": self.z_loss,
+            "class_scale": None,
+        }
 
     def extra_repr(self) -> str:
         """Settings shown by ``repr``."""

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from crossent.core import checks
+from crossent.core.term import Term
 from crossent.functional import _params
-from crossent.functional.focal import focal_loss, sigmoid_focal_loss
+from crossent.functional.focal import focal_loss, focal_term, sigmoid_focal_loss
 from crossent.nn._base import TermLoss
 
 
@@ -57,6 +59,14 @@ class FocalLoss(TermLoss):
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
         """Compute the loss (see :func:`crossent.focal_loss`)."""
         return focal_loss(input, target, gamma=self.gamma, alpha=self.alpha, **self.common())
+
+    def term(self) -> Term:
+        """:class:`crossent.terms.FocalTerm` (FLSD-53's schedule for ``gamma="flsd-53"``)."""
+        return focal_term(self.gamma)
+
+    def engine_options(self) -> dict[str, Any]:
+        """The engine's arguments, with ``alpha`` as the per-class scale."""
+        return {**super().engine_options(), "class_scale": self.alpha}
 
     def hyperparameters(self) -> dict[str, object]:
         """``gamma`` and whether ``alpha`` is set."""

@@ -14,6 +14,7 @@ from crossent.functional.gce import (
     smooth_generalized_cross_entropy,
 )
 from crossent.nn._base import TermLoss
+from crossent.terms import LqTerm, Term
 
 
 class GCELoss(TermLoss):
@@ -58,6 +59,10 @@ class GCELoss(TermLoss):
         """``q`` and ``truncate``."""
         return {"q": self.q, "truncate": self.truncate}
 
+    def term(self) -> Term:
+        """:class:`crossent.terms.LqTerm` with ``q`` and ``truncate``."""
+        return LqTerm(self.q, self.truncate)
+
 
 class SGCELoss(TermLoss):
     """Module form of :func:`crossent.smooth_generalized_cross_entropy`.
@@ -98,6 +103,10 @@ class SGCELoss(TermLoss):
     def hyperparameters(self) -> dict[str, object]:
         """``q``."""
         return {"q": self.q}
+
+    def term(self) -> Term:
+        """:class:`crossent.terms.LqTerm` with ``q`` (the smoothing is the engine's)."""
+        return LqTerm(self.q)
 
 
 class _BinaryLqLoss(torch.nn.Module):

@@ -11,6 +11,7 @@ from crossent.functional.regularized import (
     poly1_cross_entropy,
 )
 from crossent.nn._base import TermLoss
+from crossent.terms import BrierTerm, ConfidencePenaltyTerm, Poly1Term, Term
 
 
 class Poly1CrossEntropyLoss(TermLoss):
@@ -50,6 +51,10 @@ class Poly1CrossEntropyLoss(TermLoss):
     def hyperparameters(self) -> dict[str, object]:
         """``epsilon``."""
         return {"epsilon": self.epsilon}
+
+    def term(self) -> Term:
+        """:class:`crossent.terms.Poly1Term` with ``epsilon``."""
+        return Poly1Term(self.epsilon)
 
 
 class EntropyRegularizedCrossEntropyLoss(TermLoss):
@@ -91,6 +96,10 @@ class EntropyRegularizedCrossEntropyLoss(TermLoss):
         """``beta``."""
         return {"beta": self.beta}
 
+    def term(self) -> Term:
+        """:class:`crossent.terms.ConfidencePenaltyTerm` with ``beta``."""
+        return ConfidencePenaltyTerm(self.beta)
+
 
 class BrierLoss(TermLoss):
     """Module form of :func:`crossent.brier_loss` (``sum_k (p_k - P_k)^2``).
@@ -104,3 +113,7 @@ class BrierLoss(TermLoss):
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
         """Compute the loss (see :func:`crossent.brier_loss`)."""
         return brier_loss(input, target, **self.common())
+
+    def term(self) -> Term:
+        """:class:`crossent.terms.BrierTerm`."""
+        return BrierTerm()

@@ -13,9 +13,11 @@ from crossent.functional.robust import (
     normalized_focal_loss,
     reverse_cross_entropy,
     symmetric_cross_entropy,
+    symmetric_term,
     unhinged_loss,
 )
 from crossent.nn._base import EngineLoss, TermLoss
+from crossent.terms import MAETerm, ReverseCrossEntropyTerm, Term, UnhingedTerm
 
 
 class MAELoss(TermLoss):
@@ -31,6 +33,10 @@ class MAELoss(TermLoss):
         """Compute the loss (see :func:`crossent.mae_loss`)."""
         return mae_loss(input, target, **self.common())
 
+    def term(self) -> Term:
+        """:class:`crossent.terms.MAETerm`."""
+        return MAETerm()
+
 
 class UnhingedLoss(TermLoss):
     """Module form of :func:`crossent.unhinged_loss` (``1 - p_t``).
@@ -44,6 +50,10 @@ class UnhingedLoss(TermLoss):
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
         """Compute the loss (see :func:`crossent.unhinged_loss`)."""
         return unhinged_loss(input, target, **self.common())
+
+    def term(self) -> Term:
+        """:class:`crossent.terms.UnhingedTerm`."""
+        return UnhingedTerm()
 
 
 class RCELoss(TermLoss):
@@ -83,6 +93,10 @@ class RCELoss(TermLoss):
     def hyperparameters(self) -> dict[str, object]:
         """``A``."""
         return {"A": self.A}
+
+    def term(self) -> Term:
+        """:class:`crossent.terms.ReverseCrossEntropyTerm` with ``A``."""
+        return ReverseCrossEntropyTerm(self.A)
 
 
 class SCELoss(TermLoss):
@@ -128,6 +142,10 @@ class SCELoss(TermLoss):
     def hyperparameters(self) -> dict[str, object]:
         """``alpha``, ``beta``, ``A``."""
         return {"alpha": self.alpha, "beta": self.beta, "A": self.A}
+
+    def term(self) -> Term:
+        """``alpha CE + beta RCE`` (:func:`crossent.functional.robust.symmetric_term`)."""
+        return symmetric_term(self.alpha, self.beta, self.A)
 
 
 class NCELoss(EngineLoss):
