@@ -1,4 +1,4 @@
-r"""F and G of every engine term as Triton device functions (DESIGN §1 table).
+r"""F and G of every engine term as Triton device functions (the table of docs/design.md).
 
 One ``if TERM == ...:`` block per term, chosen at compile time (``TERM`` is a
 ``tl.constexpr``); hyper-parameters are runtime scalars ``a0, a1, a2`` (see
@@ -95,6 +95,7 @@ def _vanishing_terms(
         f = p * one_minus_exp(s)
         g = -p * q
     else:
+        tl.static_assert(TERM == _POLY1, "a vanishing term without a block")
         # poly-1: F = P (-s + eps (1 - e^s)), G = P (-1 - eps e^s)
         f = p * (a0 * one_minus_exp(s) - s)
         g = p * (-1.0 - a0 * q)
@@ -143,6 +144,7 @@ def _dense_terms(
         f = a0 * qs - ps
         g = a0 * (qs + q) - p
     else:
+        tl.static_assert(TERM == _BRIER, "a dense term without a block")
         # Brier: F = (e^s - P)^2, G = 2 (e^s - P) e^s
         f = d * d
         g = 2.0 * d * q
@@ -187,6 +189,7 @@ def _distill_terms(
         f = a0 * f_fwd + a1 * f_rev
         g = a0 * g_fwd + a1 * g_rev
     else:
+        tl.static_assert(TERM == _JSD, "a divergence without a block")
         # JSD: m = logaddexp(t, s) - log 2; F = (e^t (t-m) + e^s (s-m)) / 2, G = e^s (s-m) / 2
         hi = tl.maximum(t, s)
         lo = tl.minimum(t, s)
