@@ -17,7 +17,8 @@ from crossent.registry import (
 
 REQUIRED = [
     "ce", "bce", "nll", "focal", "sigmoid_focal", "gce", "binary_gce", "sgce", "binary_sgce",
-    "mae", "unhinged", "rce", "sce", "nce", "nfl", "apl", "poly1", "erce", "brier", "distill",
+    "mae", "unhinged", "rce", "sce", "nce", "nfl", "apl", "poly1", "erce", "brier", "asl",
+    "distill",
     "dice", "tversky", "focal_tversky", "unified_focal",
 ]  # fmt: skip
 
@@ -214,6 +215,9 @@ INVALID = [
     ("poly1(reduction='avg')", ValueError, r"`reduction` to be one of"),
     ("erce(beta=-0.1)", ValueError, r"`beta`.*(>= 0|\[0, inf)"),
     ("brier(reduction='avg')", ValueError, r"`reduction` to be one of"),
+    ("asl(gamma_neg=-1)", ValueError, r"`gamma_neg`.*\[0, inf\)"),
+    ("asl(gamma_pos=-0.5)", ValueError, r"`gamma_pos`.*\[0, inf\)"),
+    ("asl(clip=1.0)", ValueError, r"`clip` in \[0, 1\)"),
     ("distill(temperature=0)", ValueError, r"`temperature`.*(> 0|\(0, inf)"),
     ("distill(temperature=-2)", ValueError, r"`temperature`.*(> 0|\(0, inf)"),
     ("distill(mix=1.5)", ValueError, r"`mix` in \[0, 1\]"),

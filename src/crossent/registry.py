@@ -139,6 +139,12 @@ _ENTRIES: dict[str, LossEntry] = {
         aliases=("confidence_penalty",),
     ),
     "brier": LossEntry(nn.BrierLoss, F.brier_loss, "multiclass", "Brier score as a training loss"),
+    "asl": LossEntry(
+        nn.AsymmetricLoss,
+        F.asymmetric_loss,
+        "binary",
+        "asymmetric loss, multi-label (Ridnik et al.)",
+    ),
     "distill": LossEntry(
         nn.DistillationLoss,
         F.distillation_loss,

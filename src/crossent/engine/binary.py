@@ -6,19 +6,22 @@ For a logit ``z`` and a target ``y`` in [0, 1] (smoothed to ``y (1 - eps) + eps 
 
     s_1 = \log\sigma(z), \quad s_0 = \log\sigma(-z), \quad P = (1 - y, y),
 
-    \ell = a_1 F(s_1, y) + a_0 F(s_0, 1 - y),
+    \ell = a_1 F_1(s_1, y) + a_0 F_0(s_0, 1 - y),
 
-    \frac{\partial \ell}{\partial z} = a_1 G(s_1, y)\, \sigma(-z) - a_0 G(s_0, 1 - y)\, \sigma(z),
+    \frac{\partial \ell}{\partial z}
+        = a_1 G_1(s_1, y)\, \sigma(-z) - a_0 G_0(s_0, 1 - y)\, \sigma(z),
 
-with ``a_1 = weight * pos_weight * c_1`` and ``a_0 = weight * c_0``: ``weight`` rescales each
+with one term ``(F_1, G_1)`` for the positive outcome and one ``(F_0, G_0)`` for the negative
+(the same term for every loss but the asymmetric loss), ``a_1 = weight * pos_weight * c_1``
+and ``a_0 = weight * c_0``: ``weight`` rescales each
 element and ``pos_weight`` the positive term (PyTorch's ``binary_cross_entropy_with_logits``),
 ``(c_0, c_1)`` are balancing factors such as RetinaNet's ``(1 - alpha, alpha)``. ``mean`` is
 the plain mean over elements, as in PyTorch. The gradient is formed in the forward pass in
 blocks of rows, like the multiclass engine.
 
-Hard labels (every ``y`` is 0 or 1, no smoothing) and a term that vanishes where its target
-is 0 take a fast path: only the true label's term is non-zero, so with ``u = (2y - 1) z`` the
-logit of the true label and ``a_y`` its factor,
+Hard labels (every ``y`` is 0 or 1, no smoothing) and one term for both outcomes that
+vanishes where its target is 0 take a fast path: only the true label's term is non-zero, so
+with ``u = (2y - 1) z`` the logit of the true label and ``a_y`` its factor,
 
 .. math::
 
@@ -54,17 +57,18 @@ BLOCK_ELEMENTS = 1 << 20
 
 @dataclass(frozen=True)
 class _BinaryProblem:
-    """One binary engine call (see :class:`crossent._autograd.Problem`)."""
+    """One binary engine call (see :class:`crossent.core.autograd.Problem`)."""
 
     target: Tensor
     term: Term
+    negative_term: Term
     weight: Tensor | None
     pos_weight: Tensor | None
     balance: tuple[float, float] | None
     reduction: str
     label_smoothing: float
     inplace_backward: bool = False
-    hard_labels_allowed: bool = False  # no smoothing, a term vanishing where P = 0
+    hard_labels_allowed: bool = False  # no smoothing, one term vanishing where P = 0
 
     def _factors(self, rows: slice, shape: torch.Size, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
         """``(a_0, a_1)`` for a block of rows, broadcastable to the block."""
@@ -96,16 +100,18 @@ class _BinaryProblem:
             y = y * (1 - self.label_smoothing) + self.label_smoothing / 2
         # log(sigmoid(z)) and log(1 - sigmoid(z)) = log(sigmoid(-z)), both stable.
         s1, s0 = F.logsigmoid(x), F.logsigmoid(-x)
-        f1 = value_where_target(self.term, s1, y)
-        f0 = value_where_target(self.term, s0, 1 - y)
+        positive, negative = self.term, self.negative_term
+        f1 = value_where_target(positive, s1, y)
+        f0 = value_where_target(negative, s0, 1 - y)
         loss = weighted(a1, f1) + weighted(a0, f0)
         if not want_grad:
             return loss, None
-        g1, g0 = self.term.grad(s1, y), self.term.grad(s0, 1 - y)
-        if self.term.vanishes_where_target_zero:
+        g1, g0 = positive.grad(s1, y), negative.grad(s0, 1 - y)
+        if positive.vanishes_where_target_zero:
             g1 = torch.where(y == 0, torch.zeros_like(g1), g1)
+        if negative.vanishes_where_target_zero:
             g0 = torch.where(y == 1, torch.zeros_like(g0), g0)
-        # dl/dz = a1 G(s1, y) e^{s0} - a0 G(s0, 1-y) e^{s1},  e^{s0} = sigmoid(-z)
+        # dl/dz = a1 G1(s1, y) e^{s0} - a0 G0(s0, 1-y) e^{s1},  e^{s0} = sigmoid(-z)
         grad = weighted(a1, g1) * torch.exp(s0) - weighted(a0, g0) * torch.exp(s1)
         return loss, grad
 
@@ -193,6 +199,7 @@ def binary_term_loss(
     target: Tensor,
     term: Term,
     *,
+    negative_term: Term | None = None,
     weight: Tensor | None = None,
     pos_weight: Tensor | None = None,
     balance: tuple[float, float] | None = None,
@@ -205,7 +212,9 @@ def binary_term_loss(
     Args:
         input: logits of any shape.
         target: targets in [0, 1] of the same shape (0/1 labels or soft targets).
-        term: the per-class term (:class:`crossent.terms.Term`).
+        term: the per-class term (:class:`crossent.terms.Term`) of the positive outcome, and of
+            the negative one unless ``negative_term`` is given.
+        negative_term: the term of the negative outcome (the asymmetric loss), or ``None``.
         weight: per-element rescaling, broadcastable to ``input``.
         pos_weight: multiplier of the positive term, broadcastable to ``input`` (e.g. ``(C,)``).
         balance: ``(c_0, c_1)`` factors of the negative and positive terms, or ``None``.
@@ -235,9 +244,24 @@ def binary_term_loss(
     inplace_backward = writes_in_place(input, inplace_backward)
     if inplace_backward and not input.is_contiguous():
         raise fail("input", "to be contiguous with inplace_backward=True", input)
-    hard = eps == 0 and term.vanishes_where_target_zero and not target.requires_grad
+    negative_term = term if negative_term is None else negative_term
+    hard = (
+        eps == 0
+        and negative_term is term
+        and term.vanishes_where_target_zero
+        and not target.requires_grad
+    )
     problem = _BinaryProblem(
-        target, term, weight, pos_weight, balance, reduction, eps, inplace_backward, hard
+        target,
+        term,
+        negative_term,
+        weight,
+        pos_weight,
+        balance,
+        reduction,
+        eps,
+        inplace_backward,
+        hard,
     )
     soft = target if target.requires_grad else None
     return run(problem, input, soft, weight, pos_weight)

@@ -6,6 +6,7 @@ re-exports them all.
 
 from __future__ import annotations
 
+from crossent.functional.asymmetric import asymmetric_loss
 from crossent.functional.cross_entropy import (
     binary_cross_entropy_with_logits,
     chance_loss,
@@ -44,6 +45,7 @@ from crossent.functional.robust import (
 
 __all__ = [
     "active_passive_loss",
+    "asymmetric_loss",
     "binary_cross_entropy_with_logits",
     "binary_generalized_cross_entropy",
     "binary_smooth_generalized_cross_entropy",

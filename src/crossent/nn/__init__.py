@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from crossent.nn._base import TermModule
+from crossent.nn.asymmetric import AsymmetricLoss
 from crossent.nn.cross_entropy import BCEWithLogitsLoss, CrossEntropyLoss
 from crossent.nn.distillation import DistillationLoss
 from crossent.nn.focal import FocalLoss, SigmoidFocalLoss
@@ -26,6 +27,7 @@ from crossent.nn.robust import (
 
 __all__ = [
     "APLoss",
+    "AsymmetricLoss",
     "BCEWithLogitsLoss",
     "BinaryGCELoss",
     "BinarySGCELoss",

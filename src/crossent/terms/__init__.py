@@ -6,6 +6,7 @@ The contract a term follows (and the base class :class:`Term`) is :mod:`crossent
 from __future__ import annotations
 
 from crossent.core.term import KernelCode, Term, value_where_target
+from crossent.terms.asymmetric import ShiftedFocalTerm
 from crossent.terms.combined import WeightedSumTerm
 from crossent.terms.cross_entropy import CrossEntropyTerm, FLSD53FocalTerm, FocalTerm
 from crossent.terms.distillation import ForwardKLTerm, JensenShannonTerm, ReverseKLTerm
@@ -26,6 +27,7 @@ __all__ = [
     "Poly1Term",
     "ReverseCrossEntropyTerm",
     "ReverseKLTerm",
+    "ShiftedFocalTerm",
     "Term",
     "UnhingedTerm",
     "WeightedSumTerm",
