@@ -9,7 +9,9 @@ Pairs (float32, ``torch.set_num_threads(2)``, method of DESIGN §4):
 * GCE (q=0.7) at (4096, 32000) vs ``softmax -> gather -> pow``;
 * SGCE (q=0.7, eps=0.1, "others") at (4096, 32000) vs ``softmax -> pow -> smoothed one-hot``;
 * sigmoid focal at (65536, 80) vs torchvision's formula (written out: torchvision is not a
-  dependency).
+  dependency);
+* the asymmetric loss (gamma_pos=0, gamma_neg=4, clip=0.05) at (65536, 80) vs the paper's
+  formula on ``p = sigmoid(z)`` (the authors' code without its ``eps`` clamp).
 
 Logits are produced by an operation (``base.clone()`` of a leaf that requires grad, made
 outside the measured region, as in a model). Times: interleaved sides, median of
@@ -63,6 +65,15 @@ def torchvision_sigmoid_focal(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return (alpha_t * loss).mean()
 
 
+def naive_asl(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    # Ridnik et al. 2021: -y (1-p)^g+ log p - (1-y) p_m^g- log(1-p_m), p_m = max(p - clip, 0)
+    p = torch.sigmoid(x)
+    p_m = (p - 0.05).clamp(min=0)
+    pos = y * (1 - p) ** 0.0 * torch.log(p)
+    neg = (1 - y) * p_m**4.0 * torch.log(1 - p_m)
+    return -(pos + neg).mean()
+
+
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 CASES: dict[str, tuple[tuple[int, int], str, LossFn, LossFn]] = {
     "focal": (
@@ -88,6 +99,12 @@ CASES: dict[str, tuple[tuple[int, int], str, LossFn, LossFn]] = {
         "binary",
         lambda x, y: CF.sigmoid_focal_loss(x, y, gamma=GAMMA, alpha=0.25),
         torchvision_sigmoid_focal,
+    ),
+    "asl": (
+        (65536, 80),
+        "binary",
+        lambda x, y: CF.asymmetric_loss(x, y, gamma_pos=0.0, gamma_neg=4.0, clip=0.05),
+        naive_asl,
     ),
 }
 QUICK_SHAPES = {"index": (256, 3000), "binary": (4096, 80)}

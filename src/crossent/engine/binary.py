@@ -19,8 +19,8 @@ element and ``pos_weight`` the positive term (PyTorch's ``binary_cross_entropy_w
 the plain mean over elements, as in PyTorch. The gradient is formed in the forward pass in
 blocks of rows, like the multiclass engine.
 
-Hard labels (every ``y`` is 0 or 1, no smoothing) and one term for both outcomes that
-vanishes where its target is 0 take a fast path: only the true label's term is non-zero, so
+Hard labels (every ``y`` is 0 or 1, no smoothing) and terms that vanish where their
+target is 0 take a fast path: only the true label's term is non-zero, so
 with ``u = (2y - 1) z`` the logit of the true label and ``a_y`` its factor,
 
 .. math::
@@ -68,7 +68,7 @@ class _BinaryProblem:
     reduction: str
     label_smoothing: float
     inplace_backward: bool = False
-    hard_labels_allowed: bool = False  # no smoothing, one term vanishing where P = 0
+    hard_labels_allowed: bool = False  # no smoothing, terms vanishing where P = 0
 
     def _factors(self, rows: slice, shape: torch.Size, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
         """``(a_0, a_1)`` for a block of rows, broadcastable to the block."""
@@ -83,6 +83,10 @@ class _BinaryProblem:
         if self.balance is not None:
             a0, a1 = a0 * self.balance[0], a1 * self.balance[1]
         return a0, a1
+
+    def _has_factors(self) -> bool:
+        """Whether ``a_0`` or ``a_1`` can differ from 1 (else the factors are not applied)."""
+        return self.weight is not None or self.pos_weight is not None or self.balance is not None
 
     def _factors_may_vanish(self) -> bool:
         """Whether some ``a_0`` or ``a_1`` can be 0 (then ``0 * inf`` must give 0)."""
@@ -122,14 +126,36 @@ class _BinaryProblem:
         sign = y.mul(2).sub_(1)
         u = x * sign  # the true label's logit
         s = F.logsigmoid(u)
-        a = a0 if a0 is a1 else torch.lerp(a0.broadcast_to(y.shape), a1, y)
-        one = torch.ones((), dtype=x.dtype, device=x.device)
-        f, g = self.term.value_and_grad(s, one) if want_grad else (self.term.value(s, one), None)
-        loss = weighted(a, f) if self._factors_may_vanish() else f * a
+        f, g = self._true_label_terms(s, y, want_grad)
+        if self._has_factors():
+            a = a0 if a0 is a1 else torch.lerp(a0.broadcast_to(y.shape), a1, y)
+            f = weighted(a, f) if self._factors_may_vanish() else f * a
+            g = None if g is None else g * a
         if g is None:
-            return loss, None
+            return f, None
         # sigma(-u) = 1 - sigma(u): the probability of the other label
-        return loss, (g * a).mul_(torch.sigmoid(u.neg_())).mul_(sign)  # g may be a broadcast
+        return f, torch.sigmoid(u.neg_()).mul_(g).mul_(sign)  # g may be a broadcast
+
+    def _true_label_terms(
+        self, s: Tensor, y: Tensor, want_grad: bool
+    ) -> tuple[Tensor, Tensor | None]:
+        """``F(s, 1)`` and ``G(s, 1)`` of the true label's term at its log-probability ``s``.
+
+        One term for both outcomes: evaluated once. Two (the asymmetric loss): each is
+        evaluated on the block and the true label's is kept.
+        """
+        one = torch.ones((), dtype=s.dtype, device=s.device)
+
+        def evaluate(term: Term) -> tuple[Tensor, Tensor | None]:
+            return term.value_and_grad(s, one) if want_grad else (term.value(s, one), None)
+
+        f, g = evaluate(self.term)
+        if self.negative_term is self.term:
+            return f, g
+        f0, g0 = evaluate(self.negative_term)
+        negative = y == 0
+        f = torch.where(negative, f0, f)
+        return f, None if g is None else torch.where(negative, g0, g)
 
     def compute(self, z: Tensor, want_grad: bool) -> tuple[Tensor, Tensor | None]:
         cdt = compute_dtype(z.dtype)
@@ -247,8 +273,8 @@ def binary_term_loss(
     negative_term = term if negative_term is None else negative_term
     hard = (
         eps == 0
-        and negative_term is term
         and term.vanishes_where_target_zero
+        and negative_term.vanishes_where_target_zero
         and not target.requires_grad
     )
     problem = _BinaryProblem(

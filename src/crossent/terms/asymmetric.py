@@ -35,15 +35,17 @@ import torch
 from torch import Tensor
 
 from crossent.core.term import KernelCode, Term
-from crossent.terms._numerics import S_FLOOR
+from crossent.terms._numerics import S_FLOOR, power
+from crossent.terms.cross_entropy import FocalTerm
 
 
 class ShiftedFocalTerm(Term):
     r"""Focal term of the probability shifted up by ``shift`` (ASL's negative half).
 
     ``F(s, P) = -P (1 - r)^gamma log r`` with ``r = min(e^s + shift, 1)`` (see the module
-    docstring for ``G``). The binary engine runs it on the negative outcome; it has no block
-    in the GPU kernel template (binary losses run on the PyTorch engine).
+    docstring for ``G``); ``shift = 0`` is :class:`crossent.terms.FocalTerm`, to which it
+    then hands every evaluation. The binary engine runs it on the negative outcome; it has
+    no block in the GPU kernel template (binary losses run on the PyTorch engine).
 
     Example:
         >>> t = ShiftedFocalTerm(4.0, 0.05)
@@ -59,37 +61,58 @@ class ShiftedFocalTerm(Term):
     def __init__(self, gamma: float, shift: float) -> None:
         self.gamma = float(gamma)
         self.shift = float(shift)
+        self._focal = FocalTerm(self.gamma) if self.shift == 0 else None
 
-    def _pieces(self, s: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """``r``, ``1 - r = max(-expm1(s) - shift, 0)`` and ``log r``."""
-        floored = s.clamp(min=S_FLOOR)  # e^s = 0 below: r = shift exactly, as at s = -inf
-        one_minus_r = (-torch.expm1(floored) - self.shift).clamp(min=0.0)
-        log_r = torch.log1p(-one_minus_r) if self.shift else s  # r = e^s without a shift
-        return 1 - one_minus_r, one_minus_r, log_r
+    def _pieces(self, s: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """``e^s``, ``r``, ``1 - r = max(1 - shift - e^s, 0)`` and ``log r = log1p(-(1 - r))``.
+
+        ``r >= shift > 0``, so every piece is finite (``e^s = 0`` at ``s = -inf``).
+        """
+        e = s.clamp(min=S_FLOOR).exp()  # the clamp keeps autograd finite at s = -inf
+        one_minus_r = torch.sub(1 - self.shift, e).clamp(min=0.0)
+        return e, 1 - one_minus_r, one_minus_r, torch.log1p(-one_minus_r)
 
     def value(self, s: Tensor, p: Tensor) -> Tensor:
         """``-P (1 - r)^gamma log r``."""
-        _, one_minus_r, log_r = self._pieces(s)
+        if self._focal is not None:
+            return self._focal.value(s, p)
+        _, _, one_minus_r, log_r = self._pieces(s)
         return -p * one_minus_r.pow(self.gamma) * log_r
 
     def grad(self, s: Tensor, p: Tensor) -> Tensor:
-        """``-P (1 - r)^g [e^s / r - g e^s log(r)/(1 - r)]``; 0 where the clip binds.
+        """``-P (1 - r)^g e^s [1/r - g log(r)/(1 - r)]``; 0 where the clip binds."""
+        if self._focal is not None:
+            return self._focal.grad(s, p)
+        e, r, one_minus_r, log_r = self._pieces(s)
+        return _shifted_gradient(
+            e, r, one_minus_r, log_r, one_minus_r.pow(self.gamma), self.gamma, p
+        )
 
-        Without a shift ``r = e^s`` and ``e^s / r = 1`` (then this is :class:`FocalTerm`'s
-        ``G`` and finite at ``s = -inf``); with one, ``r >= shift > 0``.
-        """
-        floored = s.clamp(min=S_FLOOR)
-        r, one_minus_r, log_r = self._pieces(floored)
-        e = torch.exp(floored)
-        # log(r) / (1 - r) -> -1 as r -> 1 (a saturated negative outcome)
-        safe = torch.where(one_minus_r > 0, one_minus_r, torch.ones_like(r))
-        ratio = torch.where(one_minus_r > 0, log_r / safe, -torch.ones_like(r))
-        e_over_r = e / r if self.shift else torch.ones_like(e)
-        g = -p * one_minus_r.pow(self.gamma) * (e_over_r - self.gamma * e * ratio)
-        if self.shift:  # r = min(e^s + shift, 1) is constant where the clip binds
-            g = torch.where(one_minus_r > 0, g, torch.zeros_like(g))
-        return g
+    def value_and_grad(self, s: Tensor, p: Tensor) -> tuple[Tensor, Tensor]:
+        """``F`` and ``G`` sharing ``e^s``, ``r``, ``log r`` and ``(1 - r)^gamma``."""
+        if self._focal is not None:
+            return self._focal.value_and_grad(s, p)
+        e, r, one_minus_r, log_r = self._pieces(s)
+        pw = power(one_minus_r, self.gamma)
+        value = torch.mul(pw, log_r).mul_(-p)
+        return value, _shifted_gradient(e, r, one_minus_r, log_r, pw, self.gamma, p)
 
     def kernel_params(self) -> tuple[float, ...]:
         """``(gamma, shift)``."""
         return (self.gamma, self.shift)
+
+
+def _shifted_gradient(
+    e: Tensor, r: Tensor, one_minus_r: Tensor, log_r: Tensor, power: Tensor, gamma: float, p: Tensor
+) -> Tensor:
+    """``G = -P (1 - r)^g e [1/r - g log(r)/(1 - r)]``, 0 where ``1 - r = 0`` (the clip binds).
+
+    ``log(r) / (1 - r)`` is ``0 / 0`` only where the clip binds; there ``(1 - r)^g = 0`` for
+    ``g > 0`` and the clip's ``dr/ds = 0`` is applied by a mask for ``g = 0``.
+    """
+    ratio = torch.div(log_r, one_minus_r).nan_to_num_(nan=-1.0)
+    bracket = torch.sub(torch.reciprocal(r), ratio, alpha=gamma)
+    g = bracket.mul_(e).mul_(power).mul_(-p)
+    if gamma == 0:
+        g = torch.where(one_minus_r > 0, g, torch.zeros_like(g))
+    return g

@@ -102,6 +102,8 @@ class FocalTerm(Term):
         """``F`` and ``G`` sharing ``1 - q`` and ``(1 - q)^g`` (one ``expm1``, one ``pow``)."""
         if not no_graph(s, p):
             return self.value(s, p), self.grad(s, p)
+        if self.gamma == 0 and type(self)._gamma is FocalTerm._gamma:  # cross-entropy
+            return torch.mul(s, p).neg_(), torch.neg(p).expand_as(s).contiguous()
         g = self._gamma(s)
         # (1 - q) is 1 below the floor as it is at s = -inf, so F keeps the unclamped s
         one_minus_q, bracket = _focal_pieces(s.clamp(min=S_FLOOR), g)
