@@ -22,7 +22,8 @@ def prob_minus_target(s: Tensor, p: Tensor) -> Tensor:
 
 def power(x: Tensor, exponent: float) -> Tensor:
     """``x ** exponent`` as a new tensor; ``4`` as two squarings (PyTorch's pow has fast
-    paths for 2 and 3 but not 4, the asymmetric loss's default, where it costs 2x)."""
+    paths for 2 and 3 but not 4, the asymmetric loss's default, where it costs 2x).
+    """
     if exponent == 4:
         squared = x * x
         return squared.mul_(squared)
