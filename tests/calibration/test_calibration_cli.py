@@ -310,3 +310,35 @@ def test_help_documents_the_file_layouts():
     result = CliRunner().invoke(main, ["calibrate", "--help"])
     for word in ("logits", "probs", "labels", "header", "column", ".txt"):
         assert word in result.output
+
+
+def test_bins_are_bounded(tmp_path):
+    logits, labels = _logits(n=40)
+    path = tmp_path / "m.npz"
+    np.savez(path, logits=logits.numpy(), labels=labels.numpy())
+    # 10**9 bins asked for 24 GB (the kernel killed the process) before the bound
+    result = _run(path, "--bins", 1_000_000_000)
+    assert result.exit_code == 2
+    assert "'--bins': 1000000000 is not in the range 1<=x<=10000" in result.output
+    _ok(path, "--bins", 10_000)
+    assert "at most 10000" in " ".join(_ok("--help").output.split())
+
+
+def test_excel_csv_with_a_byte_order_mark(tmp_path):
+    # Excel's "CSV UTF-8" starts with a BOM; with the label column first it stuck to "label"
+    logits, labels = _logits(n=60)
+    probs = torch.softmax(logits, dim=1)
+    rows = [",".join(["label", *(f"prob_{k}" for k in range(K))])]
+    for p, y in zip(probs, labels, strict=True):
+        rows.append(",".join([str(int(y)), *(repr(float(v)) for v in p)]))
+    path = tmp_path / "excel.csv"
+    path.write_bytes(b"\xef\xbb\xbf" + "\r\n".join(rows).encode() + b"\r\n")
+    content = read_predictions(path)
+    assert torch.equal(content.labels, labels) and content.from_logits is False
+    torch.testing.assert_close(content.values, probs, rtol=0, atol=1e-15)
+    _ok(path)
+    for name, text in {"y.csv": "label\r\n", "y.txt": ""}.items():
+        labels_path = tmp_path / name
+        body = "\r\n".join(str(int(y)) for y in labels) + "\r\n"
+        labels_path.write_bytes(b"\xef\xbb\xbf" + (text + body).encode())
+        assert torch.equal(read_labels(labels_path), labels), name

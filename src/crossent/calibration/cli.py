@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING
 
 import click
 
+from crossent.calibration._validation import MAX_BINS
+
 if TYPE_CHECKING:
     import torch
 
@@ -162,10 +164,10 @@ def _write_outputs(
 @click.option(
     "--bins",
     "n_bins",
-    type=click.IntRange(min=1),
+    type=click.IntRange(min=1, max=MAX_BINS),
     default=15,
     show_default=True,
-    help="Number of bins of ECE/MCE/ACE and of the diagrams.",
+    help=f"Number of bins of ECE/MCE/ACE and of the diagrams (at most {MAX_BINS}).",
 )
 @click.option(
     "--out",

@@ -180,11 +180,15 @@ def _load_pt(path: Path) -> _Content:
 
 
 def _load_csv(path: Path) -> _Content:
-    with path.open(newline="") as handle:
+    # utf-8-sig: Excel's "CSV UTF-8" starts the file with a byte-order mark, which would
+    # otherwise stick to the first column's name
+    with path.open(newline="", encoding="utf-8-sig") as handle:
         header = next(csv.reader(handle), None)
     if not header:
         raise PredictionFileError(path, "the file is empty (a header row is required)")
-    body = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2, dtype=np.float64)
+    body = np.loadtxt(
+        path, delimiter=",", skiprows=1, ndmin=2, dtype=np.float64, encoding="utf-8-sig"
+    )
     if body.shape[0] == 0:
         raise PredictionFileError(path, "no data rows after the header")
     if body.shape[1] != len(header):
@@ -227,7 +231,7 @@ def _load(path: Path) -> _Content:
     if suffix == ".parquet":
         return _load_parquet(path)
     if suffix == ".txt":
-        return _Content({"labels": np.loadtxt(path, ndmin=1)}, table=False)
+        return _Content({"labels": np.loadtxt(path, ndmin=1, encoding="utf-8-sig")}, table=False)
     raise PredictionFileError(
         path, f"unsupported file type {suffix!r}: expected one of {', '.join(LABEL_SUFFIXES)}"
     )
