@@ -252,7 +252,9 @@ def calibrate(
         report = calibration_report(values, labels, from_logits=kind, n_bins=n_bins)
     except (ValueError, TypeError) as err:
         source = predictions if labels_file is None else f"{predictions} / {labels_file}"
-        raise click.ClickException(f"{source}: {_one_line(err)}") from err
+        # the library's errors name its argument; here the option is --logits
+        message = _one_line(err).replace("from_logits=True", "--logits")
+        raise click.ClickException(f"{source}: {message}") from err
     report.update(
         predictions=str(predictions), labels=None if labels_file is None else str(labels_file)
     )
