@@ -131,7 +131,8 @@ def test_npy_with_separate_labels_and_probs_flag(tmp_path):
 def test_flag_overrides_the_file_kind(tmp_path):
     logits, labels = _logits()
     np.savez(tmp_path / "m.npz", probs=logits.numpy(), labels=labels.numpy())
-    _fails(tmp_path / "m.npz", contains="pass from_logits=True for logits")
+    line = _fails(tmp_path / "m.npz", contains="pass --logits for logits")
+    assert "from_logits" not in line  # the CLI's option, not the library's argument
     _ok(tmp_path / "m.npz", "--logits")
 
 
@@ -310,3 +311,113 @@ def test_help_documents_the_file_layouts():
     result = CliRunner().invoke(main, ["calibrate", "--help"])
     for word in ("logits", "probs", "labels", "header", "column", ".txt"):
         assert word in result.output
+
+
+def test_bins_are_bounded(tmp_path):
+    logits, labels = _logits(n=40)
+    path = tmp_path / "m.npz"
+    np.savez(path, logits=logits.numpy(), labels=labels.numpy())
+    # 10**9 bins asked for 24 GB (the kernel killed the process) before the bound
+    result = _run(path, "--bins", 1_000_000_000)
+    assert result.exit_code == 2
+    assert "'--bins': 1000000000 is not in the range 1<=x<=10000" in result.output
+    _ok(path, "--bins", 10_000)
+    assert "at most 10000" in " ".join(_ok("--help").output.split())
+
+
+def test_excel_csv_with_a_byte_order_mark(tmp_path):
+    # Excel's "CSV UTF-8" starts with a BOM; with the label column first it stuck to "label"
+    logits, labels = _logits(n=60)
+    probs = torch.softmax(logits, dim=1)
+    rows = [",".join(["label", *(f"prob_{k}" for k in range(K))])]
+    for p, y in zip(probs, labels, strict=True):
+        rows.append(",".join([str(int(y)), *(repr(float(v)) for v in p)]))
+    path = tmp_path / "excel.csv"
+    path.write_bytes(b"\xef\xbb\xbf" + "\r\n".join(rows).encode() + b"\r\n")
+    content = read_predictions(path)
+    assert torch.equal(content.labels, labels) and content.from_logits is False
+    torch.testing.assert_close(content.values, probs, rtol=0, atol=1e-15)
+    _ok(path)
+    for name, text in {"y.csv": "label\r\n", "y.txt": ""}.items():
+        labels_path = tmp_path / name
+        body = "\r\n".join(str(int(y)) for y in labels) + "\r\n"
+        labels_path.write_bytes(b"\xef\xbb\xbf" + (text + body).encode())
+        assert torch.equal(read_labels(labels_path), labels), name
+
+
+def test_json_output_is_the_report(tmp_path):
+    logits, labels = _logits()
+    path = tmp_path / "m.npz"
+    np.savez(path, logits=logits.numpy(), labels=labels.numpy())
+    out = tmp_path / "out"
+    result = _ok(path, "--bins", 10, "--json", "--out", out)
+    report = json.loads(result.stdout)  # stdout holds the JSON alone
+    assert report == json.loads((out / "calibration.json").read_text())
+    assert f"to {out}" in result.stderr and "Accuracy" not in result.output
+    ece = expected_calibration_error(logits, labels, n_bins=10, from_logits=True).item()
+    assert report["before"]["ece"] == pytest.approx(ece, abs=1e-12)
+    assert report["n"] == N and report["predictions"] == str(path)
+    scaler = TemperatureScaling().fit(logits, labels)
+    assert report["temperature"] == pytest.approx(scaler.temperature, rel=1e-9)
+    plain = json.loads(_ok(path, "--bins", 10, "--json").stdout)
+    assert plain == {k: v for k, v in report.items() if k != "files"}
+
+
+def test_pred_key_and_label_key_for_other_names(tmp_path):
+    logits, labels = _logits(n=100)
+    nll = negative_log_likelihood(logits, labels, from_logits=True).item()
+    path = tmp_path / "other.npz"
+    np.savez(path, output=logits.numpy(), gt=labels.numpy())
+    _fails(path, contains="found ['gt', 'output'] (name the array with pred_key, --pred-key")
+    result = _ok(path, "--pred-key", "output", "--label-key", "gt", "--logits", "--json")
+    assert json.loads(result.stdout)["before"]["nll"] == pytest.approx(nll, abs=1e-12)
+    # a key naming the kind sets it, as the default names do
+    torch.save({"logits_model_a": logits, "truth": labels}, tmp_path / "m.pt")
+    report = json.loads(
+        _ok(
+            tmp_path / "m.pt", "--pred-key", "logits_model_a", "--label-key", "TRUTH", "--json"
+        ).stdout
+    )
+    assert report["input"] == "logits" and report["before"]["nll"] == pytest.approx(nll)
+    _fails(
+        path,
+        "--pred-key",
+        "scores",
+        "--label-key",
+        "gt",
+        contains="no array or column named 'scores' (pred_key); found ['output', 'gt']",
+    )
+    _fails(path, "--pred-key", "output", contains="holds no labels: pass --labels FILE, or --label")
+    # --label-key reads the --labels file
+    np.savez(tmp_path / "y.npz", gt=labels.numpy(), other=labels.numpy() + 1)
+    result = _ok(
+        path,
+        "--pred-key",
+        "output",
+        "--labels",
+        tmp_path / "y.npz",
+        "--label-key",
+        "gt",
+        "--logits",
+        "--json",
+    )
+    assert json.loads(result.stdout)["before"]["nll"] == pytest.approx(nll, abs=1e-12)
+
+
+def test_pred_key_and_label_key_in_tables(tmp_path):
+    probs, labels = _binary(n=120)
+    path = tmp_path / "b.csv"
+    rows = np.column_stack([labels.numpy(), probs.numpy(), 1 - probs.numpy()])
+    np.savetxt(path, rows, delimiter=",", header="truth,p_yes,p_no", comments="", fmt="%.17g")
+    content = read_predictions(path, pred_key="p_yes", label_key="truth")
+    assert torch.equal(content.labels, labels) and content.values.shape == (120,)
+    brier = json.loads(_ok(path, "--pred-key", "p_yes", "--label-key", "truth", "--json").stdout)
+    assert brier["binary"] and brier["before"]["brier"] == pytest.approx(
+        ((probs - labels) ** 2).mean().item(), abs=1e-12
+    )
+    logits, labels = _logits(n=50)
+    table = pa.table({"out": pa.array(logits.tolist()), "gt": labels.numpy()})
+    pq.write_table(table, tmp_path / "l.parquet")
+    content = read_predictions(tmp_path / "l.parquet", pred_key="out", label_key="gt")
+    assert torch.equal(content.values, logits) and torch.equal(content.labels, labels)
+    assert torch.equal(read_labels(tmp_path / "l.parquet", key="gt"), labels)

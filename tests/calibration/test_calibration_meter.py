@@ -1,5 +1,8 @@
 import datetime
+import io
 import json
+import pickle
+from multiprocessing.reduction import ForkingPickler
 
 import pytest
 import torch
@@ -129,7 +132,7 @@ def test_sync_without_process_group_is_a_no_op():
     assert meter.compute() == before
 
 
-def _sync_worker(rank, world_size, init_file, out_dir):
+def _sync_worker(rank, world_size, meter, init_file, out_dir):
     dist.init_process_group(
         "gloo",
         init_method=f"file://{init_file}",
@@ -139,7 +142,6 @@ def _sync_worker(rank, world_size, init_file, out_dir):
     )
     try:
         probs, labels = _data(n=1001)
-        meter = CalibrationMeter(n_bins=15)
         # uneven shards, several updates each
         shard = slice(0, 400) if rank == 0 else slice(400, 1001)
         for part in torch.split(torch.arange(1001)[shard], 150):
@@ -158,9 +160,12 @@ def _sync_worker(rank, world_size, init_file, out_dir):
 def test_sync_with_a_real_two_process_gloo_group(tmp_path):
     if not dist.is_available():
         pytest.skip("torch.distributed is not available in this build")
+    # the meter is made here and pickled into both processes, as a user hands one to
+    # mp.spawn: each must get its own copy (a shared state tensor double-counted every batch)
+    meter = CalibrationMeter(n_bins=15)
     mp.spawn(
         _sync_worker,
-        args=(2, str(tmp_path / "init"), str(tmp_path)),
+        args=(2, meter, str(tmp_path / "init"), str(tmp_path)),
         nprocs=2,
         join=True,
     )
@@ -171,6 +176,25 @@ def test_sync_with_a_real_two_process_gloo_group(tmp_path):
     for result in results:
         _assert_same(result["first"], expected)
         _assert_same(result["second"], expected)
+    assert int(meter._state[-1]) == 0  # the parent's meter saw none of the children's rows
+
+
+def test_pickled_meter_owns_a_copy_of_its_state():
+    probs, labels = _data(n=300)
+    meter = CalibrationMeter(n_bins=15)
+    meter.update(probs[:100], labels[:100])
+    buffer = io.BytesIO()
+    ForkingPickler(buffer).dump(meter)  # the pickler of torch.multiprocessing
+    copy = pickle.loads(buffer.getvalue())
+    assert copy.compute() == meter.compute()
+    copy.update(probs[100:], labels[100:])
+    assert meter.compute()["n"] == 100 and copy.compute()["n"] == 300
+    _assert_same(copy.compute(), _one_shot(probs, labels))
+    copy._reduced = copy._state * 2  # what a sync over two identical processes leaves
+    again = pickle.loads(ForkingPickler.dumps(copy))
+    assert again.compute()["n"] == 600
+    again.update(probs[:1], labels[:1])
+    assert again.compute()["n"] == 301 and copy.compute()["n"] == 600
 
 
 def test_update_after_sync_goes_back_to_local_state():

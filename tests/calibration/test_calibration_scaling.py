@@ -1,8 +1,11 @@
+import warnings
+
 import numpy as np
 import pytest
 import torch
 from sklearn.calibration import _sigmoid_calibration
 
+from crossent import ProbabilityInputWarning, config
 from crossent.calibration import (
     MatrixScaling,
     PlattScaling,
@@ -216,3 +219,58 @@ def test_temperature_scaling_reports_an_optimiser_failure(monkeypatch):
     with pytest.raises(RuntimeError, match="failed to converge: Maximum number of iterations"):
         scaler.fit(logits, labels)
     assert scaler.temperature == 1.0  # unchanged
+
+
+@pytest.mark.parametrize("cls", [VectorScaling, MatrixScaling])
+def test_fitted_vector_and_matrix_scaling_check_the_number_of_classes(cls):
+    z, y = torch.randn(60, 3, dtype=torch.float64), torch.arange(60) % 3
+    scaler = cls().fit(z, y)
+    name = cls.__name__
+    message = rf"`logits` to have shape \(N, 3\) \(the 3 classes {name} was fitted on\)"
+    with pytest.raises(ValueError, match=message + r", but got shape \(5, 4\)"):
+        scaler(torch.randn(5, 4, dtype=torch.float64))
+    with pytest.raises(ValueError, match=message + r", but got shape \(5,\)"):
+        scaler(torch.randn(5, dtype=torch.float64))
+    with pytest.raises(TypeError, match=r"`logits` to be a torch.Tensor"):
+        scaler(z.tolist())
+    assert scaler(z[:5]).shape == (5, 3)
+
+
+def test_fitted_platt_scaling_refuses_two_columns():
+    z, labels = _binary_scores(6, n=200)
+    scaler = PlattScaling().fit(z, labels)
+    with pytest.raises(ValueError, match=r"`scores` to have shape \(N,\).*z\[:, 1\] - z\[:, 0\]"):
+        scaler(torch.stack([-z, z], dim=1))
+    assert scaler(z).shape == z.shape
+
+
+def test_platt_from_probs_error_names_an_existing_option():
+    z, labels = _binary_scores(4, n=200)
+    with pytest.raises(ValueError, match=r"\[0, 1\]") as info:
+        PlattScaling(from_probs=True).fit(z, labels)
+    assert "from_logits" not in str(info.value)
+    assert "without from_probs" in str(info.value)
+
+
+@pytest.mark.parametrize("cls", [TemperatureScaling, VectorScaling, MatrixScaling])
+def test_fit_on_probabilities_warns_like_the_metrics(cls):
+    logits, labels, _ = _overconfident(0, n=300, k=3)
+    probs = torch.softmax(logits, dim=1)
+    with pytest.warns(ProbabilityInputWarning, match=rf"{cls.__name__}\.fit takes logits.*log"):
+        try:
+            cls().fit(probs, labels)
+        except RuntimeError:
+            pass  # the fit on probabilities may fail; the warning came first
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        cls().fit(logits, labels)  # real logits: no warning
+
+
+def test_temperature_fit_warning_on_binary_probabilities_and_switch():
+    z, labels = _binary_scores(5, n=300)
+    with pytest.warns(ProbabilityInputWarning, match=r"torch\.logit\(probs\)"):
+        TemperatureScaling().fit(torch.sigmoid(z), labels)
+    config.set_probability_warning(False)  # the global switch (restored by conftest)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        TemperatureScaling().fit(torch.sigmoid(z), labels)

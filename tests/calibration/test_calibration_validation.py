@@ -3,6 +3,7 @@ import math
 import pytest
 import torch
 
+from crossent import ProbabilityInputWarning
 from crossent.calibration import (
     CalibrationMeter,
     adaptive_calibration_error,
@@ -75,6 +76,8 @@ BIN_CASES = [
     ({"n_bins": -3}, ValueError, r"Expected `n_bins` >= 1, but got -3"),
     ({"n_bins": 2.5}, TypeError, r"`n_bins` to be an int"),
     ({"n_bins": True}, TypeError, r"`n_bins` to be an int"),
+    # 10**9 bins asked for 24 GB (the process was killed) before the bound
+    ({"n_bins": 10**9}, ValueError, r"Expected `n_bins` <= 10,000 .*but got 1000000000"),
 ]
 
 
@@ -140,7 +143,7 @@ def test_row_sum_tolerance_is_as_documented():
 
 
 def test_probability_warning_when_from_logits_gets_probabilities():
-    with pytest.warns(UserWarning, match="look like probabilities"):
+    with pytest.warns(ProbabilityInputWarning, match="look like probabilities"):
         expected_calibration_error(P, Y, from_logits=True)
     config.set_probability_warning(False)
     import warnings
@@ -150,9 +153,18 @@ def test_probability_warning_when_from_logits_gets_probabilities():
         expected_calibration_error(P, Y, from_logits=True)
 
 
+def test_n_bins_bound_is_inclusive():
+    bins = calibration_bins(P, Y, n_bins=10_000)
+    assert bins.counts.shape == (10_000,) and int(bins.counts.sum()) == 3
+    with pytest.raises(ValueError, match=r"`n_bins` <= 10,000"):
+        calibration_bins(P, Y, n_bins=10_001)
+
+
 def test_meter_checks():
     with pytest.raises(ValueError, match=r"Expected `n_bins` >= 1, but got 0"):
         CalibrationMeter(n_bins=0)
+    with pytest.raises(ValueError, match=r"Expected `n_bins` <= 10,000 .*but got 1000000000"):
+        CalibrationMeter(n_bins=10**9)
     with pytest.raises(ValueError, match=r"`num_classes` >= 2"):
         CalibrationMeter(num_classes=1)
     with pytest.raises(TypeError, match=r"`num_classes` to be an int"):

@@ -99,6 +99,9 @@ def test_table_output():
     assert "0.357" in result.output and "focal(gamma=2)" in result.output
     assert "1.099" in result.output  # ln 3
     assert "[-0.300, +0.200, +0.100]" in result.output  # softmax minus one-hot
+    header = next(line for line in result.output.splitlines() if "value - chance" in line)
+    assert "- chance" not in header.replace("value - chance", "")
+    assert "-0.742" in result.output  # value - chance = 0.357 - ln 3
 
 
 def test_table_shows_the_articles_numbers():
@@ -122,7 +125,8 @@ def test_evaluate_losses_directly():
         (["--probs", "0.5,0.6", "--label", "0"], "summing to 1"),
         (["--probs", "0.5,0.5,0", "--label", "0"], "probabilities > 0"),
         (["--probs", "0.5,a", "--label", "0"], "comma-separated numbers"),
-        (["--probs", "0.7,0.3"], "expected a class in [0, 2)"),
+        (["--probs", "0.7,0.3"], "--label is required with --probs (the true class, 0 to 1)"),
+        (["--logits", "1,2,3"], "--label is required with --logits"),
         (["--logits", "1,2", "--label", "2"], "expected a class in [0, 2)"),
         (["--probs", "0.7,0.3", "--label", "0", "--p", "0.5"], "exactly one of"),
         ([], "exactly one of"),

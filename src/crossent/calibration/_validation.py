@@ -1,4 +1,4 @@
-"""Argument and input checks of :mod:`crossent.calibration`, built on :mod:`crossent._checks`.
+"""Argument and input checks of :mod:`crossent.calibration`, built on :mod:`crossent.core.checks`.
 
 Shape, dtype and value checks of Python arguments always run. Checks that read tensor contents
 (finiteness, probabilities in ``[0, 1]``, rows summing to one, label range) run chunk by chunk
@@ -15,6 +15,7 @@ import torch
 
 from crossent.core import config
 from crossent.core.checks import check_choice, check_floating, check_tensor, fail
+from crossent.core.targets import ProbabilityInputWarning
 
 #: Rows of a probability matrix must sum to one within this absolute tolerance (or the dtype's
 #: machine epsilon where that is larger, i.e. for bfloat16): loose enough for float16 softmax
@@ -24,18 +25,28 @@ ROW_SUM_ATOL = 1e-3
 #: Fewer rows than this cannot support a calibration fit.
 MIN_FIT_ROWS = 20
 
+#: The largest ``n_bins``. A bin's accuracy is a mean of its hits, so with ``B`` bins the error
+#: is noise unless there are many predictions per bin: 10,000 bins already need about 10^6
+#: predictions for 100 per bin, more than most evaluation sets hold. Memory grows with ``B``
+#: (about 56 bytes per bin and group while binning, 3 float64 numbers per bin in a meter's
+#: state; classwise binning has one group per class), so the bound also keeps a mistyped
+#: ``n_bins`` from asking for gigabytes: 10,000 bins cost 0.6 MB, 56 MB over 100 classes.
+MAX_BINS = 10_000
+
 
 def bad(name: str, expected: str, got: str) -> ValueError:
-    """Like :func:`crossent._checks.fail`, with ``got`` written as plain text (no ``repr``)."""
+    """Like :func:`crossent.core.checks.fail`, with ``got`` written as plain text (no ``repr``)."""
     return ValueError(f"Expected `{name}` {expected}, but got {got}")
 
 
 def check_n_bins(n_bins: object) -> int:
-    """Return ``n_bins`` after checking it is an integer >= 1."""
+    """Return ``n_bins`` after checking it is an integer in ``[1, MAX_BINS]``."""
     if isinstance(n_bins, bool) or not isinstance(n_bins, int):
         raise TypeError(f"Expected `n_bins` to be an int, but got {type(n_bins).__name__}")
     if n_bins < 1:
         raise fail("n_bins", ">= 1", n_bins)
+    if n_bins > MAX_BINS:
+        raise fail("n_bins", f"<= {MAX_BINS:,} (more bins hold too few predictions each)", n_bins)
     return n_bins
 
 
@@ -94,16 +105,19 @@ def check_labels_chunk(labels: torch.Tensor, num_classes: int) -> None:
         raise fail("labels", f"to be class indices in [0, {num_classes - 1}]", value)
 
 
-def check_probs_chunk(probs: torch.Tensor, name: str = "probs") -> None:
-    """Raise unless ``probs`` holds finite probabilities whose rows (if 2-D) sum to one."""
+def check_probs_chunk(
+    probs: torch.Tensor, name: str = "probs", hint: str = "pass from_logits=True for logits"
+) -> None:
+    """Raise unless ``probs`` holds finite probabilities whose rows (if 2-D) sum to one.
+
+    ``hint`` ends the message: what to do instead when the values are logits.
+    """
     low, high = torch.aminmax(probs)
     if not bool(torch.isfinite(low) & torch.isfinite(high)):
         raise fail(name, "to be finite", float(high if torch.isfinite(low) else low))
     if low < 0 or high > 1:
         value = float(low) if low < 0 else float(high)
-        raise fail(
-            name, "to hold probabilities in [0, 1] (pass from_logits=True for logits)", value
-        )
+        raise fail(name, f"to hold probabilities in [0, 1] ({hint})", value)
     if probs.dim() == 2:
         dtype = torch.float64 if probs.dtype == torch.float64 else torch.float32
         low, high = torch.aminmax(probs.sum(dim=1, dtype=dtype))
@@ -111,9 +125,7 @@ def check_probs_chunk(probs: torch.Tensor, name: str = "probs") -> None:
         if low < 1 - tol or high > 1 + tol:
             total = float(low) if 1 - low > high - 1 else float(high)
             raise bad(
-                name,
-                f"rows to sum to 1 (within {tol:g}; pass from_logits=True for logits)",
-                f"a row summing to {total:.6g}",
+                name, f"rows to sum to 1 (within {tol:g}; {hint})", f"a row summing to {total:.6g}"
             )
 
 
@@ -127,21 +139,34 @@ def check_finite_lse(lse: torch.Tensor, name: str = "probs") -> None:
         )
 
 
-def warn_if_probabilities(logits: torch.Tensor) -> None:
-    """Warn (never change the result) when ``from_logits=True`` data look like probabilities."""
+def probability_evidence(logits: torch.Tensor) -> str | None:
+    """Why ``logits`` look like probabilities (``"all in [0, 1]..."``), or ``None``.
+
+    Always ``None`` when the warning is switched off (:func:`crossent.set_probability_warning`).
+    """
     # a few binary logits in [0, 1] are no evidence; a row summing to 1 is
     if not config.warn_probabilities() or logits.numel() < (16 if logits.dim() == 1 else 1):
-        return
+        return None
     low, high = torch.aminmax(logits)
-    if low >= 0 and high <= 1:
-        sums = logits.sum(dim=1) if logits.dim() == 2 else None
-        if sums is None or bool(torch.all((sums - 1).abs() <= ROW_SUM_ATOL)):
-            warnings.warn(
-                "from_logits=True but the inputs look like probabilities (all in [0, 1]"
-                + (" and rows sum to 1" if sums is not None else "")
-                + "); a softmax/sigmoid will be applied anyway",
-                stacklevel=4,
-            )
+    if not (low >= 0 and high <= 1):
+        return None
+    if logits.dim() != 2:
+        return "all in [0, 1]"
+    if bool(torch.all((logits.sum(dim=1) - 1).abs() <= ROW_SUM_ATOL)):
+        return "all in [0, 1] and rows sum to 1"
+    return None
+
+
+def warn_if_probabilities(logits: torch.Tensor) -> None:
+    """Warn (never change the result) when ``from_logits=True`` data look like probabilities."""
+    evidence = probability_evidence(logits)
+    if evidence is not None:
+        warnings.warn(
+            f"from_logits=True but the inputs look like probabilities ({evidence}); "
+            "a softmax/sigmoid will be applied anyway",
+            ProbabilityInputWarning,
+            stacklevel=4,
+        )
 
 
 def check_fit_inputs(

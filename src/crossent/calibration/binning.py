@@ -275,18 +275,44 @@ def binned_stats(
         num_classes=num_classes,
         per_element=classwise,
     )
-    stats = torch.zeros(3, groups, n_bins, dtype=torch.float64, device=probs.device)
     if binning == "uniform":
+        stats = torch.zeros(3, groups, n_bins, dtype=torch.float64, device=probs.device)
         for batch in batches:
             conf, hits = batch.classwise() if classwise else batch.top_label
             add_counts(stats, uniform_key(conf, hits, n_bins), conf)
         return stats, uniform_edges(n_bins).to(probs.device).expand(groups, -1)
+    return quantile_stats(*confidences(batches, probs.shape[0], classwise), n_bins)
+
+
+def confidences(
+    batches: Iterator[Batch], n: int, classwise: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(N, G)`` confidences and boolean hits of the ``n`` rows of ``batches``.
+
+    Top-label (``G = 1``): each row's largest probability and whether it is the label (for
+    binary ``(N,)`` inputs the positive-class probability and whether the label is 1);
+    classwise (``G = K``): every class's probability and whether it is the label.
+    """
     pairs = [batch.classwise() if classwise else batch.top_label for batch in batches]
-    conf = torch.cat([c for c, _ in pairs]).reshape(probs.shape[0], -1)
-    hits = torch.cat([h for _, h in pairs]).reshape(probs.shape[0], -1)
+    conf = torch.cat([c for c, _ in pairs]).reshape(n, -1)
+    hits = torch.cat([h for _, h in pairs]).reshape(n, -1)
+    return conf, hits
+
+
+def quantile_stats(
+    conf: torch.Tensor, hits: torch.Tensor, n_bins: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Statistics ``(3, G, B)`` and edges ``(G, B + 1)`` of equal-count bins per column.
+
+    ``conf`` and ``hits`` are ``(N, G)`` confidences and hits (one group per column): each
+    column is sorted (stably) and split into ``B`` contiguous bins whose sizes differ by at
+    most one, the larger first.
+    """
+    groups = conf.shape[1]
+    stats = torch.zeros(3, groups, n_bins, dtype=torch.float64, device=conf.device)
     conf, order = torch.sort(conf, dim=0, stable=True)
-    bins, ends = quantile_bin(conf.shape[0], n_bins, probs.device)
-    offsets = torch.arange(groups, device=probs.device) * (2 * n_bins)
+    bins, ends = quantile_bin(conf.shape[0], n_bins, conf.device)
+    offsets = torch.arange(groups, device=conf.device) * (2 * n_bins)
     key = bins.unsqueeze(1) + hits.gather(0, order) * n_bins + offsets
     add_counts(stats, key, conf)
     last = (ends - 1).clamp_(min=0)

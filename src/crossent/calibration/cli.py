@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING
 
 import click
 
+from crossent.calibration._validation import MAX_BINS
+
 if TYPE_CHECKING:
     import torch
 
@@ -29,18 +31,33 @@ def _one_line(err: Exception) -> str:
 
 
 def _load(
-    predictions: Path, labels_file: Path | None, from_logits: bool | None
+    predictions: Path,
+    labels_file: Path | None,
+    from_logits: bool | None,
+    keys: tuple[str | None, str | None],
 ) -> tuple[torch.Tensor, torch.Tensor, bool]:
-    """Predictions, labels and their kind (the flag wins over the file's key names)."""
+    """Predictions, labels and their kind (the flag wins over the file's key names).
+
+    ``keys`` are ``--pred-key`` and ``--label-key``; the label key applies to the file that
+    holds the labels (``--labels FILE`` if given).
+    """
     from crossent.calibration.io import PredictionFileError, read_labels, read_predictions
 
+    pred_key, label_key = keys
     try:
-        content = read_predictions(predictions)
-        labels = read_labels(labels_file) if labels_file is not None else content.labels
+        if labels_file is None:
+            content = read_predictions(predictions, pred_key=pred_key, label_key=label_key)
+            labels = content.labels
+        else:
+            content = read_predictions(predictions, pred_key=pred_key)
+            labels = read_labels(labels_file, key=label_key)
     except PredictionFileError as err:
         raise click.ClickException(_one_line(err)) from err
     if labels is None:
-        raise click.ClickException(f"{predictions}: the file holds no labels: pass --labels FILE")
+        raise click.ClickException(
+            f"{predictions}: the file holds no labels: pass --labels FILE, or --label-key NAME "
+            "for labels stored under another name"
+        )
     if len(labels) != len(content.values):
         raise click.ClickException(
             f"{labels_file}: {len(labels)} labels for {len(content.values)} predictions "
@@ -162,10 +179,22 @@ def _write_outputs(
 @click.option(
     "--bins",
     "n_bins",
-    type=click.IntRange(min=1),
+    type=click.IntRange(min=1, max=MAX_BINS),
     default=15,
     show_default=True,
-    help="Number of bins of ECE/MCE/ACE and of the diagrams.",
+    help=f"Number of bins of ECE/MCE/ACE and of the diagrams (at most {MAX_BINS}).",
+)
+@click.option(
+    "--pred-key",
+    metavar="NAME",
+    help="Name of the predictions' array (.npz/.pt) or column (.csv/.parquet), if not one of "
+    "the names below.",
+)
+@click.option(
+    "--label-key",
+    metavar="NAME",
+    help="Name of the labels' array or column (in --labels FILE if given), if not one of the "
+    "names below.",
 )
 @click.option(
     "--out",
@@ -173,12 +202,21 @@ def _write_outputs(
     type=click.Path(path_type=Path, file_okay=False),
     help="Directory for calibration.json and the PNG diagrams (nothing is written without it).",
 )
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print the report as JSON (the content of calibration.json) instead of tables.",
+)
 def calibrate(
     predictions: Path,
     labels_file: Path | None,
     from_logits: bool | None,
     n_bins: int,
+    pred_key: str | None,
+    label_key: str | None,
     out: Path | None,
+    as_json: bool,
 ) -> None:
     """Measure the calibration of PREDICTIONS and fit temperature scaling.
 
@@ -202,30 +240,45 @@ def calibrate(
     probabilities. A parquet file may instead hold one list column named as the .npz keys.
 
     --labels FILE: any of these holding only labels, or .txt with one integer per line.
-    """
-    import json
 
+    Other names: --pred-key NAME and --label-key NAME name the arrays or columns.
+    """
     from crossent.calibration.report import calibration_report
 
-    values, labels, kind = _load(predictions, labels_file, from_logits)
+    values, labels, kind = _load(predictions, labels_file, from_logits, (pred_key, label_key))
     if out is not None:
         _make_directory(out)
     try:
         report = calibration_report(values, labels, from_logits=kind, n_bins=n_bins)
     except (ValueError, TypeError) as err:
         source = predictions if labels_file is None else f"{predictions} / {labels_file}"
-        raise click.ClickException(f"{source}: {_one_line(err)}") from err
-    _print_table(report, f"{predictions.name}: {report['n']} predictions, {n_bins} bins")
-    if out is None:
-        return
+        # the library's errors name its argument; here the option is --logits
+        message = _one_line(err).replace("from_logits=True", "--logits")
+        raise click.ClickException(f"{source}: {message}") from err
+    report.update(
+        predictions=str(predictions), labels=None if labels_file is None else str(labels_file)
+    )
+    if not as_json:
+        _print_table(report, f"{predictions.name}: {report['n']} predictions, {n_bins} bins")
+    if out is not None:
+        _save(out, values, labels, report)
+        # with --json, stdout holds the JSON alone
+        click.echo(f"wrote {', '.join(report['files'])} to {out}", err=as_json)
+    if as_json:
+        click.echo(_dumps(report))
+
+
+def _dumps(report: dict) -> str:
+    import json
+
+    return json.dumps(report, indent=2)
+
+
+def _save(out: Path, values: torch.Tensor, labels: torch.Tensor, report: dict) -> None:
+    """Write the diagrams and calibration.json into ``out``; list them in ``report["files"]``."""
     try:
-        files = _write_outputs(out, values, labels, report, n_bins)
-        report.update(
-            predictions=str(predictions),
-            labels=None if labels_file is None else str(labels_file),
-            files=[*files, "calibration.json"],
-        )
-        (out / "calibration.json").write_text(json.dumps(report, indent=2) + "\n")
+        files = _write_outputs(out, values, labels, report, report["n_bins"])
+        report["files"] = [*files, "calibration.json"]
+        (out / "calibration.json").write_text(_dumps(report) + "\n")
     except OSError as err:  # an --out that cannot be created or written: no traceback
         raise _write_error(out, err) from err
-    click.echo(f"wrote {', '.join(report['files'])} to {out}")

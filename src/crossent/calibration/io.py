@@ -15,6 +15,8 @@ Layouts (names are matched case-insensitively):
   probabilities. A parquet file may instead hold one list column named as the ``.npz`` keys.
 * labels files: any of the above holding only labels (an array, a ``labels`` entry or column,
   or a single column), or ``.txt`` with one integer per line.
+* other names: ``pred_key`` / ``label_key`` (``--pred-key`` / ``--label-key``) name the
+  predictions' and the labels' array or column.
 
 Anything else is a :class:`PredictionFileError` (a ``ValueError``) naming the file.
 """
@@ -98,7 +100,10 @@ class _Content(NamedTuple):
     table: bool
 
 
-def _label_name(names: list[str]) -> str | None:
+def _label_name(names: list[str], key: str | None, path: Path) -> str | None:
+    """The label array's name: ``key`` (which must exist) or the first of :data:`LABEL_NAMES`."""
+    if key is not None:
+        return _named(names, key, path, "label_key")
     lower = {name.strip().lower(): name for name in names}
     return next((lower[name] for name in LABEL_NAMES if name in lower), None)
 
@@ -108,42 +113,70 @@ def _prediction_name(names: list[str]) -> str | None:
     return next((lower[name] for name in PREDICTION_KINDS if name in lower), None)
 
 
-def _pick(path: Path, arrays: dict[str, np.ndarray]) -> Predictions:
+def _named(names: list[str], key: str, path: Path, argument: str) -> str:
+    """The name among ``names`` equal to ``key`` (exactly, else ignoring case and spaces)."""
+    if key in names:
+        return key
+    match = [name for name in names if name.strip().lower() == key.strip().lower()]
+    if not match:
+        raise PredictionFileError(
+            path, f"no array or column named {key!r} ({argument}); found {names}"
+        )
+    return match[0]
+
+
+def _kind(name: str) -> bool | None:
+    """Logits (``True``), probabilities (``False``) or unknown (``None``) from a name."""
+    lower = name.strip().lower()
+    if lower in PREDICTION_KINDS:
+        return PREDICTION_KINDS[lower]
+    if lower.startswith("logit"):
+        return True
+    return False if lower.startswith("prob") else None
+
+
+def _pick(
+    path: Path, arrays: dict[str, np.ndarray], keys: tuple[str | None, str | None]
+) -> Predictions:
     """Predictions and labels from named arrays (``.npz``, ``.pt``, ``.npy``)."""
-    label_name = _label_name(list(arrays))
-    pred_name = _prediction_name(list(arrays))
-    kind = None if pred_name is None else PREDICTION_KINDS[pred_name.strip().lower()]
+    pred_key, label_key = keys
+    label_name = _label_name(list(arrays), label_key, path)
+    if pred_key is not None:
+        pred_name: str | None = _named(list(arrays), pred_key, path, "pred_key")
+    else:
+        pred_name = _prediction_name([name for name in arrays if name != label_name])
+    kind = None if pred_name is None else _kind(pred_name)
     if pred_name is None:
         others = [name for name in arrays if name != label_name]
         if len(others) != 1:
             raise PredictionFileError(
                 path,
                 f"expected the predictions under one of {', '.join(PREDICTION_KINDS)}, "
-                f"found {sorted(arrays) or 'nothing'}",
+                f"found {sorted(arrays) or 'nothing'} (name the array with pred_key, "
+                "--pred-key in the CLI)",
             )
         pred_name = others[0]
     labels = None if label_name is None else _as_labels(path, arrays[label_name])
     return Predictions(_as_float(path, arrays[pred_name]), labels, kind)
 
 
-def _from_columns(path: Path, columns: dict[str, np.ndarray]) -> Predictions:
+def _from_columns(
+    path: Path, columns: dict[str, np.ndarray], keys: tuple[str | None, str | None]
+) -> Predictions:
     """Predictions from a table: an optional label column, the others predictions."""
-    label_name = _label_name(list(columns))
+    pred_key, label_key = keys
+    label_name = _label_name(list(columns), label_key, path)
     pred_names = [name for name in columns if name != label_name]
-    lower = [name.strip().lower() for name in pred_names]
+    if pred_key is not None:
+        pred_names = [_named(list(columns), pred_key, path, "pred_key")]
     if not pred_names:
         raise PredictionFileError(path, "expected at least one prediction column")
-    first = columns[pred_names[0]]
-    if len(pred_names) == 1 and first.ndim == 2:
-        values, kind = first, PREDICTION_KINDS.get(lower[0])
-    else:
+    # one column: binary values, or a list column of (N, K); several: one per class
+    values = columns[pred_names[0]]
+    if len(pred_names) > 1:
         values = np.stack([columns[name] for name in pred_names], axis=1)
-        values = values[:, 0] if values.shape[1] == 1 else values
-        kind = None
-        if all(name.startswith("logit") for name in lower):
-            kind = True
-        elif all(name.startswith("prob") for name in lower):
-            kind = False
+    kinds = {_kind(name) for name in pred_names}
+    kind = kinds.pop() if len(kinds) == 1 else None
     labels = None if label_name is None else _as_labels(path, columns[label_name])
     return Predictions(_as_float(path, values), labels, kind)
 
@@ -180,11 +213,15 @@ def _load_pt(path: Path) -> _Content:
 
 
 def _load_csv(path: Path) -> _Content:
-    with path.open(newline="") as handle:
+    # utf-8-sig: Excel's "CSV UTF-8" starts the file with a byte-order mark, which would
+    # otherwise stick to the first column's name
+    with path.open(newline="", encoding="utf-8-sig") as handle:
         header = next(csv.reader(handle), None)
     if not header:
         raise PredictionFileError(path, "the file is empty (a header row is required)")
-    body = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2, dtype=np.float64)
+    body = np.loadtxt(
+        path, delimiter=",", skiprows=1, ndmin=2, dtype=np.float64, encoding="utf-8-sig"
+    )
     if body.shape[0] == 0:
         raise PredictionFileError(path, "no data rows after the header")
     if body.shape[1] != len(header):
@@ -227,7 +264,7 @@ def _load(path: Path) -> _Content:
     if suffix == ".parquet":
         return _load_parquet(path)
     if suffix == ".txt":
-        return _Content({"labels": np.loadtxt(path, ndmin=1)}, table=False)
+        return _Content({"labels": np.loadtxt(path, ndmin=1, encoding="utf-8-sig")}, table=False)
     raise PredictionFileError(
         path, f"unsupported file type {suffix!r}: expected one of {', '.join(LABEL_SUFFIXES)}"
     )
@@ -249,12 +286,19 @@ def _load_checked(path: Path) -> _Content:
         ) from err
 
 
-def read_predictions(path: str | Path) -> Predictions:
+def read_predictions(
+    path: str | Path, *, pred_key: str | None = None, label_key: str | None = None
+) -> Predictions:
     """Read predictions (and labels, where the file has them) from a file.
 
     Args:
         path: a ``.npz``, ``.npy``, ``.pt``, ``.csv`` or ``.parquet`` file (layouts in the
             module docstring).
+        pred_key: the name of the predictions' array (``.npz``, a ``.pt`` dict) or column
+            (``.csv``/``.parquet``: a list column, or one column of binary values), for files
+            that use other names; it must exist. Names starting with ``logit`` / ``prob`` say
+            the kind as the default names do.
+        label_key: the name of the labels' array or column; it must exist.
 
     Returns:
         :class:`Predictions` ``(values, labels, from_logits)``.
@@ -276,7 +320,7 @@ def read_predictions(path: str | Path) -> Predictions:
         )
     content = _load_checked(path)
     reader = _from_columns if content.table else _pick
-    predictions = reader(path, content.arrays)
+    predictions = reader(path, content.arrays, (pred_key, label_key))
     if predictions.labels is not None and len(predictions.labels) != len(predictions.values):
         raise PredictionFileError(
             path, f"{len(predictions.values)} predictions but {len(predictions.labels)} labels"
@@ -284,12 +328,14 @@ def read_predictions(path: str | Path) -> Predictions:
     return predictions
 
 
-def read_labels(path: str | Path) -> torch.Tensor:
+def read_labels(path: str | Path, *, key: str | None = None) -> torch.Tensor:
     """Read ``(N,)`` integer labels from a file (layouts in the module docstring).
 
     Args:
         path: a ``.npy``, ``.npz``, ``.pt``, ``.csv``, ``.parquet`` or ``.txt`` file holding a
             label array, entry or column (or a single array or column).
+        key: the name of the labels' array or column, for files that use another name; it
+            must exist.
 
     Returns:
         An int64 tensor of shape ``(N,)``.
@@ -299,7 +345,7 @@ def read_labels(path: str | Path) -> torch.Tensor:
     """
     path = Path(path)
     arrays = _load_checked(path).arrays
-    name = _label_name(list(arrays))
+    name = _label_name(list(arrays), key, path)
     if name is None:
         if len(arrays) != 1:
             raise PredictionFileError(

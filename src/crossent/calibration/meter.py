@@ -27,6 +27,10 @@ class CalibrationMeter:
     adaptive calibration error needs every confidence (to sort them) and is therefore not
     reported; compute it with :func:`~crossent.calibration.adaptive_calibration_error`.
 
+    A meter pickled into another process (``torch.multiprocessing.spawn``, a ``DataLoader``
+    worker) carries a copy of its statistics: what one process adds never reaches another
+    except through :meth:`sync` or :meth:`merge`.
+
     Inputs follow the metric functions: ``(N, K)`` probabilities, binned top-label, or ``(N,)``
     positive-class probabilities of a binary problem, binned against the positive rate (a meter
     takes one kind, not both); logits with ``from_logits=True``.
@@ -177,6 +181,27 @@ class CalibrationMeter:
             "accuracy": correct / n,
             "n": n,
         }
+
+    def __getstate__(self) -> dict[str, object]:
+        """The meter's attributes, with the statistics as NumPy copies.
+
+        ``torch.multiprocessing`` pickles tensors as handles to shared memory, so a meter sent
+        to other processes (``torch.multiprocessing.spawn``, a ``DataLoader`` worker) would
+        share one statistics tensor and every process would add into it: a later
+        :meth:`sync` then counted each batch once per process. NumPy arrays pickle by value,
+        so every process gets its own copy of the statistics at the time of pickling.
+        """
+        state = dict(self.__dict__)
+        for name in ("_state", "_reduced"):
+            if state[name] is not None:
+                state[name] = state[name].numpy().copy()
+        return state
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        for name in ("_state", "_reduced"):
+            if state[name] is not None:
+                state[name] = torch.from_numpy(state[name])
+        self.__dict__.update(state)
 
     def _check_kind(self, binary: bool, num_classes: int, name: str) -> None:
         """Check that new statistics are of the kind (binary or K classes) seen so far."""

@@ -10,6 +10,7 @@ when the optimiser fails.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 
 import torch
@@ -18,7 +19,8 @@ from torch import nn
 
 from crossent.calibration import _validation as V
 from crossent.core import config
-from crossent.core.checks import check_real, fail
+from crossent.core.checks import check_real, check_tensor, fail
+from crossent.core.targets import ProbabilityInputWarning
 
 
 def _nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -52,6 +54,31 @@ def _lbfgs(params: list[torch.Tensor], loss_fn: Callable[[], torch.Tensor], max_
         final = loss_fn()
     if not bool(torch.isfinite(final)) or not all(bool(torch.isfinite(p).all()) for p in params):
         raise RuntimeError("L-BFGS did not converge: the fitted parameters or NLL are not finite")
+
+
+def _warn_if_probabilities(scaler: str, logits: torch.Tensor) -> None:
+    """Warn (as the metrics do) when the logits given to ``fit`` look like probabilities."""
+    evidence = V.probability_evidence(logits.detach())
+    if evidence is not None:
+        inverse = "torch.log(probs)" if logits.dim() == 2 else "torch.logit(probs)"
+        warnings.warn(
+            f"{scaler}.fit takes logits, but `logits` look like probabilities ({evidence}); "
+            f"the fit treats them as logits anyway: pass {inverse} instead",
+            ProbabilityInputWarning,
+            stacklevel=3,
+        )
+
+
+def _check_classes(scaler: nn.Module, logits: torch.Tensor, num_classes: int) -> None:
+    """Raise unless ``logits`` is ``(N, K)`` with the ``K`` classes the scaler was fitted on."""
+    check_tensor("logits", logits)
+    if logits.dim() != 2 or logits.shape[1] != num_classes:
+        raise V.bad(
+            "logits",
+            f"to have shape (N, {num_classes}) (the {num_classes} classes "
+            f"{type(scaler).__name__} was fitted on)",
+            f"shape {tuple(logits.shape)}",
+        )
 
 
 def _check_max_iter(max_iter: object) -> int:
@@ -131,6 +158,7 @@ class TemperatureScaling(nn.Module):
         from scipy.optimize import minimize_scalar
 
         V.check_fit_inputs(logits, labels, allow_masked=True)
+        _warn_if_probabilities("TemperatureScaling", logits)
         z = logits.detach().double()
         y = labels.detach()
 
@@ -219,6 +247,7 @@ class VectorScaling(nn.Module):
             The fitted scaler.
         """
         num_classes = V.check_fit_inputs(logits, labels, dims=(2,))
+        _warn_if_probabilities(type(self).__name__, logits)
         z = logits.detach().double()
         y = labels.detach()
         weight = self._initial_weight(num_classes).to(z.device).requires_grad_()
@@ -231,6 +260,7 @@ class VectorScaling(nn.Module):
         """Return the calibrated logits in the dtype of ``logits``."""
         if self.weight is None or self.bias is None:
             raise RuntimeError(f"{type(self).__name__} is not fitted: call fit(logits, labels)")
+        _check_classes(self, logits, self.bias.shape[0])
         calibrated = self._apply_map(logits.double(), self.weight, self.bias)
         return calibrated.to(logits.dtype)
 
@@ -337,7 +367,8 @@ class PlattScaling(nn.Module):
         """
         V.check_fit_inputs(scores, labels, dims=(1,), name="scores")
         if self.from_probs and config.validate_args():
-            V.check_probs_chunk(scores, "scores")
+            hint = "use PlattScaling() without from_probs for logits"
+            V.check_probs_chunk(scores, "scores", hint)
         s = self._scores(scores)
         scale = float(s.abs().max().clamp(min=1))
         s = s / scale
@@ -358,4 +389,11 @@ class PlattScaling(nn.Module):
         """Return the calibrated logits ``a s + b`` in the dtype of ``scores``."""
         if self.weight is None or self.bias is None:
             raise RuntimeError("PlattScaling is not fitted: call fit(scores, labels)")
+        if check_tensor("scores", scores).dim() != 1:
+            raise V.bad(
+                "scores",
+                "to have shape (N,) (one binary score per row; for (N, 2) logits pass the "
+                "margin z[:, 1] - z[:, 0])",
+                f"shape {tuple(scores.shape)}",
+            )
         return (self.weight * self._scores(scores) + self.bias).to(scores.dtype)

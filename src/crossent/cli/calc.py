@@ -310,7 +310,11 @@ def _prediction(
         raise click.BadParameter(
             f"expected at least 2 finite logits, got {z}", param_hint="--logits"
         )
-    if label is None or not 0 <= label < len(z):
+    if label is None:
+        raise click.UsageError(
+            f"--label is required with {given[0]} (the true class, 0 to {len(z) - 1})"
+        )
+    if not 0 <= label < len(z):
         raise click.BadParameter(
             f"expected a class in [0, {len(z)}), got {label}", param_hint="--label"
         )
@@ -338,7 +342,8 @@ def _print_table(report: dict[str, Any]) -> None:
         f"chance ln K = {_fmt(report['chance_ln_k'])}"
     )
     table = Table(title=title)
-    for column in ("loss", "value", "dL/dz", "FD |diff|", "chance", "- chance", "min", "excess"):
+    columns = ("loss", "value", "dL/dz", "FD |diff|", "chance", "value - chance", "min", "excess")
+    for column in columns:
         table.add_column(column, justify="left" if column in ("loss", "dL/dz") else "right")
     for row in report["losses"]:
         table.add_row(
@@ -354,8 +359,8 @@ def _print_table(report: dict[str, Any]) -> None:
     console.print(table)
     console.print(
         "dL/dz: analytic gradient w.r.t. the logits; FD: max |analytic - central difference|; "
-        "chance: the loss of the uniform prediction; min: the smallest loss reachable under the "
-        "loss's label smoothing."
+        "chance: the loss of the uniform prediction (value - chance < 0: better than it); min: "
+        "the smallest loss reachable under the loss's label smoothing; excess: value - min."
     )
 
 

@@ -1,7 +1,7 @@
 """Checks of the loss family's hyper-parameters, shared by functions and modules.
 
 Each returns the validated value and raises ``ValueError`` (``TypeError`` for a wrong type)
-stating the allowed range, via :mod:`crossent._checks`, so a module raises at construction
+stating the allowed range, via :mod:`crossent.core.checks`, so a module raises at construction
 with the same message as the function.
 """
 

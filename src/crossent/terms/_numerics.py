@@ -21,8 +21,10 @@ def prob_minus_target(s: Tensor, p: Tensor) -> Tensor:
 
 
 def power(x: Tensor, exponent: float) -> Tensor:
-    """``x ** exponent`` as a new tensor; ``4`` as two squarings (PyTorch's pow has fast
-    paths for 2 and 3 but not 4, the asymmetric loss's default, where it costs 2x).
+    """``x ** exponent`` as a new tensor; a fourth power as two squarings.
+
+    PyTorch's ``pow`` has fast paths for 2 and 3 but not for 4, the asymmetric loss's default,
+    where it costs twice the two multiplications.
     """
     if exponent == 4:
         squared = x * x
