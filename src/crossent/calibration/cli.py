@@ -186,8 +186,8 @@ def calibrate(
     or (N,) positive-class values for a binary problem. Prints accuracy, NLL, Brier, ECE, MCE,
     RMSCE and ACE before and after temperature scaling with the fitted T (for binary
     predictions also the F1-optimal threshold, average precision and the precision-recall
-    curve) and, with --out, writes calibration.json, reliability_before.png,
-    reliability_after.png and, for binary predictions, pr_curve.png.
+    curve) and, with --out, writes calibration.json, report.html (a page of all of it),
+    reliability_before.png, reliability_after.png and, for binary predictions, pr_curve.png.
 
     Layouts (names are case-insensitive; details in docs/calibration.md):
 
@@ -206,6 +206,7 @@ def calibrate(
     import json
 
     from crossent.calibration.report import calibration_report
+    from crossent.calibration.report_html import write_report_html
 
     values, labels, kind = _load(predictions, labels_file, from_logits)
     if out is not None:
@@ -223,9 +224,10 @@ def calibrate(
         report.update(
             predictions=str(predictions),
             labels=None if labels_file is None else str(labels_file),
-            files=[*files, "calibration.json"],
+            files=[*files, "calibration.json", "report.html"],
         )
         (out / "calibration.json").write_text(json.dumps(report, indent=2) + "\n")
+        write_report_html(out / "report.html", report, _ROWS, files)
     except OSError as err:  # an --out that cannot be created or written: no traceback
         raise _write_error(out, err) from err
     click.echo(f"wrote {', '.join(report['files'])} to {out}")
