@@ -50,8 +50,14 @@ function slider(name, { min, max, step, value, cls = "", onValue }) {
   const edit = (v) => {
     if (Number.isFinite(v)) onValue(v);
   };
-  range.addEventListener("input", () => edit(parseFloat(range.value)));
-  num.addEventListener("input", () => edit(parseFloat(num.value)));
+  range.addEventListener("input", () => {
+    num.value = range.value;
+    edit(parseFloat(range.value));
+  });
+  num.addEventListener("input", () => {
+    range.value = num.value;
+    edit(parseFloat(num.value));
+  });
   row.show = show;
   return row;
 }
@@ -150,8 +156,7 @@ function buildLosses() {
     const params = el("div", { class: "params" });
     for (const [loss, ...rest] of PARAMS) if (loss === name) params.append(paramInput(loss, ...rest));
     extraParams(name, params);
-    const title = el("label", {}, check, " ", el("span", { class: "swatch", style: `background:${COLORS[name]}` }),
-      el("code", {}, name), ` ${L.FORMULAS[name]}`);
+    const title = el("label", {}, check, " ", swatch(name), el("code", {}, name), ` ${L.FORMULAS[name]}`);
     title.style.whiteSpace = "normal";
     box.append(el("div", { class: "loss" }, title, params));
   }
@@ -209,11 +214,13 @@ function plottedClass() {
   return state.soft.indexOf(Math.max(...state.soft));
 }
 
-function rowFor(name, result, k, cls) {
+const swatch = (name) => el("span", { class: "swatch", style: `background:${COLORS[name]}` });
+
+/** One row of the table: the loss's spec, its numbers and its gradient bars (or the error). */
+function rowFor(name, result, cls) {
   const tr = el("tr", { "data-loss": name });
   const spec = result.error ? name : L.spec(name, paramsOf(name));
-  tr.append(el("th", { scope: "row" }, el("span", { class: "swatch", style: `background:${COLORS[name]}` }),
-    el("code", { class: "spec" }, spec)));
+  tr.append(el("th", { scope: "row" }, swatch(name), el("code", { class: "spec" }, spec)));
   if (result.error) {
     tr.append(el("td", { class: "error", colspan: 6 }, `crossent raises: ${result.error}`));
     return tr;
@@ -222,18 +229,34 @@ function rowFor(name, result, k, cls) {
     tr.append(el("td", { class: key }, fmt(result[key])));
   }
   const bars = el("td", { class: "bars" });
-  bars.append(drawBars(result.gradient, cls, COLORS[name], isMulti() ? "z" : "z"));
+  bars.append(drawBars(result.gradient, cls, COLORS[name], "z"));
   tr.append(bars);
   return tr;
 }
 
+/** The gradient's numbers, one row per loss, one column per logit. */
 function gradientTable(results, k) {
-  const head = el("tr", {}, el("th", { scope: "col" }, "loss"),
-    ...Array.from({ length: k }, (_, j) => el("th", { scope: "col" }, isMulti() ? `∂L/∂z${j}` : "∂L/∂z")));
+  const columns = Array.from({ length: k }, (_, j) => `∂L/∂z${isMulti() ? j : ""}`);
+  const head = el("tr", {}, ...["loss", ...columns].map((c) => el("th", { scope: "col" }, c)));
   const rows = results.filter(([, r]) => !r.error).map(([name, r]) => el("tr", { "data-loss": name },
     el("th", { scope: "row" }, el("code", {}, name)),
     ...r.gradient.map((g, j) => el("td", { "data-class": j }, fmt(g)))));
   $("#gradient-table").replaceChildren(el("thead", {}, head), el("tbody", {}, ...rows));
+}
+
+/** The plot of each loss that has a value against the x-axis class's probability. */
+function plot(results, z, cls) {
+  const curves = results.filter(([, r]) => !r.error).map(([name, r]) => ({
+    name, color: COLORS[name], now: r.value,
+    points: L.curve(name, z, target(), paramsOf(name), cls, PLOT_PS),
+  }));
+  const which = state.targetKind === "class" ? "true class" : "largest target";
+  const xNow = isMulti() ? probs()[cls] : L.sigmoid(state.zBinary);
+  drawPlot($("#plot"), $("#legend"), curves, xNow, isMulti() ? `p${cls} (${which})` : "p = σ(z)");
+  $("#plot-caption").textContent = isMulti()
+    ? `Each selected loss against p${cls}, the probability of class ${cls}, as its logit moves ` +
+      "and the others stay; dots: the current prediction."
+    : `Each selected loss against p = σ(z) for the target y = ${state.y}; dots: the current prediction.`;
 }
 
 function summary(k) {
@@ -241,7 +264,7 @@ function summary(k) {
   const parts = [];
   if (isMulti()) {
     parts.push(`<b>p</b> = softmax(z) = ${list(probs())}`);
-    parts.push(state.targetKind === "class" ? `true class <b>t</b> = ${state.t}` : `soft target ${list(state.soft)}`);
+    parts.push(state.targetKind === "class" ? `true class <b>t</b> = ${state.t}` : "soft target P");
     parts.push(`K = ${k}`, `chance ln K = ${Math.log(k).toFixed(4)}`);
   } else {
     parts.push(`<b>p</b> = σ(z) = ${L.sigmoid(state.zBinary).toFixed(4)}`, `y = ${state.y}`,
@@ -264,17 +287,9 @@ function update() {
   const cls = isMulti() ? plottedClass() : 0;
   syncPrediction();
   summary(k);
-  $("#table tbody").replaceChildren(...results.map(([n, r]) => rowFor(n, r, k, isMulti() ? cls : -1)));
+  $("#table tbody").replaceChildren(...results.map(([n, r]) => rowFor(n, r, cls)));
   gradientTable(results, k);
-  const ok = results.filter(([, r]) => !r.error).map(([n]) => n);
-  const xNow = isMulti() ? probs()[cls] : L.sigmoid(state.zBinary);
-  drawPlot($("#plot"), $("#legend"), ok.map((name) => ({
-    name, color: COLORS[name], now: results.find(([n]) => n === name)[1].value,
-    points: L.curve(name, z, target(), paramsOf(name), cls, PLOT_PS),
-  })), xNow, isMulti() ? `p${cls}` : "p = σ(z)");
-  $("#plot-caption").textContent = isMulti()
-    ? `Each selected loss against p${cls}, the probability of class ${cls}, as its logit moves and the others stay; dots: the current prediction.`
-    : `Each selected loss against p = σ(z) for the target y = ${state.y}; dots: the current prediction.`;
+  plot(results, z, cls);
   $("#convention-row").hidden = !isMulti();
   $("#smoothing-hint").textContent = isMulti()
     ? "ε applies to every loss but SGCE (its own ε and convention)."

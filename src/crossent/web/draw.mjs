@@ -19,8 +19,8 @@ export function fmt(x) {
 /** One bar per logit, up for a positive gradient; `highlight` is the true class (or -1). */
 export function drawBars(gradient, highlight, color, prefix) {
   const k = gradient.length;
-  const width = Math.max(60, k * 14);
-  const height = 40;
+  const width = Math.max(84, k * (k <= 8 ? 16 : 10));
+  const height = 30;
   const mid = height / 2;
   const scale = Math.max(...gradient.map(Math.abs)) || 1;
   const root = svg("svg", { width, height, viewBox: `0 0 ${width} ${height}`, class: "gradient" });
@@ -46,6 +46,28 @@ function niceStep(span) {
 }
 
 const BOX = { left: 48, right: 628, top: 12, bottom: 300 };
+const GRID = { stroke: "#c7ced9", "stroke-width": 1 };
+
+function label(x, y, text, attrs = {}) {
+  return svg("text", { x, y, "text-anchor": "middle", "font-size": 12, fill: "#5b6474", ...attrs }, text);
+}
+
+/** The frame: horizontal grid lines at nice steps up to `top`, x ticks, axis titles. */
+function axes(root, px, py, top, step, xLabel) {
+  for (let y = 0; y <= top + step / 2; y += step) {
+    root.append(svg("line", { x1: BOX.left, x2: BOX.right, y1: py(y), y2: py(y), ...GRID,
+      "stroke-dasharray": y ? "3 3" : "" }));
+    root.append(label(BOX.left - 6, py(y) + 4, String(+y.toPrecision(4)), { "text-anchor": "end" }));
+  }
+  for (let i = 0; i <= 10; i += 2) {
+    root.append(svg("line", { x1: px(i / 10), x2: px(i / 10), y1: BOX.bottom, y2: BOX.bottom + 5, ...GRID }));
+    root.append(label(px(i / 10), BOX.bottom + 19, String(i / 10)));
+  }
+  const middle = (BOX.top + BOX.bottom) / 2;
+  const title = { "font-size": 13, fill: "#1d2330" };
+  root.append(label((BOX.left + BOX.right) / 2, 334, xLabel, title));
+  root.append(label(14, middle, "loss", { ...title, transform: `rotate(-90 14 ${middle})` }));
+}
 
 /**
  * Curves `[{name, color, points: [[x, loss]], now}]` against x in (0, 1), each with a dot at
@@ -54,37 +76,35 @@ const BOX = { left: 48, right: 628, top: 12, bottom: 300 };
 export function drawPlot(root, legend, curves, xNow, xLabel) {
   root.replaceChildren();
   legend.replaceChildren();
-  const visible = curves.flatMap((c) => [c.now, ...c.points.filter(([x]) => x >= 0.05).map(([, y]) => y)]);
-  const yMax = Math.max(...visible.filter(Number.isFinite), 1e-9);
+  const shown = curves.flatMap((c) => [c.now, ...c.points.filter(([x]) => x >= 0.05).map(([, y]) => y)]);
+  const yMax = Math.max(...shown.filter(Number.isFinite), 1e-9);
   const step = niceStep(yMax);
   const top = Math.ceil(yMax / step - 1e-9) * step;
   const px = (x) => BOX.left + x * (BOX.right - BOX.left);
   const py = (y) => BOX.bottom - (Math.min(Math.max(y, 0), top * 1.04) / top) * (BOX.bottom - BOX.top);
-  const axis = { stroke: "#c7ced9", "stroke-width": 1 };
-  for (let y = 0; y <= top + step / 2; y += step) {
-    root.append(svg("line", { x1: BOX.left, x2: BOX.right, y1: py(y), y2: py(y), ...axis, "stroke-dasharray": y ? "3 3" : "" }));
-    root.append(svg("text", { x: BOX.left - 6, y: py(y) + 4, "text-anchor": "end", "font-size": 12, fill: "#5b6474" }, +y.toPrecision(4) + ""));
-  }
-  for (let i = 0; i <= 10; i += 2) {
-    const x = i / 10;
-    root.append(svg("line", { x1: px(x), x2: px(x), y1: BOX.bottom, y2: BOX.bottom + 5, ...axis }));
-    root.append(svg("text", { x: px(x), y: BOX.bottom + 19, "text-anchor": "middle", "font-size": 12, fill: "#5b6474" }, String(x)));
-  }
-  root.append(svg("text", { x: (BOX.left + BOX.right) / 2, y: 334, "text-anchor": "middle", "font-size": 13, fill: "#1d2330" }, xLabel));
-  root.append(svg("text", { x: 14, y: (BOX.top + BOX.bottom) / 2, "text-anchor": "middle", "font-size": 13, fill: "#1d2330",
-    transform: `rotate(-90 14 ${(BOX.top + BOX.bottom) / 2})` }, "loss"));
-  root.append(svg("line", { x1: px(xNow), x2: px(xNow), y1: BOX.top, y2: BOX.bottom, stroke: "#1d2330", "stroke-width": 1, "stroke-dasharray": "2 3" }));
+  axes(root, px, py, top, step, xLabel);
+  root.append(svg("line", { x1: px(xNow), x2: px(xNow), y1: BOX.top, y2: BOX.bottom, stroke: "#1d2330",
+    "stroke-width": 1, "stroke-dasharray": "2 3" }));
   const clip = svg("clipPath", { id: "plot-area" });
-  clip.append(svg("rect", { x: BOX.left, y: BOX.top - 4, width: BOX.right - BOX.left, height: BOX.bottom - BOX.top + 4 }));
+  clip.append(svg("rect", { x: BOX.left, y: BOX.top - 4, width: BOX.right - BOX.left,
+    height: BOX.bottom - BOX.top + 4 }));
   root.append(clip);
   for (const c of curves) {
-    const path = c.points.filter(([, y]) => Number.isFinite(y)).map(([x, y]) => `${px(x).toFixed(1)},${py(y).toFixed(1)}`);
-    root.append(svg("polyline", { points: path.join(" "), fill: "none", stroke: c.color, "stroke-width": 2, "clip-path": "url(#plot-area)", "data-loss": c.name }));
-    const dot = svg("circle", { cx: px(xNow), cy: py(c.now), r: 4.5, fill: c.color, stroke: "#fff", "stroke-width": 1.5, "data-loss": c.name });
+    const points = c.points.filter(([, y]) => Number.isFinite(y))
+      .map(([x, y]) => `${px(x).toFixed(1)},${py(y).toFixed(1)}`).join(" ");
+    root.append(svg("polyline", { points, fill: "none", stroke: c.color, "stroke-width": 2,
+      "clip-path": "url(#plot-area)", "data-loss": c.name }));
+    const dot = svg("circle", { cx: px(xNow), cy: py(c.now), r: 4.5, fill: c.color, stroke: "#fff",
+      "stroke-width": 1.5, "data-loss": c.name });
     dot.append(svg("title", {}, `${c.name}: ${fmt(c.now)}`));
     root.append(dot);
     const item = document.createElement("li");
-    item.innerHTML = `<span class="swatch" style="background:${c.color}"></span><code>${c.name}</code>`;
+    const swatch = document.createElement("span");
+    swatch.className = "swatch";
+    swatch.style.background = c.color;
+    const name = document.createElement("code");
+    name.textContent = c.name;
+    item.append(swatch, name);
     legend.append(item);
   }
 }

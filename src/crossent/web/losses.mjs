@@ -60,8 +60,16 @@ const MARGIN = 30; // the minimum search: margins in [-30, 30] (crossent.calc)
 
 // ---------------------------------------------------------------- checks (the library's)
 
+/** A value as Python prints it ('others', [1.0, 2.0], None), as in crossent's messages. */
+function pyRepr(v) {
+  if (v === null || v === undefined) return "None";
+  if (typeof v === "string") return `'${v}'`;
+  if (Array.isArray(v)) return `[${v.map(pyRepr).join(", ")}]`;
+  return String(v);
+}
+
 function fail(name, expected, got) {
-  return new Error(`Expected \`${name}\` ${expected}, but got ${JSON.stringify(got)}`);
+  return new Error(`Expected \`${name}\` ${expected}, but got ${pyRepr(got)}`);
 }
 
 function real(name, value, { low = -Infinity, high = Infinity, lowOpen = false, highOpen = false } = {}) {
@@ -489,10 +497,8 @@ export function curve(name, z, target, params, cls, ps) {
 export function spec(name, params = {}) {
   const o = withDefaults(name, params);
   const py = (v) => {
-    if (v === null) return "None";
-    if (typeof v === "string") return `'${v}'`;
     if (Array.isArray(v)) return `[${v.map(py).join(", ")}]`;
-    return Number.isInteger(v) ? v.toFixed(1) : String(v);
+    return Number.isInteger(v) ? v.toFixed(1) : pyRepr(v);
   };
   const changed = Object.keys(o).filter(
     (key) => JSON.stringify(o[key]) !== JSON.stringify(DEFAULTS[name][key]),
