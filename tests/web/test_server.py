@@ -2,9 +2,14 @@
 
 import base64
 import json
+import os
 import re
+import signal
 import socket
+import subprocess
+import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 
@@ -96,3 +101,27 @@ def test_web_options_misused(args, message):
 def test_table_still_works_without_web():
     result = run("--probs", "0.7,0.2,0.1", "--label", "0", "--losses", "ce")
     assert result.exit_code == 0 and "0.357" in result.output
+
+
+def test_command_serves_until_ctrl_c_and_opens_the_browser(tmp_path):
+    """``crossent calc --web --port 0 --open`` as a user runs it: the printed address answers
+    the page, $BROWSER is called with it, and Ctrl+C (SIGINT) stops it cleanly."""
+    opened = tmp_path / "opened"
+    recorder = tmp_path / "browser.py"
+    recorder.write_text(f"import sys; open({str(opened)!r}, 'w').write(sys.argv[1])\n")
+    env = {**os.environ, "BROWSER": f"{sys.executable} {recorder} %s"}
+    code = "from crossent.cli import main; main()"
+    args = [sys.executable, "-c", code, "calc", "--web", "--port", "0", "--open"]
+    with subprocess.Popen(args, stdout=subprocess.PIPE, text=True, env=env) as process:
+        try:
+            line = process.stdout.readline()
+            url = re.search(r"http://127\.0\.0\.1:\d+/", line).group(0)
+            with urllib.request.urlopen(url, timeout=10) as response:
+                assert response.read().decode() == page_html()
+            deadline = time.monotonic() + 10
+            while not (opened.exists() and opened.read_text()) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert opened.read_text() == url
+        finally:
+            process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=10) == 0
