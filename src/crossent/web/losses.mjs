@@ -72,7 +72,8 @@ function fail(name, expected, got) {
   return new Error(`Expected \`${name}\` ${expected}, but got ${pyRepr(got)}`);
 }
 
-function real(name, value, { low = -Infinity, high = Infinity, lowOpen = false, highOpen = false } = {}) {
+function real(name, value, bounds = {}) {
+  const { low = -Infinity, high = Infinity, lowOpen = false, highOpen = false } = bounds;
   if (typeof value !== "number" || !Number.isFinite(value)) {
     throw fail(name, "to be a finite real number", value);
   }
@@ -314,7 +315,8 @@ export function targetDistribution(k, target, eps = 0, smoothing = "uniform") {
 function classAlpha(alpha, k) {
   if (alpha === null || alpha === undefined) return null;
   if (!Array.isArray(alpha)) {
-    throw fail("alpha", "to be None or one value per class (a single float is the sigmoid form's)", alpha);
+    const why = "to be None or one value per class (a single float is the sigmoid form's)";
+    throw fail("alpha", why, alpha);
   }
   if (alpha.length !== k || alpha.some((a) => !(a >= 0) || !Number.isFinite(a))) {
     throw fail("alpha", `to hold ${k} finite values >= 0 (one per class)`, alpha);
@@ -326,7 +328,9 @@ function classAlpha(alpha, k) {
 
 function multiclass(name, z, target, o) {
   const k = z.length;
-  if (k < 2 || z.some((v) => !Number.isFinite(v))) throw fail("logits", "to be >= 2 finite numbers", z);
+  if (k < 2 || z.some((v) => !Number.isFinite(v))) {
+    throw fail("logits", "to be >= 2 finite numbers", z);
+  }
   const term = termOf(name, o);
   const P = targetDistribution(k, target, o.label_smoothing, o.smoothing);
   const a = name === "focal" ? classAlpha(o.alpha, k) : null;
