@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench screenshot clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_cross_entropy.py
+
+# docs/img/calc.png, the README's picture of `crossent calc --web` (needs chromium).
+screenshot: $(STAMP)
+	$(BIN)/python -m tests.cli.web.screenshot
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info

@@ -105,7 +105,7 @@ def test_every_format_gives_the_library_numbers(tmp_path, fmt):
     assert report["after"]["nll"] <= report["before"]["nll"]
     assert report["after"]["accuracy"] == report["before"]["accuracy"]
     assert sorted(report["files"]) == sorted(
-        ["calibration.json", "reliability_before.png", "reliability_after.png"]
+        ["calibration.json", "report.html", "reliability_before.png", "reliability_after.png"]
     )
     for name in ("reliability_before.png", "reliability_after.png"):
         pixels = imread(out / name)

@@ -224,8 +224,8 @@ def calibrate(
     or (N,) positive-class values for a binary problem. Prints accuracy, NLL, Brier, ECE, MCE,
     RMSCE and ACE before and after temperature scaling with the fitted T (for binary
     predictions also the F1-optimal threshold, average precision and the precision-recall
-    curve) and, with --out, writes calibration.json, reliability_before.png,
-    reliability_after.png and, for binary predictions, pr_curve.png.
+    curve) and, with --out, writes calibration.json, report.html (a page of all of it),
+    reliability_before.png, reliability_after.png and, for binary predictions, pr_curve.png.
 
     Layouts (names are case-insensitive; details in docs/calibration.md):
 
@@ -275,10 +275,13 @@ def _dumps(report: dict) -> str:
 
 
 def _save(out: Path, values: torch.Tensor, labels: torch.Tensor, report: dict) -> None:
-    """Write the diagrams and calibration.json into ``out``; list them in ``report["files"]``."""
+    """Write the diagrams, calibration.json and report.html into ``out`` (listed in the report)."""
+    from crossent.calibration.report_html import write_report_html
+
     try:
         files = _write_outputs(out, values, labels, report, report["n_bins"])
-        report["files"] = [*files, "calibration.json"]
+        report["files"] = [*files, "calibration.json", "report.html"]
         (out / "calibration.json").write_text(_dumps(report) + "\n")
+        write_report_html(out / "report.html", report, _ROWS, files)
     except OSError as err:  # an --out that cannot be created or written: no traceback
         raise _write_error(out, err) from err

@@ -25,6 +25,7 @@ import inspect
 import json
 import math
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import click
@@ -238,6 +239,14 @@ def _gamma(text: str | None) -> float | str | None:
 @click.option("--q", type=float, help="q of every loss that has one (GCE, SGCE).")
 @click.option("--smoothing", type=float, help="label_smoothing of every loss that takes it.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.option("--web", is_flag=True, help="Serve the calculator as a page on 127.0.0.1 instead.")
+@click.option("--port", type=click.IntRange(0, 65535), help="With --web: the port [8765; 0: any].")
+@click.option("--open", "open_browser", is_flag=True, help="With --web: open it in the browser.")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="With --web: write the page to DIR/calc.html instead.",
+)
 def calc(
     probs: str | None,
     logits: str | None,
@@ -249,6 +258,10 @@ def calc(
     q: float | None,
     smoothing: float | None,
     as_json: bool,
+    web: bool,
+    port: int | None,
+    open_browser: bool,
+    out: Path | None,
 ) -> None:
     """Loss values, gradients and reference levels for one prediction.
 
@@ -256,7 +269,12 @@ def calc(
     crossent calc --probs 0.7,0.2,0.1 --label 0
     crossent calc --logits 2,0.5,-1 --label 2 --losses 'ce,focal(gamma=2)' --smoothing 0.1
     crossent calc --p 0.8 --y 1
+    crossent calc --web --open          # the calculator as a page in the browser
     """  # noqa: D301 (click's "\b" keeps the examples unwrapped)
+    from crossent.cli.web.cli import run_from_calc
+
+    if run_from_calc(web, port, open_browser, out):
+        return
     binary, z, target = _prediction(probs, logits, label, p, y)
     specs = _split_specs(losses) or list(DEFAULT_BINARY if binary else DEFAULT_MULTICLASS)
     shared = {"gamma": _gamma(gamma), "q": q, "label_smoothing": smoothing}

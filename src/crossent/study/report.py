@@ -168,7 +168,8 @@ def _table_html(results: Results, summary: list[dict[str, Any]]) -> str:
         cells += [fmt(entry["metrics"][key], key) for key, _, _ in METRICS]
         cells.append(f"{entry['not_converged']} of {entry['n']}" if entry["not_converged"] else "")
         body.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    table = f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    return f"<div class='scroll'>{table}</div>"
 
 
 def _picks_html(summary: list[dict[str, Any]]) -> str:
@@ -178,8 +179,8 @@ def _picks_html(summary: list[dict[str, Any]]) -> str:
         rows.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
     ranking = ", ".join(f"{v} ({r:.1f})" for v, r in overall_ranking(summary)) if summary else ""
     return (
-        "<table><thead><tr><th>setting</th><th>best by macro-F1</th><th>best by ECE</th></tr>"
-        f"</thead><tbody>{''.join(rows)}</tbody></table>"
+        "<div class='scroll'><table><thead><tr><th>setting</th><th>best by macro-F1</th>"
+        f"<th>best by ECE</th></tr></thead><tbody>{''.join(rows)}</tbody></table></div>"
         f"<p>Mean rank by macro-F1 over all settings (1 = best): {html.escape(ranking)}.</p>"
         "<p>Margin: difference of the means of the best loss and the runner-up. Seed spread: the "
         "larger of their standard deviations over seeds. A margin within the spread is not a "
@@ -188,7 +189,9 @@ def _picks_html(summary: list[dict[str, Any]]) -> str:
 
 
 _STYLE = """
-body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1400px; color: #222; }
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1400px; color: #222;
+  padding: 0 1em; }
+.scroll { overflow-x: auto; } code { overflow-wrap: anywhere; }
 table { border-collapse: collapse; font-size: 13px; margin: 1em 0; }
 th, td { border: 1px solid #ccc; padding: 3px 8px; text-align: right; }
 th { background: #f0f0f0; } td:nth-child(-n+2) { text-align: left; }
@@ -234,8 +237,9 @@ def _failed_html(results: Results) -> str:
         rows.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
     return (
         "<h2>Failed runs</h2><p>Kept with their traceback (<code>crossent study show ID</code>); "
-        "run again with <code>--retry-failed</code>.</p><table><thead><tr><th>id</th>"
-        f"<th>run</th><th>error</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
+        "run again with <code>--retry-failed</code>.</p><div class='scroll'><table><thead><tr>"
+        f"<th>id</th><th>run</th><th>error</th></tr></thead><tbody>{''.join(rows)}</tbody>"
+        "</table></div>"
     )
 
 
@@ -299,6 +303,7 @@ def write_report(store: Store, study: str, folder: str | Path) -> Path:
     parts.append(_failed_html(results))
     page = (
         "<!DOCTYPE html><html><head><meta charset='utf-8'>"
+        "<meta name='viewport' content='width=device-width, initial-scale=1'>"
         f"<title>crossent study {html.escape(study)}</title><style>{_STYLE}</style></head>"
         f"<body>{''.join(parts)}</body></html>"
     )
