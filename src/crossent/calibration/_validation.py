@@ -14,7 +14,8 @@ import warnings
 import torch
 
 from crossent.core import config
-from crossent.core.checks import check_choice, check_floating, check_tensor, fail
+from crossent.core.checks import check_floating, check_tensor, fail
+from crossent.core.params import Boolean, Integer, Options
 from crossent.core.targets import ProbabilityInputWarning
 
 #: Rows of a probability matrix must sum to one within this absolute tolerance (or the dtype's
@@ -34,6 +35,17 @@ MIN_FIT_ROWS = 20
 MAX_BINS = 10_000
 
 
+# The metrics' and scalers' arguments, declared once (crossent.core.params).
+N_BINS = Integer(1, MAX_BINS, note="(more bins hold too few predictions each)")
+BINNING = Options(("uniform", "quantile"))
+NORM = Options(("l1", "l2", "max"))
+MODE = Options(("top_label", "classwise"))
+FLAG = Boolean()
+MAX_ITER = Integer(1)
+METRIC = {"from_logits": FLAG, "validate_args": FLAG}  # every metric's switches
+BINNED = {**METRIC, "n_bins": N_BINS}
+
+
 def bad(name: str, expected: str, got: str) -> ValueError:
     """Like :func:`crossent.core.checks.fail`, with ``got`` written as plain text (no ``repr``)."""
     return ValueError(f"Expected `{name}` {expected}, but got {got}")
@@ -41,28 +53,17 @@ def bad(name: str, expected: str, got: str) -> ValueError:
 
 def check_n_bins(n_bins: object) -> int:
     """Return ``n_bins`` after checking it is an integer in ``[1, MAX_BINS]``."""
-    if isinstance(n_bins, bool) or not isinstance(n_bins, int):
-        raise TypeError(f"Expected `n_bins` to be an int, but got {type(n_bins).__name__}")
-    if n_bins < 1:
-        raise fail("n_bins", ">= 1", n_bins)
-    if n_bins > MAX_BINS:
-        raise fail("n_bins", f"<= {MAX_BINS:,} (more bins hold too few predictions each)", n_bins)
-    return n_bins
+    return N_BINS.check("n_bins", n_bins)
 
 
 def check_bool(name: str, value: object) -> bool:
     """Return ``value`` after checking it is a ``bool``."""
-    if not isinstance(value, bool):
-        raise TypeError(f"Expected `{name}` to be a bool, but got {type(value).__name__}")
-    return value
+    return FLAG.check(name, value)
 
 
-def check_options(binning: object, norm: object, mode: object, debiased: object) -> None:
-    """Check the option arguments of the calibration-error functions."""
-    check_choice("binning", binning, ("uniform", "quantile"))
-    check_choice("norm", norm, ("l1", "l2", "max"))
-    check_choice("mode", mode, ("top_label", "classwise"))
-    if check_bool("debiased", debiased) and norm != "l2":
+def check_debiased_norm(norm: str, debiased: bool) -> None:
+    """Kumar et al.'s debiased estimator is of the squared (``"l2"``) error."""
+    if debiased and norm != "l2":
         raise fail("norm", "to be 'l2' when `debiased=True` (Kumar et al.'s estimator)", norm)
 
 

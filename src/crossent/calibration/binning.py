@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from crossent.calibration import _validation as V
-from crossent.core.checks import check_choice
+from crossent.core.params import constrained
 
 #: Rows per chunk. Top-label passes keep about 28 bytes of temporaries per row (torchmetrics:
 #: about 29 per row of the whole input), so chunks of at most ``CHUNK_ROWS`` rows and
@@ -379,7 +379,7 @@ class CalibrationBins(NamedTuple):
         Returns:
             The calibration error.
         """
-        check_choice("norm", norm, ("l1", "l2", "max"))
+        V.NORM.check("norm", norm)
         filled = self.counts > 0
         gap = (self.accuracy - self.confidence)[filled].abs()
         if norm == "max":
@@ -390,6 +390,7 @@ class CalibrationBins(NamedTuple):
         return (weight * gap.square()).sum().sqrt()
 
 
+@constrained(**V.BINNED, binning=V.BINNING)
 def calibration_bins(
     probs: torch.Tensor,
     labels: torch.Tensor,
@@ -435,9 +436,6 @@ def calibration_bins(
         <https://arxiv.org/abs/1706.04599>`_, 2017.
     """
     V.check_inputs(probs, labels)
-    n_bins = V.check_n_bins(n_bins)
-    check_choice("binning", binning, ("uniform", "quantile"))
-    V.check_bool("from_logits", from_logits)
     check = V.content_checks(validate_args)
     stats, edges = binned_stats(
         probs,

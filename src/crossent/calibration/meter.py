@@ -12,6 +12,7 @@ from crossent.calibration.binning import (
     uniform_key,
 )
 from crossent.core.checks import fail
+from crossent.core.params import NONE, Integer, constrained
 
 
 class CalibrationMeter:
@@ -54,6 +55,7 @@ class CalibrationMeter:
         <https://arxiv.org/abs/1706.04599>`_, 2017.
     """
 
+    @constrained(**V.BINNED, num_classes=Integer(2) | NONE)
     def __init__(
         self,
         n_bins: int = 15,
@@ -62,18 +64,10 @@ class CalibrationMeter:
         from_logits: bool = False,
         validate_args: bool = True,
     ) -> None:
-        self.n_bins = V.check_n_bins(n_bins)
-        if num_classes is not None:
-            if isinstance(num_classes, bool) or not isinstance(num_classes, int):
-                raise TypeError(
-                    f"Expected `num_classes` to be an int or None, but got "
-                    f"{type(num_classes).__name__}"
-                )
-            if num_classes < 2:
-                raise fail("num_classes", ">= 2", num_classes)
+        self.n_bins = n_bins
         self.num_classes = num_classes
-        self.from_logits = V.check_bool("from_logits", from_logits)
-        self.validate_args = V.check_bool("validate_args", validate_args)
+        self.from_logits = from_logits
+        self.validate_args = validate_args
         self._binary: bool | None = None
         self.reset()
 

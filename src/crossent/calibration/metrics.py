@@ -12,12 +12,14 @@ import torch
 
 from crossent.calibration import _validation as V
 from crossent.calibration.binning import binned_stats, calibration_error_from_stats, iter_batches
+from crossent.core.params import constrained
 
 
 def _result_dtype(probs: torch.Tensor) -> torch.dtype:
     return torch.float64 if probs.dtype == torch.float64 else torch.float32
 
 
+@constrained(**V.BINNED, binning=V.BINNING, norm=V.NORM, mode=V.MODE, debiased=V.FLAG)
 def expected_calibration_error(
     probs: torch.Tensor,
     labels: torch.Tensor,
@@ -94,9 +96,7 @@ def expected_calibration_error(
         2019.
     """
     V.check_inputs(probs, labels)
-    n_bins = V.check_n_bins(n_bins)
-    V.check_options(binning, norm, mode, debiased)
-    V.check_bool("from_logits", from_logits)
+    V.check_debiased_norm(norm, debiased)
     stats, _ = binned_stats(
         probs,
         labels,
@@ -110,6 +110,7 @@ def expected_calibration_error(
     return error.to(_result_dtype(probs))
 
 
+@constrained(**V.BINNED, binning=V.BINNING, mode=V.MODE)
 def maximum_calibration_error(
     probs: torch.Tensor,
     labels: torch.Tensor,
@@ -161,6 +162,7 @@ def maximum_calibration_error(
     )
 
 
+@constrained(**V.BINNED, classwise=V.FLAG)
 def adaptive_calibration_error(
     probs: torch.Tensor,
     labels: torch.Tensor,
@@ -211,7 +213,6 @@ def adaptive_calibration_error(
         Mukhoti et al., `Calibrating Deep Neural Networks using Focal Loss
         <https://arxiv.org/abs/2002.09437>`_, 2020.
     """
-    V.check_bool("classwise", classwise)
     return expected_calibration_error(
         probs,
         labels,
@@ -223,6 +224,7 @@ def adaptive_calibration_error(
     )
 
 
+@constrained(**V.BINNED, binning=V.BINNING, norm=V.NORM, debiased=V.FLAG)
 def classwise_calibration_error(
     probs: torch.Tensor,
     labels: torch.Tensor,
@@ -279,6 +281,7 @@ def classwise_calibration_error(
     )
 
 
+@constrained(**V.METRIC)
 def brier_score(
     probs: torch.Tensor,
     labels: torch.Tensor,
@@ -319,6 +322,7 @@ def brier_score(
     return _row_mean(probs, labels, "brier", from_logits=from_logits, validate_args=validate_args)
 
 
+@constrained(**V.METRIC)
 def negative_log_likelihood(
     probs: torch.Tensor,
     labels: torch.Tensor,
@@ -364,7 +368,6 @@ def _row_mean(
 ) -> torch.Tensor:
     """Mean over rows of the Brier score or the NLL, accumulated in float64 chunk by chunk."""
     num_classes = V.check_inputs(probs, labels)
-    V.check_bool("from_logits", from_logits)
     check = V.content_checks(validate_args)
     total = torch.zeros((), dtype=torch.float64, device=probs.device)
     for batch in iter_batches(

@@ -13,7 +13,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from crossent.calibration import _validation as V
 from crossent.calibration.binning import CalibrationBins, calibration_bins
+from crossent.core.params import constrained
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -158,6 +160,7 @@ def _draw_histogram(ax: Axes, bins: CalibrationBins, binary: bool, title: str | 
     ax.legend(loc="best", fontsize="x-small", framealpha=0.9)
 
 
+@constrained(**V.BINNED)
 def reliability_diagram(
     probs: torch.Tensor,
     labels: torch.Tensor,
@@ -211,6 +214,7 @@ def reliability_diagram(
     return fig
 
 
+@constrained(**V.BINNED)
 def confidence_histogram(
     probs: torch.Tensor,
     labels: torch.Tensor,
@@ -252,6 +256,7 @@ def confidence_histogram(
     return _root_figure(ax)
 
 
+@constrained(**V.BINNED)
 def reliability_diagrams(
     predictions: Mapping[str, tuple[torch.Tensor, torch.Tensor]],
     *,

@@ -18,8 +18,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from crossent.calibration import _validation as V
-from crossent.core import config
-from crossent.core.checks import check_real, check_tensor, fail
+from crossent.core import checks, config
+from crossent.core.checks import check_real, check_tensor
+from crossent.core.params import Custom, Real, constrained
 from crossent.core.targets import ProbabilityInputWarning
 
 
@@ -81,12 +82,14 @@ def _check_classes(scaler: nn.Module, logits: torch.Tensor, num_classes: int) ->
         )
 
 
-def _check_max_iter(max_iter: object) -> int:
-    if isinstance(max_iter, bool) or not isinstance(max_iter, int):
-        raise TypeError(f"Expected `max_iter` to be an int, but got {type(max_iter).__name__}")
-    if max_iter < 1:
-        raise fail("max_iter", ">= 1", max_iter)
-    return max_iter
+def _check_bounds(name: str, bounds: object) -> tuple[float, float]:
+    """Temperature scaling's search interval ``(low, high)``, ``0 < low < high``."""
+    if not isinstance(bounds, tuple) or len(bounds) != 2:
+        raise checks.ArgumentTypeError(
+            f"Expected `{name}` to be a (low, high) tuple, but got {checks.described(bounds)}"
+        )
+    low = check_real(f"{name}[0]", bounds[0], low=0, low_open=True)
+    return low, check_real(f"{name}[1]", bounds[1], low=low, low_open=True)
 
 
 class TemperatureScaling(nn.Module):
@@ -128,16 +131,17 @@ class TemperatureScaling(nn.Module):
 
     log_temperature: torch.Tensor
 
+    @constrained(
+        temperature=Real(0, open="low"),
+        bounds=Custom(
+            _check_bounds, ((0, 1), (2.0, 1.0), 5), "a (low, high) tuple with 0 < low < high"
+        ),
+    )
     def __init__(
         self, temperature: float = 1.0, *, bounds: tuple[float, float] = (0.01, 100.0)
     ) -> None:
         super().__init__()
-        check_real("temperature", temperature, low=0, low_open=True)
-        if not isinstance(bounds, tuple) or len(bounds) != 2:
-            raise TypeError(f"Expected `bounds` to be a (low, high) tuple, but got {bounds!r}")
-        low = check_real("bounds[0]", bounds[0], low=0, low_open=True)
-        high = check_real("bounds[1]", bounds[1], low=low, low_open=True)
-        self.bounds = (low, high)
+        self.bounds = bounds
         self.register_buffer("log_temperature", torch.tensor(math.log(temperature)))
 
     @property
@@ -224,9 +228,10 @@ class VectorScaling(nn.Module):
     weight: torch.Tensor | None
     bias: torch.Tensor | None
 
+    @constrained(max_iter=V.MAX_ITER)
     def __init__(self, *, max_iter: int = 200) -> None:
         super().__init__()
-        self.max_iter = _check_max_iter(max_iter)
+        self.max_iter = max_iter
         self.register_buffer("weight", None)
         self.register_buffer("bias", None)
 
@@ -338,10 +343,11 @@ class PlattScaling(nn.Module):
     weight: torch.Tensor | None
     bias: torch.Tensor | None
 
+    @constrained(from_probs=V.FLAG, max_iter=V.MAX_ITER)
     def __init__(self, *, from_probs: bool = False, max_iter: int = 200) -> None:
         super().__init__()
-        self.from_probs = V.check_bool("from_probs", from_probs)
-        self.max_iter = _check_max_iter(max_iter)
+        self.from_probs = from_probs
+        self.max_iter = max_iter
         self.register_buffer("weight", None)
         self.register_buffer("bias", None)
 

@@ -25,9 +25,34 @@ def _fmt(value: object) -> str:
     return repr(value)
 
 
-def fail(name: str, expected: str, got: object) -> ValueError:
-    """Build the standard ``ValueError``: ``Expected `name` <expected>, but got <got>``."""
-    return ValueError(f"Expected `{name}` {expected}, but got {_fmt(got)}")
+class ArgumentError(ValueError, RuntimeError):
+    """A bad argument value: a ``ValueError``, and a ``RuntimeError`` as PyTorch raises one.
+
+    PyTorch reports many bad arguments of its losses with ``RuntimeError`` (a class weight of
+    the wrong length, a target of the wrong shape); code written against it catches that, so
+    crossent's errors are both.
+    """
+
+
+class ArgumentTypeError(TypeError, ValueError):
+    """A hyper-parameter of the wrong type (``gamma="x"``): a ``TypeError``, and a ValueError.
+
+    It is a ``ValueError`` like the range errors of the same argument, so one ``except``
+    catches both.
+    """
+
+
+def described(value: object) -> str:
+    """``value`` for a type error: its (shortened) ``repr`` and its type, e.g. ``'w' (str)``."""
+    text = repr(value)
+    if len(text) > 40:
+        text = text[:37] + "..."
+    return f"{text} ({type(value).__name__})"
+
+
+def fail(name: str, expected: str, got: object) -> ArgumentError:
+    """Build the standard error: ``Expected `name` <expected>, but got <got>``."""
+    return ArgumentError(f"Expected `{name}` {expected}, but got {_fmt(got)}")
 
 
 def check_choice(name: str, value: object, choices: Iterable[object]) -> None:
@@ -58,7 +83,7 @@ def check_real(
         high_open: exclude ``high`` itself.
     """
     if isinstance(value, bool) or not isinstance(value, Real):
-        raise TypeError(f"Expected `{name}` to be a real number, but got {_fmt(value)}")
+        raise ArgumentTypeError(f"Expected `{name}` to be a real number, but got {_fmt(value)}")
     v = float(value)
     if not math.isfinite(v):
         raise fail(name, "to be a finite number", value)
@@ -80,17 +105,19 @@ def check_ignore_index(ignore_index: object) -> int:
     PyTorch; a bool does not.
     """
     if isinstance(ignore_index, bool):
-        raise TypeError(f"Expected `ignore_index` to be an int, but got {ignore_index!r}")
+        raise ArgumentTypeError(f"Expected `ignore_index` to be an int, but got {ignore_index!r}")
     try:
         return operator.index(ignore_index)  # type: ignore[arg-type]
     except TypeError:
-        raise TypeError(f"Expected `ignore_index` to be an int, but got {ignore_index!r}") from None
+        raise ArgumentTypeError(
+            f"Expected `ignore_index` to be an int, but got {ignore_index!r}"
+        ) from None
 
 
 def check_tensor(name: str, value: object) -> torch.Tensor:
     """Raise ``TypeError`` unless ``value`` is a tensor."""
     if not isinstance(value, torch.Tensor):
-        raise TypeError(f"Expected `{name}` to be a torch.Tensor, but got {type(value).__name__}")
+        raise TypeError(f"Expected `{name}` to be a torch.Tensor, but got {described(value)}")
     return value
 
 

@@ -1,6 +1,6 @@
 """Input handling of the overlap losses: argument checks and the ``(N, L, K, S)`` layout.
 
-:mod:`crossent.overlap` holds the losses; this module turns logits and targets of any
+:mod:`crossent.functional.overlap` holds the losses; this module turns logits and targets of any
 ``mode`` into log-probabilities and targets of ``L`` independent problems of ``K`` classes
 over ``S`` pixels, with ignored pixels masked.
 """
@@ -38,30 +38,10 @@ class Sets:
     valid: Tensor
 
 
-def check_overlap_args(mode: object, smooth: object, per_image: object, reduction: object) -> None:
-    """Check the arguments every overlap loss shares."""
-    checks.check_choice("mode", mode, MODES)
-    checks.check_real("smooth", smooth, low=0.0)
-    if not isinstance(per_image, bool):
-        raise TypeError(f"Expected `per_image` to be a bool, but got {per_image!r}")
-    checks.check_reduction(reduction)
-
-
-def check_tversky_args(alpha: object, beta: object) -> None:
-    """Check the Tversky weights: ``alpha, beta >= 0``, not both 0."""
-    a = checks.check_real("alpha", alpha, low=0.0)
-    b = checks.check_real("beta", beta, low=0.0)
-    if a + b == 0:
-        raise checks.fail("alpha + beta", "> 0 (with both 0 the index is always 1)", a + b)
-
-
-def check_unified_args(weight: object, delta: object, gamma: object, asymmetric: object) -> None:
-    """Check the unified focal loss' ``weight``, ``delta``, ``gamma`` in [0, 1]."""
-    checks.check_real("weight", weight, low=0.0, high=1.0)
-    checks.check_real("delta", delta, low=0.0, high=1.0)
-    checks.check_real("gamma", gamma, low=0.0, high=1.0)
-    if not isinstance(asymmetric, bool):
-        raise TypeError(f"Expected `asymmetric` to be a bool, but got {asymmetric!r}")
+def check_tversky_sum(alpha: float, beta: float) -> None:
+    """The Tversky weights (each declared ``>= 0``) must not both be 0."""
+    if alpha + beta == 0:
+        raise checks.fail("alpha + beta", "> 0 (with both 0 the index is always 1)", alpha + beta)
 
 
 def prepare(

@@ -1,72 +1,99 @@
-"""Checks of the loss family's hyper-parameters, shared by functions and modules.
+"""The loss family's hyper-parameters, declared once (:mod:`crossent.core.params`).
 
-Each returns the validated value and raises ``ValueError`` (``TypeError`` for a wrong type)
-stating the allowed range, via :mod:`crossent.core.checks`, so a module raises at construction
-with the same message as the function.
+Each public loss function names the constraints of its arguments here with
+:func:`crossent.core.params.constrained`, and its module checks its constructor's arguments
+against the same declarations, so both raise the same message (``Expected `q` in [0, 1],
+but got 1.5``). Checks that involve several arguments or the input (smoothing with two
+outcomes, ``alpha`` per class) are functions below.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 from torch import Tensor
 
 from crossent.core import checks
 from crossent.core.checks import fail
+from crossent.core.params import NONE, Boolean, Custom, Integer, Options, Real
 
 # The authors of the symmetric cross-entropy clamp the one-hot label at 1e-4 (Wang et al.).
 DEFAULT_A = math.log(1e-4)
 FLSD_53 = "flsd-53"
 
 
-def check_gamma(gamma: object, *, allow_schedule: bool = True) -> float | str:
-    """``gamma >= 0``, or the string ``"flsd-53"`` where a schedule is allowed."""
-    if isinstance(gamma, str):
-        if not allow_schedule:
-            raise fail("gamma", "to be a real number >= 0", gamma)
-        checks.check_choice("gamma", gamma, (FLSD_53,))
-        return gamma
-    return checks.check_real("gamma", gamma, low=0.0)
+# The arguments every multiclass engine loss takes (PyTorch's meaning).
+REDUCTION = Options(("none", "mean", "sum"))
+SMOOTHING = Options(("uniform", "others"))
+LABEL_SMOOTHING = Real(0, 1)
+IGNORE_INDEX = Integer()
+Z_LOSS = Real(0)
+FLAG = Boolean()
+WEIGHT = Custom(
+    lambda name, value: value if value is None else checks.check_tensor(name, value),
+    rejects=("w", [1.0, 2.0]),
+    expected="None or a tensor",
+)
+ENGINE = {
+    "weight": WEIGHT,
+    "ignore_index": IGNORE_INDEX,
+    "reduction": REDUCTION,
+    "label_smoothing": LABEL_SMOOTHING,
+    "smoothing": SMOOTHING,
+}
+TERM = {**ENGINE, "inplace_backward": FLAG}  # ... and the losses built on one engine term
+
+# The losses' own hyper-parameters.
+GAMMA = Real(0) | Options((FLSD_53,))  # the softmax focal loss: a number or the schedule
+FOCUSING = Real(0)  # gamma where no schedule is defined (sigmoid focal, NFL, APL, ASL)
+Q = Real(0, 1)
+TRUNCATE = Real(0, 1, open="both") | NONE
+A = Real(None, 0, open="high")  # reverse CE's replacement for log 0, A < 0
+COEFFICIENT = Real(0)  # loss coefficients (alpha, beta)
+UNIT = Real(0, 1)  # mixing weights
+EPSILON = Real(-1)  # poly-1: below -1 the loss is not monotone in p_t
+TEMPERATURE = Real(0, open="low")
+SIGMOID_ALPHA = Real(0, 1) | NONE  # the weight (1 - alpha, alpha) of two outcomes
 
 
-def check_q(q: object) -> float:
-    """``q`` in [0, 1]."""
-    return checks.check_real("q", q, low=0.0, high=1.0)
+# The overlap losses of segmentation.
+OVERLAP = {
+    "mode": Options(("multiclass", "binary", "multilabel")),
+    "smooth": Real(0),
+    "per_image": FLAG,
+    "ignore_index": IGNORE_INDEX,
+    "reduction": REDUCTION,
+}
+TVERSKY = {**OVERLAP, "alpha": COEFFICIENT, "beta": COEFFICIENT}
+UNIFIED = {**OVERLAP, "weight": UNIT, "delta": UNIT, "gamma": UNIT, "asymmetric": FLAG}
+
+LEGACY_FLAG = Boolean() | NONE  # PyTorch's deprecated size_average / reduce
 
 
-def check_truncate(truncate: object) -> float | None:
-    """``None`` or ``k`` in (0, 1)."""
-    if truncate is None:
-        return None
-    return checks.check_real(
-        "truncate", truncate, low=0.0, high=1.0, low_open=True, high_open=True
+def legacy_reduction(size_average: bool | None, reduce: bool | None, reduction: str) -> str:
+    """``reduction`` from PyTorch's deprecated ``size_average`` and ``reduce``, as PyTorch.
+
+    Either given (not ``None``) overrides ``reduction`` with PyTorch's meaning and warns as
+    PyTorch does: ``reduce=False`` is ``"none"``, else ``size_average=False`` is ``"sum"``,
+    else ``"mean"`` (``None`` counts as ``True``).
+    """
+    if size_average is None and reduce is None:
+        return reduction
+    if reduce is False:
+        legacy = "none"
+    elif size_average is False:
+        legacy = "sum"
+    else:
+        legacy = "mean"
+    warnings.warn(
+        f"size_average and reduce args will be deprecated, please use reduction='{legacy}' "
+        "instead.",
+        UserWarning,
+        stacklevel=3,
     )
-
-
-def check_A(A: object) -> float:
-    """``A < 0`` (it replaces ``log 0``)."""
-    return checks.check_real("A", A, high=0.0, high_open=True)
-
-
-def check_nonnegative(name: str, value: object) -> float:
-    """``value >= 0`` (loss coefficients such as ``alpha``, ``beta``)."""
-    return checks.check_real(name, value, low=0.0)
-
-
-def check_unit(name: str, value: object) -> float:
-    """``value`` in [0, 1] (mixing weights)."""
-    return checks.check_real(name, value, low=0.0, high=1.0)
-
-
-def check_epsilon(epsilon: object) -> float:
-    """Poly-1's ``epsilon >= -1`` (below it the loss is not monotone in ``p_t``)."""
-    return checks.check_real("epsilon", epsilon, low=-1.0)
-
-
-def check_temperature(temperature: object) -> float:
-    """``temperature > 0``."""
-    return checks.check_real("temperature", temperature, low=0.0, low_open=True)
+    return legacy
 
 
 def check_binary_smoothing(label_smoothing: object, smoothing: object) -> float:
@@ -76,13 +103,6 @@ def check_binary_smoothing(label_smoothing: object, smoothing: object) -> float:
     if smoothing == "others" and eps > 0.5:
         raise fail("label_smoothing", "<= 1/2 with smoothing='others' and two outcomes", eps)
     return eps
-
-
-def check_sigmoid_alpha(alpha: object) -> float | None:
-    """``None`` (no balancing) or ``alpha`` in [0, 1], the weight ``(1 - alpha, alpha)``."""
-    if alpha is None:
-        return None
-    return checks.check_real("alpha", alpha, low=0.0, high=1.0)
 
 
 def check_class_alpha(alpha: object) -> Tensor | None:
@@ -108,9 +128,9 @@ def check_class_alpha(alpha: object) -> Tensor | None:
             # float64: the loss casts it to its compute dtype (float32 would round it first)
             alpha = torch.as_tensor(alpha, dtype=torch.float64)
         except (TypeError, ValueError, RuntimeError):
-            raise TypeError(
+            raise checks.ArgumentTypeError(
                 "Expected `alpha` to be None or per-class values (a sequence, array or tensor), "
-                f"but got {type(alpha).__name__}"
+                f"but got {checks.described(alpha)}"
             ) from None
     if alpha.dim() != 1:
         raise fail("alpha", "to be one-dimensional (one value per class)", alpha)
@@ -119,6 +139,13 @@ def check_class_alpha(alpha: object) -> Tensor | None:
     if bool(((alpha < 0) | ~torch.isfinite(alpha)).any()):
         raise fail("alpha", "to be finite and >= 0", alpha)
     return alpha
+
+
+CLASS_ALPHA = Custom(
+    lambda name, value: check_class_alpha(value),
+    rejects=(0.25, [-1.0, 1.0], "alpha"),
+    expected="None or per-class values >= 0",
+)
 
 
 def check_alpha_classes(alpha: Tensor | None, input: object) -> Tensor | None:

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from crossent.core import checks
+from crossent.core.params import Real, constrained
 from crossent.engine.binary import binary_term_loss
+from crossent.functional import _params
 from crossent.terms import FocalTerm, ShiftedFocalTerm
 
-
-def check_clip(clip: object) -> float:
-    """ASL's probability margin ``clip`` in [0, 1) (at 1 every negative would be discarded)."""
-    return checks.check_real("clip", clip, low=0.0, high=1.0, high_open=True)
+# ASL's probability margin: in [0, 1) (at 1 every negative would be discarded).
+CLIP = Real(0, 1, open="high")
 
 
 def asymmetric_terms(
@@ -21,6 +20,13 @@ def asymmetric_terms(
     return FocalTerm(gamma_pos), ShiftedFocalTerm(gamma_neg, clip)
 
 
+@constrained(
+    gamma_pos=_params.FOCUSING,
+    gamma_neg=_params.FOCUSING,
+    clip=CLIP,
+    weight=_params.WEIGHT,
+    reduction=_params.REDUCTION,
+)
 def asymmetric_loss(
     input: Tensor,
     target: Tensor,
@@ -82,11 +88,7 @@ def asymmetric_loss(
         Ridnik et al., `Asymmetric Loss For Multi-Label Classification
         <https://arxiv.org/abs/2009.14119>`_, ICCV 2021.
     """
-    positive, negative = asymmetric_terms(
-        checks.check_real("gamma_pos", gamma_pos, low=0.0),
-        checks.check_real("gamma_neg", gamma_neg, low=0.0),
-        check_clip(clip),
-    )
+    positive, negative = asymmetric_terms(gamma_pos, gamma_neg, clip)
     return binary_term_loss(
         input, target, positive, negative_term=negative, weight=weight, reduction=reduction
     )

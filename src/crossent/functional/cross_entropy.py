@@ -10,22 +10,27 @@ import math
 
 from torch import Tensor
 
-from crossent.core import checks
+from crossent.core.params import Integer, constrained
 from crossent.core.targets import check_smoothing, smoothing_levels
 from crossent.engine import term_loss
 from crossent.engine.binary import binary_term_loss
+from crossent.functional import _params as P
 from crossent.terms import CrossEntropyTerm
 
 _CE = CrossEntropyTerm()
 
 
+@constrained(**P.TERM, z_loss=P.Z_LOSS, size_average=P.LEGACY_FLAG, reduce=P.LEGACY_FLAG)
 def cross_entropy(
     input: Tensor,
     target: Tensor,
     weight: Tensor | None = None,
+    size_average: bool | None = None,
     ignore_index: int = -100,
+    reduce: bool | None = None,
     reduction: str = "mean",
     label_smoothing: float = 0.0,
+    *,
     smoothing: str = "uniform",
     z_loss: float = 0.0,
     inplace_backward: bool = False,
@@ -58,14 +63,23 @@ def cross_entropy(
     * fp16/bf16 logits give a float32 loss (PyTorch's half loss overflows near the fp16
       range); the gradient keeps the input dtype;
     * negative class weights raise (PyTorch accepts them);
-    * integer targets of any integer dtype are accepted (PyTorch requires int64).
+    * integer targets of any integer dtype are accepted (PyTorch requires int64);
+    * a class weight of another floating dtype than the logits is cast to their compute
+      dtype (PyTorch raises).
+
+    The positional arguments are PyTorch's, in its order; the crossent-only ones are
+    keyword-only. Bad arguments raise a ``ValueError`` that is also a ``RuntimeError`` (what
+    PyTorch raises for many of them), naming the argument and the value.
 
     Args:
         input: logits ``(C,)``, ``(N, C)`` or ``(N, C, d1, ..., dn)``.
         target: class indices ``()``, ``(N,)`` or ``(N, d1, ..., dn)`` in ``[0, C)`` or
             ``ignore_index``; or probabilities shaped like ``input``.
         weight: class weights ``(C,)``, finite and non-negative. Default: all ones.
+        size_average: deprecated (PyTorch's): with ``reduce``, overrides ``reduction`` with a
+            warning, as PyTorch does. Default None.
         ignore_index: class index that contributes nothing (class-index targets). Default -100.
+        reduce: deprecated (PyTorch's), see ``size_average``. Default None.
         reduction: ``"none" | "mean" | "sum"``. Default ``"mean"``.
         label_smoothing: ``eps`` in [0, 1]. Default 0.
         smoothing: ``"uniform"`` or ``"others"`` (needs ``K >= 2`` and ``eps <= (K-1)/K``,
@@ -104,7 +118,7 @@ def cross_entropy(
         _CE,
         weight=weight,
         ignore_index=ignore_index,
-        reduction=reduction,
+        reduction=P.legacy_reduction(size_average, reduce, reduction),
         label_smoothing=label_smoothing,
         smoothing=smoothing,
         z_loss=z_loss,
@@ -112,12 +126,23 @@ def cross_entropy(
     )
 
 
+@constrained(
+    weight=P.WEIGHT,
+    size_average=P.LEGACY_FLAG,
+    reduce=P.LEGACY_FLAG,
+    reduction=P.REDUCTION,
+    pos_weight=P.WEIGHT,
+    label_smoothing=P.LABEL_SMOOTHING,
+)
 def binary_cross_entropy_with_logits(
     input: Tensor,
     target: Tensor,
     weight: Tensor | None = None,
-    pos_weight: Tensor | None = None,
+    size_average: bool | None = None,
+    reduce: bool | None = None,
     reduction: str = "mean",
+    pos_weight: Tensor | None = None,
+    *,
     label_smoothing: float = 0.0,
 ) -> Tensor:
     r"""Binary / multi-label cross-entropy from logits, equal to PyTorch's.
@@ -138,9 +163,13 @@ def binary_cross_entropy_with_logits(
         input: logits, any shape.
         target: targets in [0, 1], same shape as ``input``.
         weight: per-element rescaling, broadcastable to ``input``. Default None.
-        pos_weight: weight of positive examples, broadcastable to ``input``. Default None.
+        size_average: deprecated (PyTorch's): with ``reduce``, overrides ``reduction`` with a
+            warning, as PyTorch does. Default None.
+        reduce: deprecated (PyTorch's), see ``size_average``. Default None.
         reduction: ``"none" | "mean" | "sum"``. Default ``"mean"``.
-        label_smoothing: ``eps`` in [0, 1], moving targets towards 1/2. Default 0.
+        pos_weight: weight of positive examples, broadcastable to ``input``. Default None.
+        label_smoothing: ``eps`` in [0, 1], moving targets towards 1/2 (keyword-only).
+            Default 0.
 
     Shape:
         - input: ``(*)``; target: ``(*)``; output: scalar, or ``(*)`` with ``"none"``.
@@ -164,11 +193,12 @@ def binary_cross_entropy_with_logits(
         _CE,
         weight=weight,
         pos_weight=pos_weight,
-        reduction=reduction,
+        reduction=P.legacy_reduction(size_average, reduce, reduction),
         label_smoothing=label_smoothing,
     )
 
 
+@constrained(num_classes=Integer(1))
 def chance_loss(num_classes: int) -> float:
     r"""Cross-entropy of a uniform guess over ``K`` classes: ``ln K``.
 
@@ -184,10 +214,10 @@ def chance_loss(num_classes: int) -> float:
         >>> round(chance_loss(10), 4)
         2.3026
     """
-    k = _check_num_classes(num_classes)
-    return math.log(k)
+    return math.log(num_classes)
 
 
+@constrained(num_classes=Integer(1), label_smoothing=P.LABEL_SMOOTHING, smoothing=P.SMOOTHING)
 def min_achievable_loss(
     num_classes: int, label_smoothing: float, smoothing: str = "uniform"
 ) -> float:
@@ -213,7 +243,7 @@ def min_achievable_loss(
         >>> round(min_achievable_loss(10, 0.1, "others"), 4)
         0.5448
     """
-    k = _check_num_classes(num_classes)
+    k = num_classes
     eps = check_smoothing(label_smoothing, smoothing, k)
     off, on = smoothing_levels(eps, smoothing, k)
     return 0.0 - _xlogx(on) - (k - 1) * _xlogx(off)  # 0.0 - ...: no -0.0 without smoothing
@@ -221,11 +251,3 @@ def min_achievable_loss(
 
 def _xlogx(p: float) -> float:
     return p * math.log(p) if p > 0 else 0.0
-
-
-def _check_num_classes(num_classes: object) -> int:
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int):
-        raise TypeError(f"Expected `num_classes` to be an int, but got {num_classes!r}")
-    if num_classes < 1:
-        raise checks.fail("num_classes", ">= 1", num_classes)
-    return num_classes

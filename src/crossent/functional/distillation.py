@@ -7,6 +7,7 @@ from torch import Tensor
 
 from crossent.core import checks
 from crossent.core.autograd import compute_dtype
+from crossent.core.params import Options, constrained
 from crossent.core.targets import check_input, prepare_targets
 from crossent.engine import shifted_log_softmax, term_loss
 from crossent.functional import _params
@@ -27,6 +28,14 @@ def divergence_term(divergence: str, mix: float) -> Term:
     return WeightedSumTerm([(mix, ForwardKLTerm()), (1.0 - mix, ReverseKLTerm())])
 
 
+@constrained(
+    temperature=_params.TEMPERATURE,
+    divergence=Options(DIVERGENCES),
+    mix=_params.UNIT,
+    alpha=_params.UNIT,
+    ignore_index=_params.IGNORE_INDEX,
+    reduction=_params.REDUCTION,
+)
 def distillation_loss(
     student_logits: Tensor,
     teacher_logits: Tensor,
@@ -105,12 +114,7 @@ def distillation_loss(
         Müller et al., `When Does Label Smoothing Help?
         <https://arxiv.org/abs/1906.02629>`_, 2019.
     """
-    temp = _params.check_temperature(temperature)
-    checks.check_choice("divergence", divergence, DIVERGENCES)
-    mix = _params.check_unit("mix", mix)
-    alpha = _params.check_unit("alpha", alpha)
-    reduction = checks.check_reduction(reduction)
-    ignore_index = checks.check_ignore_index(ignore_index)
+    temp = temperature
     student = check_input(student_logits)
     teacher = checks.check_tensor("teacher_logits", teacher_logits)
     if teacher.shape != student.shape:

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from torch import Tensor
 
+from crossent.core.params import constrained
 from crossent.engine import term_loss
 from crossent.engine.binary import binary_term_loss
 from crossent.functional import _params
@@ -17,6 +18,7 @@ def focal_term(gamma: float | str) -> FocalTerm:
     return FLSD53FocalTerm() if gamma == _params.FLSD_53 else FocalTerm(float(gamma))
 
 
+@constrained(**_params.TERM, gamma=_params.GAMMA, alpha=_params.CLASS_ALPHA)
 def focal_loss(
     input: Tensor,
     target: Tensor,
@@ -102,8 +104,7 @@ def focal_loss(
         Mukhoti et al., `Calibrating Deep Neural Networks using Focal Loss
         <https://arxiv.org/abs/2002.09437>`_, 2020 (FLSD-53).
     """
-    gamma = _params.check_gamma(gamma)
-    scale = _params.check_alpha_classes(_params.check_class_alpha(alpha), input)
+    scale = _params.check_alpha_classes(alpha, input)
     return term_loss(
         input,
         target,
@@ -118,6 +119,7 @@ def focal_loss(
     )
 
 
+@constrained(gamma=_params.FOCUSING, alpha=_params.SIGMOID_ALPHA, reduction=_params.REDUCTION)
 def sigmoid_focal_loss(
     input: Tensor,
     target: Tensor,
@@ -174,12 +176,10 @@ def sigmoid_focal_loss(
         <https://arxiv.org/abs/1708.02002>`_, 2017; torchvision
         ``torchvision.ops.sigmoid_focal_loss``.
     """
-    g = _params.check_gamma(gamma, allow_schedule=False)
-    a = _params.check_sigmoid_alpha(alpha)
     return binary_term_loss(
         input,
         target,
-        FocalTerm(float(g)),
-        balance=None if a is None else (1.0 - a, a),
+        FocalTerm(gamma),
+        balance=None if alpha is None else (1.0 - alpha, alpha),
         reduction=reduction,
     )

@@ -5,12 +5,14 @@ from __future__ import annotations
 from torch import Tensor
 
 from crossent.core import checks, config
+from crossent.core.params import constrained
 from crossent.engine import term_loss
 from crossent.engine.binary import binary_term_loss
 from crossent.functional import _params
 from crossent.terms import LqTerm
 
 
+@constrained(**_params.TERM, q=_params.Q, truncate=_params.TRUNCATE)
 def generalized_cross_entropy(
     input: Tensor,
     target: Tensor,
@@ -84,7 +86,7 @@ def generalized_cross_entropy(
         Zhang & Sabuncu, `Generalized Cross Entropy Loss for Training Deep Neural Networks
         with Noisy Labels <https://arxiv.org/abs/1805.07836>`_, 2018.
     """
-    term = LqTerm(_params.check_q(q), _params.check_truncate(truncate))
+    term = LqTerm(q, truncate)
     return term_loss(
         input,
         target,
@@ -98,6 +100,7 @@ def generalized_cross_entropy(
     )
 
 
+@constrained(**_params.TERM, q=_params.Q)
 def smooth_generalized_cross_entropy(
     input: Tensor,
     target: Tensor,
@@ -169,7 +172,7 @@ def smooth_generalized_cross_entropy(
     return term_loss(
         input,
         target,
-        LqTerm(_params.check_q(q)),
+        LqTerm(q),
         weight=weight,
         ignore_index=ignore_index,
         reduction=reduction,
@@ -179,6 +182,14 @@ def smooth_generalized_cross_entropy(
     )
 
 
+@constrained(
+    q=_params.Q,
+    truncate=_params.TRUNCATE,
+    weight=_params.WEIGHT,
+    pos_weight=_params.WEIGHT,
+    reduction=_params.REDUCTION,
+    label_smoothing=_params.LABEL_SMOOTHING,
+)
 def binary_generalized_cross_entropy(
     input: Tensor,
     target: Tensor,
@@ -228,7 +239,7 @@ def binary_generalized_cross_entropy(
         Zhang & Sabuncu, `Generalized Cross Entropy Loss for Training Deep Neural Networks
         with Noisy Labels <https://arxiv.org/abs/1805.07836>`_, 2018.
     """
-    term = LqTerm(_params.check_q(q), _params.check_truncate(truncate))
+    term = LqTerm(q, truncate)
     return binary_term_loss(
         input,
         target,
@@ -240,6 +251,14 @@ def binary_generalized_cross_entropy(
     )
 
 
+@constrained(
+    q=_params.Q,
+    label_smoothing=_params.LABEL_SMOOTHING,
+    smoothing=_params.SMOOTHING,
+    weight=_params.WEIGHT,
+    pos_weight=_params.WEIGHT,
+    reduction=_params.REDUCTION,
+)
 def binary_smooth_generalized_cross_entropy(
     input: Tensor,
     target: Tensor,
@@ -287,7 +306,7 @@ def binary_smooth_generalized_cross_entropy(
         <https://www.ntropy.com/blog/cross-entropy-is-all-you-need-or-is-it>`_, Ntropy, 2023.
     """
     eps = _params.check_binary_smoothing(label_smoothing, smoothing)
-    term = LqTerm(_params.check_q(q))
+    term = LqTerm(q)
     if smoothing == "others" and eps > 0:
         checks.check_tensor("target", target)
         if config.validate_args() and bool(((target < 0) | (target > 1)).any()):

@@ -9,16 +9,26 @@ from torch import Tensor
 
 from crossent.core import checks
 from crossent.core.autograd import compute_dtype
-from crossent.core.checks import check_ignore_index
+from crossent.core.params import constrained
 from crossent.core.problem import reduce_losses
 from crossent.core.targets import as_batch, check_input, prepare_targets
+from crossent.functional import _params
 
 
+@constrained(
+    weight=_params.WEIGHT,
+    size_average=_params.LEGACY_FLAG,
+    ignore_index=_params.IGNORE_INDEX,
+    reduce=_params.LEGACY_FLAG,
+    reduction=_params.REDUCTION,
+)
 def nll_loss(
     input: Tensor,
     target: Tensor,
     weight: Tensor | None = None,
+    size_average: bool | None = None,
     ignore_index: int = -100,
+    reduce: bool | None = None,
     reduction: str = "mean",
 ) -> Tensor:
     r"""Negative log-likelihood loss: input are log-probabilities, as PyTorch's ``nll_loss``.
@@ -46,7 +56,10 @@ def nll_loss(
         target: class indices ``()``, ``(N,)`` or ``(N, d1, ..., dn)`` in ``[0, C)`` or
             ``ignore_index``.
         weight: class weights ``(C,)``, finite and non-negative. Default None.
+        size_average: deprecated (PyTorch's): with ``reduce``, overrides ``reduction`` with a
+            warning, as PyTorch does. Default None.
         ignore_index: class index that contributes nothing. Default -100.
+        reduce: deprecated (PyTorch's), see ``size_average``. Default None.
         reduction: ``"none" | "mean" | "sum"``. Default ``"mean"``.
 
     Shape:
@@ -68,8 +81,7 @@ def nll_loss(
         PyTorch ``torch.nn.functional.nll_loss``.
     """
     input = check_input(input)
-    reduction = checks.check_reduction(reduction)
-    ignore_index = check_ignore_index(ignore_index)
+    reduction = _params.legacy_reduction(size_average, reduce, reduction)
     target = checks.check_tensor("target", target)
     if target.is_floating_point():
         raise TypeError(f"Expected `target` to hold class indices (integers), got {target.dtype}")

@@ -42,15 +42,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from crossent.core import checks
-from crossent.functional._overlap_sets import (
-    MODES,
-    Sets,
-    check_overlap_args,
-    check_tversky_args,
-    check_unified_args,
-    prepare,
-)
+from crossent.core.params import constrained
+from crossent.functional import _params
+from crossent.functional._overlap_sets import MODES, Sets, check_tversky_sum, prepare
 
 __all__ = [
     "MODES",
@@ -61,6 +55,7 @@ __all__ = [
 ]
 
 
+@constrained(**_params.OVERLAP)
 def dice_loss(
     input: Tensor,
     target: Tensor,
@@ -127,6 +122,7 @@ def dice_loss(
     )
 
 
+@constrained(**_params.TVERSKY)
 def tversky_loss(
     input: Tensor,
     target: Tensor,
@@ -180,8 +176,7 @@ def tversky_loss(
         Salehi et al., `Tversky loss function for image segmentation using 3D fully
         convolutional deep networks <https://arxiv.org/abs/1706.05721>`_, 2017.
     """
-    check_tversky_args(alpha, beta)
-    check_overlap_args(mode, smooth, per_image, reduction)
+    check_tversky_sum(alpha, beta)
     counts = tversky_statistics(
         input, target, mode=mode, per_image=per_image, ignore_index=ignore_index
     )
@@ -190,6 +185,7 @@ def tversky_loss(
     )
 
 
+@constrained(**_params.TVERSKY, gamma=_params.COEFFICIENT)
 def focal_tversky_loss(
     input: Tensor,
     target: Tensor,
@@ -245,9 +241,7 @@ def focal_tversky_loss(
         Abraham and Khan, `A Novel Focal Tversky loss function with improved Attention U-Net
         for lesion segmentation <https://arxiv.org/abs/1810.07842>`_, 2019.
     """
-    check_tversky_args(alpha, beta)
-    gamma = checks.check_real("gamma", gamma, low=0.0)
-    check_overlap_args(mode, smooth, per_image, reduction)
+    check_tversky_sum(alpha, beta)
     counts = tversky_statistics(
         input, target, mode=mode, per_image=per_image, ignore_index=ignore_index
     )
@@ -256,6 +250,7 @@ def focal_tversky_loss(
     )
 
 
+@constrained(**_params.UNIFIED)
 def unified_focal_loss(
     input: Tensor,
     target: Tensor,
@@ -344,8 +339,6 @@ def unified_focal_loss(
         <https://arxiv.org/abs/2102.04525>`_, Computerized Medical Imaging and Graphics 95,
         2022; code: https://github.com/mlyg/unified-focal-loss.
     """
-    check_unified_args(weight, delta, gamma, asymmetric)
-    check_overlap_args(mode, smooth, per_image, reduction)
     stats = unified_statistics(
         input,
         target,

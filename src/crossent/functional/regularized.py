@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from crossent.core.params import constrained
 from crossent.engine import term_loss
 from crossent.functional import _params
 from crossent.terms import BrierTerm, ConfidencePenaltyTerm, Poly1Term
 
 
+@constrained(**_params.TERM, epsilon=_params.EPSILON)
 def poly1_cross_entropy(
     input: Tensor,
     target: Tensor,
@@ -74,7 +76,7 @@ def poly1_cross_entropy(
     return term_loss(
         input,
         target,
-        Poly1Term(_params.check_epsilon(epsilon)),
+        Poly1Term(epsilon),
         weight=weight,
         ignore_index=ignore_index,
         reduction=reduction,
@@ -84,6 +86,7 @@ def poly1_cross_entropy(
     )
 
 
+@constrained(**_params.TERM, beta=_params.COEFFICIENT)
 def entropy_regularized_cross_entropy(
     input: Tensor,
     target: Tensor,
@@ -147,7 +150,7 @@ def entropy_regularized_cross_entropy(
     return term_loss(
         input,
         target,
-        ConfidencePenaltyTerm(_params.check_nonnegative("beta", beta)),
+        ConfidencePenaltyTerm(beta),
         weight=weight,
         ignore_index=ignore_index,
         reduction=reduction,
@@ -157,6 +160,7 @@ def entropy_regularized_cross_entropy(
     )
 
 
+@constrained(**_params.TERM)
 def brier_loss(
     input: Tensor,
     target: Tensor,

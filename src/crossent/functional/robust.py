@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from crossent.core import checks
+from crossent.core.params import Options, constrained
 from crossent.engine import term_loss
 from crossent.functional import _params
 from crossent.functional._normalized import normalized_loss
@@ -20,6 +20,7 @@ from crossent.terms import (
 _A = _params.DEFAULT_A
 
 
+@constrained(**_params.TERM)
 def mae_loss(
     input: Tensor,
     target: Tensor,
@@ -88,6 +89,7 @@ def mae_loss(
     )
 
 
+@constrained(**_params.TERM)
 def unhinged_loss(
     input: Tensor,
     target: Tensor,
@@ -154,6 +156,7 @@ def unhinged_loss(
     )
 
 
+@constrained(**_params.TERM, A=_params.A)
 def reverse_cross_entropy(
     input: Tensor,
     target: Tensor,
@@ -217,7 +220,7 @@ def reverse_cross_entropy(
     return term_loss(
         input,
         target,
-        ReverseCrossEntropyTerm(_params.check_A(A)),
+        ReverseCrossEntropyTerm(A),
         weight=weight,
         ignore_index=ignore_index,
         reduction=reduction,
@@ -232,6 +235,7 @@ def symmetric_term(alpha: float, beta: float, A: float) -> WeightedSumTerm:
     return WeightedSumTerm([(alpha, CrossEntropyTerm()), (beta, ReverseCrossEntropyTerm(A))])
 
 
+@constrained(**_params.TERM, alpha=_params.COEFFICIENT, beta=_params.COEFFICIENT, A=_params.A)
 def symmetric_cross_entropy(
     input: Tensor,
     target: Tensor,
@@ -294,9 +298,7 @@ def symmetric_cross_entropy(
         Wang et al., `Symmetric Cross Entropy for Robust Learning with Noisy Labels
         <https://arxiv.org/abs/1908.06112>`_, 2019.
     """
-    a = _params.check_nonnegative("alpha", alpha)
-    b = _params.check_nonnegative("beta", beta)
-    term = symmetric_term(a, b, _params.check_A(A))
+    term = symmetric_term(alpha, beta, A)
     return term_loss(
         input,
         target,
@@ -310,6 +312,7 @@ def symmetric_cross_entropy(
     )
 
 
+@constrained(**_params.ENGINE)
 def normalized_cross_entropy(
     input: Tensor,
     target: Tensor,
@@ -376,6 +379,7 @@ def normalized_cross_entropy(
     )
 
 
+@constrained(**_params.ENGINE, gamma=_params.FOCUSING)
 def normalized_focal_loss(
     input: Tensor,
     target: Tensor,
@@ -430,11 +434,10 @@ def normalized_focal_loss(
         Ma et al., `Normalized Loss Functions for Deep Learning with Noisy Labels
         <https://arxiv.org/abs/2006.13554>`_, 2020.
     """
-    g = _params.check_gamma(gamma, allow_schedule=False)
     return normalized_loss(
         input,
         target,
-        FocalTerm(float(g)),
+        FocalTerm(gamma),
         weight=weight,
         ignore_index=ignore_index,
         reduction=reduction,
@@ -443,6 +446,15 @@ def normalized_focal_loss(
     )
 
 
+@constrained(
+    **_params.ENGINE,
+    active=Options(("nce", "nfl")),
+    passive=Options(("rce", "mae")),
+    alpha=_params.COEFFICIENT,
+    beta=_params.COEFFICIENT,
+    gamma=_params.FOCUSING,
+    A=_params.A,
+)
 def active_passive_loss(
     input: Tensor,
     target: Tensor,
@@ -508,14 +520,8 @@ def active_passive_loss(
         Ma et al., `Normalized Loss Functions for Deep Learning with Noisy Labels
         <https://arxiv.org/abs/2006.13554>`_, 2020.
     """
-    checks.check_choice("active", active, ("nce", "nfl"))
-    checks.check_choice("passive", passive, ("rce", "mae"))
-    a = _params.check_nonnegative("alpha", alpha)
-    b = _params.check_nonnegative("beta", beta)
-    g = float(_params.check_gamma(gamma, allow_schedule=False))
-    a_ = _params.check_A(A)
-    active_term = CrossEntropyTerm() if active == "nce" else FocalTerm(g)
-    passive_term = ReverseCrossEntropyTerm(a_) if passive == "rce" else UnhingedTerm()
+    active_term = CrossEntropyTerm() if active == "nce" else FocalTerm(gamma)
+    passive_term = ReverseCrossEntropyTerm(A) if passive == "rce" else UnhingedTerm()
     common = dict(
         weight=weight,
         ignore_index=ignore_index,
@@ -525,4 +531,4 @@ def active_passive_loss(
     )
     act = normalized_loss(input, target, active_term, **common)
     pas = term_loss(input, target, passive_term, **common)
-    return a * act + b * pas
+    return alpha * act + beta * pas

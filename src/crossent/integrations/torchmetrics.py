@@ -133,7 +133,8 @@ class _UniformCalibrationError(_CalibrationMetric):
             num_classes_required=classwise,
             **kwargs,
         )
-        V.check_options("uniform", norm, "classwise" if classwise else "top_label", debiased)
+        V.NORM.check("norm", norm)
+        V.check_debiased_norm(norm, V.FLAG.check("debiased", debiased))
         self.norm, self.debiased, self.classwise = norm, debiased, classwise
         groups = self.num_classes if classwise and self.num_classes else 1
         zeros = torch.zeros(3, groups, self.n_bins, dtype=torch.float64)

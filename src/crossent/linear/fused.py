@@ -306,5 +306,3 @@ def fused_pass(
     # The chunk buffer lives inside _sweep only: freed before the gradient is converted.
     _sweep(x, w, b, problem, rows, row_scale, losses, grads)
     return FusedResult(losses, *grads.result(b))
-
-

@@ -8,8 +8,9 @@ import torch
 from torch import Tensor
 
 from crossent.core import checks
-from crossent.core.checks import check_ignore_index
+from crossent.core.params import check_all
 from crossent.core.term import Term
+from crossent.functional import _params
 
 
 class TermModule:
@@ -65,14 +66,18 @@ class EngineLoss(torch.nn.Module):
         smoothing: str = "uniform",
     ) -> None:
         super().__init__()
-        self.register_buffer("weight", check_weight_vector(weight))
-        self.ignore_index = check_ignore_index(ignore_index)
-        self.reduction = checks.check_reduction(reduction)
-        self.label_smoothing = checks.check_real(
-            "label_smoothing", label_smoothing, low=0.0, high=1.0
+        common = check_all(
+            _params.ENGINE,
+            ignore_index=ignore_index,
+            reduction=reduction,
+            label_smoothing=label_smoothing,
+            smoothing=smoothing,
         )
-        checks.check_choice("smoothing", smoothing, ("uniform", "others"))
-        self.smoothing = smoothing
+        self.register_buffer("weight", check_weight_vector(weight))
+        self.ignore_index = common["ignore_index"]
+        self.reduction = common["reduction"]
+        self.label_smoothing = common["label_smoothing"]
+        self.smoothing = common["smoothing"]
 
     def common(self) -> dict[str, Any]:
         """The engine's common arguments, for the function."""
@@ -125,7 +130,7 @@ class TermLoss(TermModule, EngineLoss):
             label_smoothing=label_smoothing,
             smoothing=smoothing,
         )
-        self.inplace_backward = inplace_backward
+        self.inplace_backward = _params.FLAG.check("inplace_backward", inplace_backward)
 
     def common(self) -> dict[str, Any]:
         """The engine's common arguments and ``inplace_backward``, for the function."""

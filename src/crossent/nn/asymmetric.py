@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from crossent.core import checks
-from crossent.functional.asymmetric import asymmetric_loss, check_clip
+from crossent.core.params import validate
+from crossent.functional.asymmetric import asymmetric_loss
 
 
 class AsymmetricLoss(torch.nn.Module):
@@ -33,13 +33,17 @@ class AsymmetricLoss(torch.nn.Module):
         reduction: str = "mean",
     ) -> None:
         super().__init__()
-        self.gamma_pos = checks.check_real("gamma_pos", gamma_pos, low=0.0)
-        self.gamma_neg = checks.check_real("gamma_neg", gamma_neg, low=0.0)
-        self.clip = check_clip(clip)
-        if weight is not None:
-            checks.check_tensor("weight", weight)
+        v = validate(
+            asymmetric_loss,
+            gamma_pos=gamma_pos,
+            gamma_neg=gamma_neg,
+            clip=clip,
+            weight=weight,
+            reduction=reduction,
+        )
+        self.gamma_pos, self.gamma_neg, self.clip = v["gamma_pos"], v["gamma_neg"], v["clip"]
         self.register_buffer("weight", weight)
-        self.reduction = checks.check_reduction(reduction)
+        self.reduction = v["reduction"]
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
         """Compute the loss (see :func:`crossent.asymmetric_loss`)."""

@@ -7,7 +7,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from crossent.core import checks
+from crossent.core.params import validate
+from crossent.functional._params import legacy_reduction
 from crossent.functional.cross_entropy import binary_cross_entropy_with_logits, cross_entropy
 from crossent.nn._base import TermModule, check_weight_vector
 from crossent.terms import CrossEntropyTerm, Term
@@ -30,24 +31,35 @@ class CrossEntropyLoss(TermModule, torch.nn.Module):
     def __init__(
         self,
         weight: Tensor | None = None,
+        size_average: bool | None = None,
         ignore_index: int = -100,
+        reduce: bool | None = None,
         reduction: str = "mean",
         label_smoothing: float = 0.0,
+        *,
         smoothing: str = "uniform",
         z_loss: float = 0.0,
         inplace_backward: bool = False,
     ) -> None:
         super().__init__()
-        self.register_buffer("weight", check_weight_vector(weight))
-        self.ignore_index = checks.check_ignore_index(ignore_index)
-        self.reduction = checks.check_reduction(reduction)
-        self.label_smoothing = checks.check_real(
-            "label_smoothing", label_smoothing, low=0.0, high=1.0
+        v = validate(
+            cross_entropy,
+            size_average=size_average,
+            ignore_index=ignore_index,
+            reduce=reduce,
+            reduction=reduction,
+            label_smoothing=label_smoothing,
+            smoothing=smoothing,
+            z_loss=z_loss,
+            inplace_backward=inplace_backward,
         )
-        checks.check_choice("smoothing", smoothing, ("uniform", "others"))
-        self.smoothing = smoothing
-        self.z_loss = checks.check_real("z_loss", z_loss, low=0.0)
-        self.inplace_backward = inplace_backward
+        self.register_buffer("weight", check_weight_vector(weight))
+        self.ignore_index = v["ignore_index"]
+        self.reduction = legacy_reduction(size_average, reduce, v["reduction"])
+        self.label_smoothing = v["label_smoothing"]
+        self.smoothing = v["smoothing"]
+        self.z_loss = v["z_loss"]
+        self.inplace_backward = v["inplace_backward"]
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
         """Compute the loss (see :func:`crossent.cross_entropy`)."""
@@ -102,17 +114,27 @@ class BCEWithLogitsLoss(torch.nn.Module):
     def __init__(
         self,
         weight: Tensor | None = None,
+        size_average: bool | None = None,
+        reduce: bool | None = None,
         reduction: str = "mean",
         pos_weight: Tensor | None = None,
+        *,
         label_smoothing: float = 0.0,
     ) -> None:
         super().__init__()
+        v = validate(
+            binary_cross_entropy_with_logits,
+            weight=weight,
+            size_average=size_average,
+            reduce=reduce,
+            reduction=reduction,
+            pos_weight=pos_weight,
+            label_smoothing=label_smoothing,
+        )
         self.register_buffer("weight", weight)
         self.register_buffer("pos_weight", pos_weight)
-        self.reduction = checks.check_reduction(reduction)
-        self.label_smoothing = checks.check_real(
-            "label_smoothing", label_smoothing, low=0.0, high=1.0
-        )
+        self.reduction = legacy_reduction(size_average, reduce, v["reduction"])
+        self.label_smoothing = v["label_smoothing"]
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
         """Compute the loss (see :func:`crossent.binary_cross_entropy_with_logits`)."""

@@ -5,9 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from crossent.core import checks
-from crossent.functional import _params
-from crossent.functional.distillation import DIVERGENCES, distillation_loss
+from crossent.core.params import validate
+from crossent.functional.distillation import distillation_loss
 
 
 class DistillationLoss(torch.nn.Module):
@@ -33,13 +32,17 @@ class DistillationLoss(torch.nn.Module):
         reduction: str = "mean",
     ) -> None:
         super().__init__()
-        self.temperature = _params.check_temperature(temperature)
-        checks.check_choice("divergence", divergence, DIVERGENCES)
-        self.divergence = divergence
-        self.mix = _params.check_unit("mix", mix)
-        self.alpha = _params.check_unit("alpha", alpha)
-        self.ignore_index = checks.check_ignore_index(ignore_index)
-        self.reduction = checks.check_reduction(reduction)
+        v = validate(
+            distillation_loss,
+            temperature=temperature,
+            divergence=divergence,
+            mix=mix,
+            alpha=alpha,
+            ignore_index=ignore_index,
+            reduction=reduction,
+        )
+        self.temperature, self.divergence, self.mix = v["temperature"], divergence, v["mix"]
+        self.alpha, self.ignore_index, self.reduction = v["alpha"], v["ignore_index"], reduction
 
     def forward(
         self, student_logits: Tensor, teacher_logits: Tensor, labels: Tensor | None = None

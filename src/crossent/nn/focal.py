@@ -8,9 +8,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from crossent.core import checks
+from crossent.core.params import validate
 from crossent.core.term import Term
-from crossent.functional import _params
 from crossent.functional.focal import focal_loss, focal_term, sigmoid_focal_loss
 from crossent.nn._base import TermLoss
 
@@ -50,8 +49,8 @@ class FocalLoss(TermLoss):
             smoothing=smoothing,
             inplace_backward=inplace_backward,
         )
-        self.gamma = _params.check_gamma(gamma)
-        checked = _params.check_class_alpha(alpha)
+        v = validate(focal_loss, gamma=gamma, alpha=alpha)
+        self.gamma, checked = v["gamma"], v["alpha"]
         if checked is not None and not isinstance(alpha, Tensor):
             checked = checked.to(torch.get_default_dtype())  # a buffer, like PyTorch's own
         self.register_buffer("alpha", checked)
@@ -86,9 +85,8 @@ class SigmoidFocalLoss(torch.nn.Module):
         self, *, gamma: float = 2.0, alpha: float | None = 0.25, reduction: str = "mean"
     ) -> None:
         super().__init__()
-        self.gamma = float(_params.check_gamma(gamma, allow_schedule=False))
-        self.alpha = _params.check_sigmoid_alpha(alpha)
-        self.reduction = checks.check_reduction(reduction)
+        v = validate(sigmoid_focal_loss, gamma=gamma, alpha=alpha, reduction=reduction)
+        self.gamma, self.alpha, self.reduction = v["gamma"], v["alpha"], v["reduction"]
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
         """Compute the loss (see :func:`crossent.sigmoid_focal_loss`)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from crossent.core import checks
+from crossent.core.params import validate
 from crossent.functional import _params
 from crossent.functional.gce import (
     binary_generalized_cross_entropy,
@@ -46,8 +46,8 @@ class GCELoss(TermLoss):
             smoothing=smoothing,
             inplace_backward=inplace_backward,
         )
-        self.q = _params.check_q(q)
-        self.truncate = _params.check_truncate(truncate)
+        v = validate(generalized_cross_entropy, q=q, truncate=truncate)
+        self.q, self.truncate = v["q"], v["truncate"]
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
         """Compute the loss (see :func:`crossent.generalized_cross_entropy`)."""
@@ -94,7 +94,7 @@ class SGCELoss(TermLoss):
             smoothing=smoothing,
             inplace_backward=inplace_backward,
         )
-        self.q = _params.check_q(q)
+        self.q = validate(smooth_generalized_cross_entropy, q=q)["q"]
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
         """Compute the loss (see :func:`crossent.smooth_generalized_cross_entropy`)."""
@@ -124,13 +124,17 @@ class _BinaryLqLoss(torch.nn.Module):
         label_smoothing: float,
     ) -> None:
         super().__init__()
-        self.q = _params.check_q(q)
+        v = validate(
+            binary_generalized_cross_entropy,
+            q=q,
+            weight=weight,
+            pos_weight=pos_weight,
+            reduction=reduction,
+            label_smoothing=label_smoothing,
+        )
+        self.q, self.reduction, self.label_smoothing = v["q"], reduction, v["label_smoothing"]
         self.register_buffer("weight", weight)
         self.register_buffer("pos_weight", pos_weight)
-        self.reduction = checks.check_reduction(reduction)
-        self.label_smoothing = checks.check_real(
-            "label_smoothing", label_smoothing, low=0.0, high=1.0
-        )
 
     def extra_repr(self) -> str:
         """Settings shown by ``repr``."""
@@ -157,7 +161,7 @@ class BinaryGCELoss(_BinaryLqLoss):
         label_smoothing: float = 0.0,
     ) -> None:
         super().__init__(q, weight, pos_weight, reduction, label_smoothing)
-        self.truncate = _params.check_truncate(truncate)
+        self.truncate = validate(binary_generalized_cross_entropy, truncate=truncate)["truncate"]
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
         """Compute the loss (see :func:`crossent.binary_generalized_cross_entropy`)."""
@@ -193,8 +197,10 @@ class BinarySGCELoss(_BinaryLqLoss):
         reduction: str = "mean",
     ) -> None:
         super().__init__(q, weight, pos_weight, reduction, label_smoothing)
+        self.smoothing = validate(binary_smooth_generalized_cross_entropy, smoothing=smoothing)[
+            "smoothing"
+        ]
         _params.check_binary_smoothing(label_smoothing, smoothing)
-        self.smoothing = smoothing
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
         """Compute the loss (see :func:`crossent.binary_smooth_generalized_cross_entropy`)."""

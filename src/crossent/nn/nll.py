@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from crossent.core import checks
-from crossent.core.checks import check_ignore_index
+from crossent.core.params import validate
+from crossent.functional._params import legacy_reduction
 from crossent.functional.nll import nll_loss
 
 
@@ -23,12 +23,25 @@ class NLLLoss(torch.nn.Module):
     weight: Tensor | None
 
     def __init__(
-        self, weight: Tensor | None = None, ignore_index: int = -100, reduction: str = "mean"
+        self,
+        weight: Tensor | None = None,
+        size_average: bool | None = None,
+        ignore_index: int = -100,
+        reduce: bool | None = None,
+        reduction: str = "mean",
     ) -> None:
         super().__init__()
+        v = validate(
+            nll_loss,
+            weight=weight,
+            size_average=size_average,
+            ignore_index=ignore_index,
+            reduce=reduce,
+            reduction=reduction,
+        )
         self.register_buffer("weight", weight)
-        self.ignore_index = check_ignore_index(ignore_index)
-        self.reduction = checks.check_reduction(reduction)
+        self.ignore_index = v["ignore_index"]
+        self.reduction = legacy_reduction(size_average, reduce, v["reduction"])
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
         """Compute the loss (see :func:`crossent.nll_loss`)."""

@@ -1,4 +1,4 @@
-"""Modules for the overlap losses (see :mod:`crossent.overlap` for the math and arguments).
+"""Modules for the overlap losses (see :mod:`crossent.functional.overlap` for the math).
 
 Each module checks its settings when it is built, so a bad hyper-parameter fails at
 construction (and in :func:`crossent.get_loss`), not at the first batch.
@@ -9,12 +9,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from crossent.core import checks
-from crossent.functional._overlap_sets import (
-    check_overlap_args,
-    check_tversky_args,
-    check_unified_args,
-)
+from crossent.core.params import validate
+from crossent.functional._overlap_sets import check_tversky_sum
 from crossent.functional.overlap import (
     dice_loss,
     focal_tversky_loss,
@@ -34,12 +30,16 @@ class _OverlapLoss(torch.nn.Module):
         self, mode: str, smooth: float, per_image: bool, ignore_index: int, reduction: str
     ) -> None:
         super().__init__()
-        check_overlap_args(mode, smooth, per_image, reduction)
-        self.mode = mode
-        self.smooth = float(smooth)
-        self.per_image = per_image
-        self.ignore_index = ignore_index
-        self.reduction = reduction
+        v = validate(
+            dice_loss,
+            mode=mode,
+            smooth=smooth,
+            per_image=per_image,
+            ignore_index=ignore_index,
+            reduction=reduction,
+        )
+        self.mode, self.smooth, self.per_image = mode, v["smooth"], per_image
+        self.ignore_index, self.reduction = v["ignore_index"], reduction
 
     def _common(self) -> dict[str, object]:
         return {
@@ -81,7 +81,7 @@ class _OverlapLoss(torch.nn.Module):
 
 
 class DiceLoss(_OverlapLoss):
-    """Module form of :func:`crossent.overlap.dice_loss`.
+    """Module form of :func:`crossent.dice_loss`.
 
     Example:
         >>> import torch
@@ -100,12 +100,12 @@ class DiceLoss(_OverlapLoss):
         super().__init__(mode, smooth, per_image, ignore_index, reduction)
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
-        """Compute the loss (see :func:`crossent.overlap.dice_loss`)."""
+        """Compute the loss (see :func:`crossent.dice_loss`)."""
         return dice_loss(input, target, **self._common())
 
 
 class TverskyLoss(_OverlapLoss):
-    """Module form of :func:`crossent.overlap.tversky_loss`.
+    """Module form of :func:`crossent.tversky_loss`.
 
     Example:
         >>> import torch
@@ -125,12 +125,12 @@ class TverskyLoss(_OverlapLoss):
         reduction: str = "mean",
     ) -> None:
         super().__init__(mode, smooth, per_image, ignore_index, reduction)
-        check_tversky_args(alpha, beta)
-        self.alpha = float(alpha)
-        self.beta = float(beta)
+        v = validate(tversky_loss, alpha=alpha, beta=beta)
+        check_tversky_sum(v["alpha"], v["beta"])
+        self.alpha, self.beta = v["alpha"], v["beta"]
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
-        """Compute the loss (see :func:`crossent.overlap.tversky_loss`)."""
+        """Compute the loss (see :func:`crossent.tversky_loss`)."""
         return tversky_loss(input, target, alpha=self.alpha, beta=self.beta, **self._common())
 
     def _index_settings(self) -> dict[str, float]:
@@ -141,7 +141,7 @@ class TverskyLoss(_OverlapLoss):
 
 
 class FocalTverskyLoss(_OverlapLoss):
-    """Module form of :func:`crossent.overlap.focal_tversky_loss`.
+    """Module form of :func:`crossent.focal_tversky_loss`.
 
     Example:
         >>> import torch
@@ -162,13 +162,12 @@ class FocalTverskyLoss(_OverlapLoss):
         reduction: str = "mean",
     ) -> None:
         super().__init__(mode, smooth, per_image, ignore_index, reduction)
-        check_tversky_args(alpha, beta)
-        self.alpha = float(alpha)
-        self.beta = float(beta)
-        self.gamma = checks.check_real("gamma", gamma, low=0.0)
+        v = validate(focal_tversky_loss, alpha=alpha, beta=beta, gamma=gamma)
+        check_tversky_sum(v["alpha"], v["beta"])
+        self.alpha, self.beta, self.gamma = v["alpha"], v["beta"], v["gamma"]
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
-        """Compute the loss (see :func:`crossent.overlap.focal_tversky_loss`)."""
+        """Compute the loss (see :func:`crossent.focal_tversky_loss`)."""
         return focal_tversky_loss(
             input, target, alpha=self.alpha, beta=self.beta, gamma=self.gamma, **self._common()
         )
@@ -181,7 +180,7 @@ class FocalTverskyLoss(_OverlapLoss):
 
 
 class UnifiedFocalLoss(_OverlapLoss):
-    """Module form of :func:`crossent.overlap.unified_focal_loss`.
+    """Module form of :func:`crossent.unified_focal_loss`.
 
     Example:
         >>> import torch
@@ -203,14 +202,14 @@ class UnifiedFocalLoss(_OverlapLoss):
         reduction: str = "mean",
     ) -> None:
         super().__init__(mode, smooth, per_image, ignore_index, reduction)
-        check_unified_args(weight, delta, gamma, asymmetric)
-        self.weight = float(weight)
-        self.delta = float(delta)
-        self.gamma = float(gamma)
+        v = validate(
+            unified_focal_loss, weight=weight, delta=delta, gamma=gamma, asymmetric=asymmetric
+        )
+        self.weight, self.delta, self.gamma = v["weight"], v["delta"], v["gamma"]
         self.asymmetric = asymmetric
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
-        """Compute the loss (see :func:`crossent.overlap.unified_focal_loss`)."""
+        """Compute the loss (see :func:`crossent.unified_focal_loss`)."""
         return unified_focal_loss(
             input,
             target,

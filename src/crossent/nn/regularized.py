@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from crossent.functional import _params
+from crossent.core.params import validate
 from crossent.functional.regularized import (
     brier_loss,
     entropy_regularized_cross_entropy,
@@ -42,7 +42,7 @@ class Poly1CrossEntropyLoss(TermLoss):
             smoothing=smoothing,
             inplace_backward=inplace_backward,
         )
-        self.epsilon = _params.check_epsilon(epsilon)
+        self.epsilon = validate(poly1_cross_entropy, epsilon=epsilon)["epsilon"]
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
         """Compute the loss (see :func:`crossent.poly1_cross_entropy`)."""
@@ -86,7 +86,7 @@ class EntropyRegularizedCrossEntropyLoss(TermLoss):
             smoothing=smoothing,
             inplace_backward=inplace_backward,
         )
-        self.beta = _params.check_nonnegative("beta", beta)
+        self.beta = validate(entropy_regularized_cross_entropy, beta=beta)["beta"]
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
         """Compute the loss (see :func:`crossent.entropy_regularized_cross_entropy`)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from crossent.core import checks
+from crossent.core.params import validate
 from crossent.functional import _params
 from crossent.functional.robust import (
     active_passive_loss,
@@ -84,7 +84,7 @@ class RCELoss(TermLoss):
             smoothing=smoothing,
             inplace_backward=inplace_backward,
         )
-        self.A = _params.check_A(A)
+        self.A = validate(reverse_cross_entropy, A=A)["A"]
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
         """Compute the loss (see :func:`crossent.reverse_cross_entropy`)."""
@@ -129,9 +129,8 @@ class SCELoss(TermLoss):
             smoothing=smoothing,
             inplace_backward=inplace_backward,
         )
-        self.alpha = _params.check_nonnegative("alpha", alpha)
-        self.beta = _params.check_nonnegative("beta", beta)
-        self.A = _params.check_A(A)
+        v = validate(symmetric_cross_entropy, alpha=alpha, beta=beta, A=A)
+        self.alpha, self.beta, self.A = v["alpha"], v["beta"], v["A"]
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
         """Compute the loss (see :func:`crossent.symmetric_cross_entropy`)."""
@@ -188,7 +187,7 @@ class NFLoss(EngineLoss):
             label_smoothing=label_smoothing,
             smoothing=smoothing,
         )
-        self.gamma = float(_params.check_gamma(gamma, allow_schedule=False))
+        self.gamma = validate(normalized_focal_loss, gamma=gamma)["gamma"]
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
         """Compute the loss (see :func:`crossent.normalized_focal_loss`)."""
@@ -230,13 +229,17 @@ class APLoss(EngineLoss):
             label_smoothing=label_smoothing,
             smoothing=smoothing,
         )
-        checks.check_choice("active", active, ("nce", "nfl"))
-        checks.check_choice("passive", passive, ("rce", "mae"))
+        v = validate(
+            active_passive_loss,
+            active=active,
+            passive=passive,
+            alpha=alpha,
+            beta=beta,
+            gamma=gamma,
+            A=A,
+        )
         self.active, self.passive = active, passive
-        self.alpha = _params.check_nonnegative("alpha", alpha)
-        self.beta = _params.check_nonnegative("beta", beta)
-        self.gamma = float(_params.check_gamma(gamma, allow_schedule=False))
-        self.A = _params.check_A(A)
+        self.alpha, self.beta, self.gamma, self.A = v["alpha"], v["beta"], v["gamma"], v["A"]
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
         """Compute the loss (see :func:`crossent.active_passive_loss`)."""

@@ -35,9 +35,7 @@ def page_html() -> str:
     imports = {spec: _data_url(_read(name)) for spec, name in _MODULES.items()}
     importmap = json.dumps({"imports": imports})
     app = _read("app.mjs").replace("</script", "<\\/script")
-    return (
-        _read("calc.html").replace("__IMPORTMAP__", importmap).replace("__APP__", app)
-    )
+    return _read("calc.html").replace("__IMPORTMAP__", importmap).replace("__APP__", app)
 
 
 def write_page(folder: str | Path) -> Path:
