@@ -35,6 +35,10 @@ from torch import Tensor
 from crossent import functional as F
 from crossent import nn
 
+#: The longest spec :func:`parse_spec` reads (a real one is a few dozen characters; far
+#: longer ones, e.g. thousands of nested minus signs, would exhaust the parser's recursion).
+MAX_SPEC_LENGTH = 1000
+
 #: What input a loss takes, for callers that build inputs for any name (tests, ``calc``).
 KINDS = ("multiclass", "binary", "log_probs", "distillation", "overlap")
 
@@ -246,10 +250,7 @@ def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
     text = spec.strip()
     if text.lower() in _ENTRIES or text.lower() in _ALIASES or text.lower() in _PRESETS:
         return text.lower(), {}
-    try:
-        node = ast.parse(text, mode="eval").body
-    except SyntaxError:
-        raise _malformed(spec, "it is neither a name nor a call") from None
+    node = _parse(text)
     if isinstance(node, ast.Name):
         return node.id.lower(), {}
     if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Name):
@@ -262,8 +263,18 @@ def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
             raise _malformed(spec, "'**' unpacking is not accepted")
         if keyword.arg in kwargs:
             raise _malformed(spec, f"`{keyword.arg}` is given twice")
-        kwargs[keyword.arg] = _literal(keyword.value, keyword.arg, spec)
+        kwargs[keyword.arg] = _literal(keyword.value, keyword.arg, text)
     return node.func.id.lower(), kwargs
+
+
+def _parse(text: str) -> ast.expr:
+    """The expression of a spec; a ``ValueError`` for a malformed or overlong one."""
+    if len(text) > MAX_SPEC_LENGTH:
+        raise _malformed(text, f"it is longer than {MAX_SPEC_LENGTH} characters")
+    try:
+        return ast.parse(text, mode="eval").body
+    except (SyntaxError, RecursionError, MemoryError):  # nesting too deep for the parser
+        raise _malformed(text, "it is neither a name nor a call") from None
 
 
 def loss_class(name: str) -> type[torch.nn.Module]:
@@ -355,7 +366,7 @@ def _literal(node: ast.expr, key: str, spec: str) -> Any:
     raise _malformed(
         spec,
         f"the value of `{key}` must be a literal (a number, a string, True, False, None or a "
-        f"list of numbers), not {ast.unparse(node)}",
+        f"list of numbers), not {_shortened(ast.get_source_segment(spec, node) or '')}",
     )
 
 
@@ -371,8 +382,14 @@ def _as_number(node: ast.expr) -> int | float | None:
     return None
 
 
+def _shortened(text: str) -> str:
+    """``text``, or its start and its length when it is long (no megabyte messages)."""
+    return text if len(text) <= 80 else f"{text[:60]}... ({len(text)} characters)"
+
+
 def _malformed(spec: str, reason: str) -> ValueError:
     return ValueError(
-        f"Malformed loss spec {spec!r}: {reason}. Expected a name such as 'gce' or a call with "
-        'literal keyword arguments such as "focal(gamma=2)" or "focal(gamma=\'flsd-53\')"'
+        f"Malformed loss spec {_shortened(spec)!r}: {reason}. Expected a name such as 'gce' or a "
+        'call with literal keyword arguments such as "focal(gamma=2)" or '
+        "\"focal(gamma='flsd-53')\""
     )

@@ -25,6 +25,26 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
+# Beyond half of float32's range, s = x - lse(x) can overflow to -inf for a class that is not
+# masked (x = -3e38 with lse = 3e38).
+_FLOAT32_HALF_RANGE = torch.finfo(torch.float32).max / 2
+
+
+def overflow_safe_dtype(z: Tensor) -> torch.dtype:
+    """:func:`compute_dtype`, but float64 for float32 logits beyond half float32's range.
+
+    For the losses that combine log-probabilities of every class (the normalized losses,
+    the symmetric cross-entropy), whose value stays finite when some ``s`` overflows. The
+    check reads one maximum on the host, so it is skipped while compiling or under a
+    ``torch.func`` transform (there such logits overflow as in float32).
+    """
+    dtype = compute_dtype(z.dtype)
+    if dtype != torch.float32 or config.tracing() or z.numel() == 0:
+        return dtype
+    wide = bool(z.detach().abs().amax() > _FLOAT32_HALF_RANGE)
+    return torch.float64 if wide else dtype
+
+
 def takes_formula(*others: Tensor | None) -> bool:
     """Whether a call must take its differentiable formula instead of the analytic gradient.
 

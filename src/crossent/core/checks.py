@@ -150,3 +150,29 @@ def check_class_weight(
     if config.validate_args() and bool(((weight < 0) | ~torch.isfinite(weight)).any()):
         raise fail(name, "to be finite and >= 0 (negative class weights are not supported)", weight)
     return weight
+
+
+def check_unit_interval(name: str, value: torch.Tensor, expected: str = "") -> None:
+    """Raise unless every entry of ``value`` lies in [0, 1] (NaN does not).
+
+    ``expected`` replaces the message's ``to hold values in [0, 1]``.
+    """
+    if value.numel() == 0:
+        return
+    low, high = torch.aminmax(value.detach())
+    if not (bool(low >= 0) and bool(high <= 1)):  # NaN fails both comparisons
+        raise fail(name, expected or "to hold values in [0, 1] (not NaN)", value)
+
+
+def check_devices(input: torch.Tensor, input_name: str = "input", **others: object) -> None:
+    """Raise unless each tensor of ``others`` is on ``input``'s device (named as given).
+
+    Checked before any value is read: a tensor on another device would otherwise fail deep
+    inside (a copy out of a meta tensor, a CUDA/CPU mix) without naming the argument.
+    """
+    for name, value in others.items():
+        if isinstance(value, torch.Tensor) and value.device != input.device:
+            raise ArgumentError(
+                f"Expected `{name}` on the device of `{input_name}` ({input.device}), but got a "
+                f"tensor on {value.device}"
+            )

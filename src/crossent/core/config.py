@@ -46,7 +46,7 @@ def transforms_active() -> bool:
     return torch._C._are_functorch_transforms_active()
 
 
-def _tracing() -> bool:
+def tracing() -> bool:
     """Whether tensor contents cannot be read on the host (compiling or a transform)."""
     return torch.compiler.is_compiling() or transforms_active()
 
@@ -57,7 +57,7 @@ def validate_args() -> bool:
     Those checks need the values on the host (a synchronisation, a graph break); a compiled
     loss relies on :func:`device_assertions` instead.
     """
-    return _state["validate_args"] and not _tracing()
+    return _state["validate_args"] and not tracing()
 
 
 def device_assertions() -> bool:
@@ -71,7 +71,7 @@ def device_assertions() -> bool:
 
 def warn_probabilities() -> bool:
     """Whether the double-softmax warning is on (never while ``torch.compile`` traces)."""
-    return _state["warn_probabilities"] and not _tracing()
+    return _state["warn_probabilities"] and not tracing()
 
 
 def set_validation(enabled: bool) -> None:

@@ -65,11 +65,15 @@ def reduction_scale(targets: Targets, reduction: str, dtype: torch.dtype) -> Ten
 
 
 def reduce_losses(losses: Tensor, targets: Targets, reduction: str) -> Tensor:
-    """Apply ``reduction`` to per-element losses ``(N, D)``."""
+    """Apply ``reduction`` to per-element losses ``(N, D)``.
+
+    float32 losses are summed in float64 (``N`` numbers: nothing next to the loss itself), so a
+    mean of losses near float32's largest value stays finite where their sum would overflow.
+    """
     if reduction == "none":
         return losses
-    total = losses.sum()
+    total = losses.sum(dtype=torch.float64 if losses.dtype == torch.float32 else None)
     if reduction == "sum":
-        return total
+        return total.to(losses.dtype)
     denom = targets.denominator.to(total.dtype)
-    return divide_or_zero(total, denom)
+    return divide_or_zero(total, denom).to(losses.dtype)

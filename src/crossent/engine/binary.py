@@ -207,7 +207,13 @@ def _is_hard(y: Tensor) -> bool:
     return bool((low == 0) & (high == 0))
 
 
-def _check_broadcast(name: str, value: Tensor | None, shape: torch.Size) -> Tensor | None:
+def _check_weights(name: str, value: Tensor | None, shape: torch.Size) -> Tensor | None:
+    """An element or positive-class weight: broadcastable to the input, finite and ``>= 0``.
+
+    The rule of the multiclass class weights (:func:`crossent.core.checks.check_class_weight`):
+    PyTorch accepts negative weights, crossent rejects them (a negative weight turns a loss into
+    a gain). The values are read unless :func:`crossent.set_validation` turned that off.
+    """
     if value is None:
         return None
     checks.check_tensor(name, value)
@@ -217,6 +223,8 @@ def _check_broadcast(name: str, value: Tensor | None, shape: torch.Size) -> Tens
         broadcast = None
     if broadcast != shape:
         raise fail(name, f"to broadcast to the input shape {tuple(shape)}", value)
+    if config.validate_args() and bool(((value < 0) | ~torch.isfinite(value)).any()):
+        raise fail(name, "to be finite and >= 0 (negative weights are not supported)", value)
     return value
 
 
@@ -254,6 +262,7 @@ def binary_term_loss(
     checks.check_tensor("input", input)
     checks.check_floating("input", input)
     checks.check_tensor("target", target)
+    checks.check_devices(input, target=target, weight=weight, pos_weight=pos_weight)
     input = promote_to_target(input, target)
     reduction = checks.check_reduction(reduction)
     eps = checks.check_real("label_smoothing", label_smoothing, low=0.0, high=1.0)
@@ -261,12 +270,10 @@ def binary_term_loss(
         raise fail("target", f"to have the shape of `input` {tuple(input.shape)}", target)
     if not target.is_floating_point():
         target = target.to(compute_dtype(input.dtype))
-    elif config.validate_args() and target.numel():
-        low, high = torch.aminmax(target.detach())
-        if bool(low < 0) or bool(high > 1):
-            raise fail("target", "to hold values in [0, 1]", target)
-    weight = _check_broadcast("weight", weight, input.shape)
-    pos_weight = _check_broadcast("pos_weight", pos_weight, input.shape)
+    elif config.validate_args():
+        checks.check_unit_interval("target", target)
+    weight = _check_weights("weight", weight, input.shape)
+    pos_weight = _check_weights("pos_weight", pos_weight, input.shape)
     inplace_backward = writes_in_place(input, inplace_backward)
     if inplace_backward and not input.is_contiguous():
         raise fail("input", "to be contiguous with inplace_backward=True", input)

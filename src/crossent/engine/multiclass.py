@@ -280,6 +280,7 @@ def term_loss(
     z_loss = checks.check_real("z_loss", z_loss, low=0.0)
     ignore_index = checks.check_ignore_index(ignore_index)
     target = checks.check_tensor("target", target)
+    checks.check_devices(input, target=target, weight=weight, class_scale=class_scale)
     input = promote_to_target(input, target)
     input, target, unbatched = as_batch(input, target)
     k = input.shape[1]

@@ -33,7 +33,7 @@ import torch
 from torch import Tensor
 
 from crossent.core import checks
-from crossent.core.autograd import compute_dtype
+from crossent.core.autograd import compute_dtype, overflow_safe_dtype
 from crossent.core.checks import check_ignore_index
 from crossent.core.problem import reduce_losses, reduction_scale
 from crossent.core.targets import (
@@ -56,14 +56,15 @@ class _Parts:
     loss: Tensor  # (N, D) per-element loss, 0 where ignored
     s: Tensor  # log-probabilities
     p: Tensor  # target distribution
-    num: Tensor  # (N, 1, D) sum_k P_k F_1(s_k)
-    den: Tensor  # (N, 1, D) sum_j F_1(s_j), 1 where it is 0
+    num: Tensor  # (N, 1, D) sum_k P_k F_1(s_k) / c
+    den: Tensor  # (N, 1, D) sum_j F_1(s_j) / c, 1 where it is 0
+    c: Tensor  # (N, 1, D) the row's largest |F_1|: the sums are of F_1 / c (no overflow)
     keep: Tensor  # (N, 1, D) rows that count: not ignored, denominator > 0
 
 
 @dataclass(frozen=True)
 class NormalizedProblem:
-    """One normalized-loss call (see :class:`crossent._autograd.Problem`)."""
+    """One normalized-loss call (see :class:`crossent.core.autograd.Problem`)."""
 
     targets: Targets
     term: Term
@@ -74,7 +75,7 @@ class NormalizedProblem:
     inplace_backward: bool = False
 
     def _parts(self, z: Tensor) -> _Parts:
-        x = z.to(compute_dtype(z.dtype))
+        x = z.to(overflow_safe_dtype(z))
         lse = torch.logsumexp(x, dim=1, keepdim=True)
         # A fully masked row has lse = -inf; shift by 0 so s stays -inf, not NaN.
         s = x - torch.where(torch.isneginf(lse), torch.zeros_like(lse), lse)
@@ -91,13 +92,18 @@ class NormalizedProblem:
             p = p * self.weight.to(x.dtype).view(1, -1, 1)
         one = torch.ones((), dtype=x.dtype, device=x.device)
         f = self._masked(s, self.term.value(s, one))
+        # N / D = (N / c) / (D / c): with c = max_k |F_1(s_k)| neither sum overflows (logits
+        # near 1e38 give F_1 near 1e38 per class, and K of them overflow float32).
+        c = f.detach().abs().amax(dim=1, keepdim=True)
+        c = torch.where(torch.isfinite(c) & (c > 0), c, torch.ones_like(c))
+        f = f / c
         num = torch.where(p == 0, torch.zeros_like(f), p * f).sum(dim=1, keepdim=True)
         den = f.sum(dim=1, keepdim=True)
         # A row with a single possible class has D = 0 (and N = 0): its loss is 0.
         keep = self.targets.valid.unsqueeze(1) & (den != 0)
         den = torch.where(keep, den, torch.ones_like(den))
         loss = torch.where(keep, num / den, torch.zeros_like(num)).squeeze(1)
-        return _Parts(loss, s, p, num, den, keep)
+        return _Parts(loss, s, p, num, den, c, keep)
 
     @staticmethod
     def _masked(s: Tensor, v: Tensor) -> Tensor:
@@ -106,20 +112,22 @@ class NormalizedProblem:
 
     def compute(self, z: Tensor, want_grad: bool) -> tuple[Tensor, Tensor | None]:
         parts = self._parts(z)
-        loss = reduce_losses(parts.loss, self.targets, self.reduction)
+        loss = reduce_losses(parts.loss, self.targets, self.reduction).to(compute_dtype(z.dtype))
         if not want_grad:
             return loss, None
         one = torch.ones((), dtype=parts.s.dtype, device=z.device)
         g = self._masked(parts.s, self.term.grad(parts.s, one))
-        # dl/ds_k = (P_k D - N) G_1(s_k) / D^2;  dl/dz_j = u_j - q_j sum_k u_k
-        u = (parts.p * parts.den - parts.num) * g / parts.den**2
+        # dl/ds_k = (P_k D - N) G_1(s_k) / D^2 = (P_k D' - N') (G_1(s_k) / c) / D'^2 with
+        # D' = D / c, N' = N / c;  dl/dz_j = u_j - q_j sum_k u_k
+        u = (parts.p * parts.den - parts.num) * (g / parts.c) / parts.den**2
         grad = u - torch.exp(parts.s) * u.sum(dim=1, keepdim=True)
         scale = reduction_scale(self.targets, self.reduction, grad.dtype)
         grad = torch.where(parts.keep, grad * scale, torch.zeros_like(grad))
         return loss, grad.to(z.dtype)
 
     def differentiable(self, z: Tensor) -> Tensor:
-        return reduce_losses(self._parts(z).loss, self.targets, self.reduction)
+        loss = reduce_losses(self._parts(z).loss, self.targets, self.reduction)
+        return loss.to(compute_dtype(z.dtype))
 
     def none_factor(self, grad_output: Tensor, grad: Tensor) -> Tensor:
         return grad_output.reshape(grad.shape[0], 1, grad.shape[2])
@@ -145,6 +153,7 @@ def normalized_loss(
     reduction = checks.check_reduction(reduction)
     ignore_index = check_ignore_index(ignore_index)
     target = checks.check_tensor("target", target)
+    checks.check_devices(input, target=target, weight=weight)
     input, target, unbatched = as_batch(input, target)
     n, k = input.shape[0], input.shape[1]
     if k < 2:

@@ -54,6 +54,7 @@ def prepare(
     """
     input = check_input(input)
     checks.check_tensor("target", target)
+    checks.check_devices(input, target=target)
     z = input.float() if input.dtype != torch.float64 else input
     if mode == "multiclass":
         return _prepare_multiclass(z, target, ignore_index)
@@ -74,8 +75,8 @@ def prepare(
     y = target.reshape(layout)
     valid = y != ignore_index
     y = torch.where(valid, y.to(z.dtype), 0.0)
-    if config.validate_args() and bool(((y < 0) | (y > 1)).any()):
-        raise checks.fail("target", f"in [0, 1] or ignore_index={ignore_index}", target)
+    if config.validate_args():
+        checks.check_unit_interval("target", y, f"in [0, 1] or ignore_index={ignore_index}")
     # log(1 - sigmoid(z)) = logsigmoid(-z)
     if background:
         logp = torch.cat([torch.nn.functional.logsigmoid(-z), torch.nn.functional.logsigmoid(z)], 2)

@@ -117,6 +117,7 @@ def distillation_loss(
     temp = temperature
     student = check_input(student_logits)
     teacher = checks.check_tensor("teacher_logits", teacher_logits)
+    checks.check_devices(student, "student_logits", teacher_logits=teacher, labels=labels)
     if teacher.shape != student.shape:
         raise checks.fail(
             "teacher_logits",

@@ -309,8 +309,9 @@ def binary_smooth_generalized_cross_entropy(
     term = LqTerm(q)
     if smoothing == "others" and eps > 0:
         checks.check_tensor("target", target)
-        if config.validate_args() and bool(((target < 0) | (target > 1)).any()):
-            raise checks.fail("target", "to hold values in [0, 1]", target)
+        checks.check_devices(checks.check_tensor("input", input), target=target)
+        if config.validate_args():
+            checks.check_unit_interval("target", target)
         target = target * (1 - 2 * eps) + eps  # (1 - eps) y + eps (1 - y)
         eps = 0.0
     return binary_term_loss(

@@ -83,6 +83,7 @@ def nll_loss(
     input = check_input(input)
     reduction = _params.legacy_reduction(size_average, reduce, reduction)
     target = checks.check_tensor("target", target)
+    checks.check_devices(input, target=target, weight=weight)
     if target.is_floating_point():
         raise TypeError(f"Expected `target` to hold class indices (integers), got {target.dtype}")
     input, target, unbatched = as_batch(input, target)

@@ -42,6 +42,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from crossent.core.autograd import compute_dtype, overflow_safe_dtype
 from crossent.core.params import constrained
 from crossent.functional import _params
 from crossent.functional._overlap_sets import MODES, Sets, check_tversky_sum, prepare
@@ -357,7 +358,7 @@ def unified_focal_loss(
         asymmetric=asymmetric,
         smooth=smooth,
         reduction=reduction,
-    )
+    ).to(compute_dtype(input.dtype))
 
 
 # Statistics and the losses formed from them. With per_image=False the statistics are sums
@@ -403,6 +404,9 @@ def unified_statistics(
     The first two are ``(L,)`` and the counts ``(L, K)`` (two classes, background and
     foreground, in the sigmoid modes), each with a leading ``N`` with ``per_image``.
     """
+    # logits near float32's range: log p of a class overflows to -inf in float32
+    if isinstance(input, Tensor) and input.is_floating_point():
+        input = input.to(overflow_safe_dtype(input))
     sets = prepare(input, target, mode, ignore_index, background=True)
     p_rest = -torch.expm1(sets.logp)  # 1 - p = -expm1(log p)
     # Focal part: per pixel -w_c m_c g_c log p_c summed over classes.
@@ -412,11 +416,15 @@ def unified_statistics(
     modulator = _safe_pow(p_rest, gamma)
     if asymmetric:
         modulator = torch.cat([modulator[:, :, :1], torch.ones_like(modulator[:, :, 1:])], 2)
-    per_pixel = -(class_w.view(1, 1, k, 1) * modulator * sets.g * sets.logp).sum(2)  # (N, L, S)
+    # g log p is 0 where g = 0, also at log p = -inf (no 0 * inf)
+    g_logp = torch.where(sets.g == 0, torch.zeros_like(sets.logp), sets.g * sets.logp)
+    per_pixel = -(class_w.view(1, 1, k, 1) * modulator * g_logp).sum(2)  # (N, L, S)
     pixel_dims = (2,) if per_image else (0, 2)
     count = sets.valid.squeeze(2).expand_as(per_pixel).sum(pixel_dims)
     counts = _set_counts(sets, p_rest, (3,) if per_image else (0, 3))
-    return (per_pixel.sum(pixel_dims), count, *counts)
+    # summed in float64: per-pixel terms near float32's range would overflow a float32 sum
+    focal_sum = per_pixel.sum(pixel_dims, dtype=torch.float64)
+    return (focal_sum, count, *counts)
 
 
 def unified_from_statistics(
@@ -434,7 +442,7 @@ def unified_from_statistics(
     A scalar for the batch as one set; per image, ``(N,)`` reduced by ``reduction``.
     """
     focal_sum, count, *counts = stats
-    focal = focal_sum / count.clamp_min(1)  # mean over valid pixels
+    focal = focal_sum / count.clamp_min(1)  # mean over valid pixels (float64, see above)
     # Focal Tversky part with delta on false negatives, mean over classes.
     ones = _complement(tuple(counts), 1.0 - delta, delta, smooth)
     enhanced = _safe_pow(ones, 1.0 - gamma)
@@ -442,7 +450,7 @@ def unified_from_statistics(
         enhanced = torch.cat([ones[..., :1], enhanced[..., 1:]], -1)
     tversky = enhanced.mean(-1)
     loss = (weight * focal + (1.0 - weight) * tversky).mean(-1)  # mean over problems L
-    return _reduce(loss, reduction)  # the identity on the batch's scalar
+    return _reduce(loss.to(tversky.dtype), reduction)  # the identity on the batch's scalar
 
 
 def _set_counts(sets: Sets, p_rest: Tensor, dims: tuple[int, ...]) -> tuple[Tensor, Tensor, Tensor]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from crossent.core import checks
+from crossent.core.autograd import compute_dtype, overflow_safe_dtype
 from crossent.core.params import Options, constrained
 from crossent.engine import term_loss
 from crossent.functional import _params
@@ -299,8 +301,10 @@ def symmetric_cross_entropy(
         <https://arxiv.org/abs/1908.06112>`_, 2019.
     """
     term = symmetric_term(alpha, beta, A)
-    return term_loss(
-        input,
+    # alpha CE stays finite where CE overflows (logits near 1e38): computed in float64 there
+    wide = overflow_safe_dtype(checks.check_tensor("input", input))
+    loss = term_loss(
+        input if wide == compute_dtype(input.dtype) else input.to(wide),
         target,
         term,
         weight=weight,
@@ -310,6 +314,7 @@ def symmetric_cross_entropy(
         smoothing=smoothing,
         inplace_backward=inplace_backward,
     )
+    return loss.to(compute_dtype(input.dtype))
 
 
 @constrained(**_params.ENGINE)

@@ -70,6 +70,7 @@ def linear_term_loss(
     """
     layout = flatten_operands(input, linear_weight, linear_bias)
     target = flatten_target(layout, target)
+    checks.check_devices(layout.x, weight=weight, class_scale=class_scale)
     reduction = checks.check_reduction(reduction)
     z_loss = checks.check_real("z_loss", z_loss, low=0.0)
     ignore_index = -100 if ignore_index is None else checks.check_ignore_index(ignore_index)

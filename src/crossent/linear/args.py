@@ -87,6 +87,7 @@ def flatten_operands(
 def flatten_target(layout: LinearLayout, target: object) -> Tensor:
     """Class indices ``(*batch, *out)`` or probabilities ``(*batch, C, *out)``, flattened."""
     target = checks.check_tensor("target", target)
+    checks.check_devices(layout.x, target=target)
     n, classes, *out = layout.logits_shape
     batch = layout.batch
     index_shape, prob_shape = (*batch, *out), (*batch, classes, *out)
