@@ -1,0 +1,176 @@
+"""Checks on a Hugging Face model class's ``forward``, read from its code.
+
+Does it read ``self.loss_function``, and does it use the output layer's logits as they are
+(what the fused causal-LM loss assumes)? Both read the class's own code (its compiled names,
+and for the logits its source through :mod:`ast`), so they follow transformers as it changes
+rather than a list of model names.
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import textwrap
+import types
+from collections.abc import Callable
+
+import torch
+
+
+def unwrapped_forward(model: torch.nn.Module) -> Callable:
+    """The class's ``forward`` under its decorators (``functools.wraps`` chains)."""
+    return inspect.unwrap(type(model).forward)
+
+
+def code_names(code: types.CodeType) -> set[str]:
+    """Global and attribute names a code object reads, nested functions included."""
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names |= code_names(const)
+    return names
+
+
+def check_reads_loss_function(model: torch.nn.Module) -> None:
+    """Raise unless the class's ``forward`` computes its loss through ``self.loss_function``.
+
+    Raises:
+        ValueError: naming the class and what its forward uses instead (the BERT family
+            builds ``torch.nn.CrossEntropyLoss()`` in its forward; DistilBERT keeps one as an
+            attribute), so a loss set through the setter would be silently ignored.
+    """
+    forward = unwrapped_forward(model)
+    names = code_names(forward.__code__)
+    if "loss_function" in names:
+        return
+    used = sorted(n for n in names if "loss" in n.lower() and n != "loss")
+    found = f" (it uses {', '.join(used)})" if used else ""
+    raise ValueError(
+        f"{type(model).__name__}.forward computes its loss without `self.loss_function`"
+        f"{found}, so a loss set through `model.loss_function` would be silently ignored; use "
+        "crossent.integrations.hf.loss_func(...) as the Trainer's compute_loss_func instead"
+    )
+
+
+def head_attribute(model: torch.nn.Module, head: torch.nn.Module) -> str:
+    """The attribute name under which ``model`` holds its output layer ``head``."""
+    for name, child in model.named_children():
+        if child is head:
+            return name
+    raise ValueError(
+        f"Expected the output embeddings of {type(model).__name__} to be a direct child module "
+        "(such as `lm_head`), but they are not"
+    )
+
+
+def check_plain_logits(model: torch.nn.Module, head_name: str) -> None:
+    """Raise unless ``forward`` computes ``logits = self.<head>(...)`` and leaves them as they are.
+
+    An assignment to ``logits`` other than the head call (soft-capping, a logit scale, ...)
+    is refused, unless it sits under ``if self.<attr> is not None:`` (or ``if self.<attr>:``)
+    and that attribute is ``None`` (falsy) on this model, e.g. Gemma's
+    ``final_logit_softcapping`` left unset.
+
+    Raises:
+        ValueError: quoting the statement, or when the source cannot be read.
+    """
+    config = getattr(model, "config", None)
+    text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    softcap = getattr(text_config, "final_logit_softcapping", None)
+    if softcap is not None:
+        raise ValueError(
+            f"Expected a model without final logit soft-capping, but {type(model).__name__} has "
+            f"config.final_logit_softcapping={softcap!r}: the fused loss takes the logits as "
+            "hidden @ W.T + b; set it to None or train without patch_causal_lm"
+        )
+    cls = type(model).__name__
+    try:
+        source = textwrap.dedent(inspect.getsource(unwrapped_forward(model)))
+    except (OSError, TypeError) as error:
+        raise ValueError(
+            f"Cannot read the source of {cls}.forward to check that it uses its output layer's "
+            "logits unchanged"
+        ) from error
+    tree = ast.parse(source)
+    parents = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
+    head_calls = 0
+    for node in ast.walk(tree):
+        if not _assigns_logits(node):
+            continue
+        if _is_head_call(node, head_name):
+            head_calls += 1
+        elif not _in_dead_branch(node, parents, model):
+            raise ValueError(
+                f"{cls}.forward changes the logits after its output layer "
+                f"(`{ast.unparse(node)}`), which the fused loss (hidden @ W.T + b) does not "
+                "reproduce; train this model without patch_causal_lm"
+            )
+    if head_calls == 0:
+        raise ValueError(
+            f"Expected {cls}.forward to compute `logits = self.{head_name}(...)`, but it does not"
+        )
+
+
+def _assigns_logits(node: ast.AST) -> bool:
+    if isinstance(node, ast.Assign):
+        targets = node.targets
+    elif isinstance(node, ast.AugAssign | ast.AnnAssign):
+        targets = [node.target]
+    else:
+        return False
+    return any(isinstance(n, ast.Name) and n.id == "logits" for t in targets for n in ast.walk(t))
+
+
+def _is_head_call(node: ast.AST, head_name: str) -> bool:
+    value = getattr(node, "value", None)
+    if not isinstance(node, ast.Assign) or not isinstance(value, ast.Call):
+        return False
+    func = value.func
+    return (
+        isinstance(func, ast.Attribute)
+        and func.attr == head_name
+        and isinstance(func.value, ast.Name)
+        and func.value.id == "self"
+    )
+
+
+def _in_dead_branch(node: ast.AST, parents: dict[ast.AST, ast.AST], model: object) -> bool:
+    """Whether ``node`` is in the body of an ``if`` that is statically false on ``model``."""
+    child = node
+    while child in parents:
+        parent = parents[child]
+        if isinstance(parent, ast.If) and child in parent.body and _is_false(parent.test, model):
+            return True
+        child = parent
+    return False
+
+
+def _is_false(test: ast.expr, model: object) -> bool:
+    """``self.a.b is not None`` with the attribute None, or ``self.a.b`` falsy."""
+    if (
+        isinstance(test, ast.Compare)
+        and len(test.ops) == 1
+        and isinstance(test.ops[0], ast.IsNot)
+        and isinstance(test.comparators[0], ast.Constant)
+        and test.comparators[0].value is None
+    ):
+        found, value = _self_attribute(test.left, model)
+        return found and value is None
+    found, value = _self_attribute(test, model)
+    return found and not value
+
+
+def _self_attribute(expr: ast.expr, model: object) -> tuple[bool, object]:
+    """The value of an attribute chain ``self.a.b`` on ``model``; ``(False, None)`` otherwise."""
+    chain = []
+    while isinstance(expr, ast.Attribute):
+        chain.append(expr.attr)
+        expr = expr.value
+    if not (isinstance(expr, ast.Name) and expr.id == "self" and chain):
+        return False, None
+    value = model
+    for attr in reversed(chain):
+        if not hasattr(value, attr):
+            return False, None
+        value = getattr(value, attr)
+    return True, value
