@@ -105,7 +105,9 @@ def test_sequence_classification_single_and_multi_label():
     labels = torch.tensor([0, 2, 1, 2])
     fn = hf.loss_func("ce", task="sequence_classification")
     torch.testing.assert_close(fn(out, labels), model(**batch, labels=labels).loss)
-    torch.testing.assert_close(fn(out, labels, num_items_in_batch=8), model(**batch, labels=labels).loss / 2)
+    torch.testing.assert_close(
+        fn(out, labels, num_items_in_batch=8), model(**batch, labels=labels).loss / 2
+    )
 
     multi = torch.tensor([[1.0, 0, 1], [0, 0, 1], [1, 1, 0], [0, 0, 0]])
     model.config.problem_type = None

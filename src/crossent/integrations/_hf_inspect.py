@@ -52,14 +52,45 @@ def check_reads_loss_function(model: torch.nn.Module) -> None:
     )
 
 
+def loss_call_takes_items(model: torch.nn.Module) -> bool:
+    """Whether ``forward`` can pass ``num_items_in_batch`` to ``self.loss_function``.
+
+    True when some call passes ``**kwargs`` or ``num_items_in_batch=`` (transformers' causal
+    and masked LMs); False for transformers' generic token and sequence classification heads,
+    which call ``self.loss_function(logits, labels, self.config)`` and so return a batch mean.
+    """
+    for node in ast.walk(_forward_tree(model)):
+        if not isinstance(node, ast.Call):
+            continue
+        func = node.func
+        if isinstance(func, ast.Attribute) and func.attr == "loss_function":
+            if any(k.arg in (None, "num_items_in_batch") for k in node.keywords):
+                return True
+    return False
+
+
+def _forward_tree(model: torch.nn.Module) -> ast.Module:
+    """The parsed source of the class's ``forward``; ``ValueError`` when it cannot be read."""
+    try:
+        source = textwrap.dedent(inspect.getsource(unwrapped_forward(model)))
+    except (OSError, TypeError) as error:
+        raise ValueError(
+            f"Cannot read the source of {type(model).__name__}.forward to check how it computes "
+            "its logits and loss"
+        ) from error
+    return ast.parse(source)
+
+
 def head_attribute(model: torch.nn.Module, head: torch.nn.Module) -> str:
     """The attribute name under which ``model`` holds its output layer ``head``."""
     for name, child in model.named_children():
         if child is head:
             return name
+    found = next((name for name, module in model.named_modules() if module is head), None)
     raise ValueError(
         f"Expected the output embeddings of {type(model).__name__} to be a direct child module "
-        "(such as `lm_head`), but they are not"
+        f"(such as `lm_head`), but they are `{found}`: its forward changes the hidden states "
+        "between the decoder and the output layer"
     )
 
 
@@ -84,14 +115,7 @@ def check_plain_logits(model: torch.nn.Module, head_name: str) -> None:
             "hidden @ W.T + b; set it to None or train without patch_causal_lm"
         )
     cls = type(model).__name__
-    try:
-        source = textwrap.dedent(inspect.getsource(unwrapped_forward(model)))
-    except (OSError, TypeError) as error:
-        raise ValueError(
-            f"Cannot read the source of {cls}.forward to check that it uses its output layer's "
-            "logits unchanged"
-        ) from error
-    tree = ast.parse(source)
+    tree = _forward_tree(model)
     parents = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
     head_calls = 0
     for node in ast.walk(tree):

@@ -151,7 +151,13 @@ def set_model_loss(model: torch.nn.Module, spec: str | torch.nn.Module, **option
 
     The model's task comes from its ``loss_type`` (``ForCausalLM``, ``ForMaskedLM``,
     ``ForTokenClassification``, ``ForSequenceClassification``); the loss is normalised as by
-    :func:`loss_func` (``num_items_in_batch`` when the forward passes it to the loss).
+    :func:`loss_func` when the forward passes ``num_items_in_batch`` to the loss (causal and
+    masked LMs). transformers' generic token and sequence classification heads (Llama, Qwen,
+    Mistral, ...) call the loss without it, so it returns the batch mean; for those
+    ``model.accepts_loss_kwargs`` is set to False, so that the Trainer divides the loss by the
+    gradient accumulation steps (otherwise, as in transformers 5.25 with the model's own loss,
+    the Trainer takes the batch mean as already normalised and a step's gradient is ``k``
+    times too large at accumulation ``k``).
 
     Args:
         model: a transformers ``PreTrainedModel`` whose forward reads ``self.loss_function``.
@@ -183,6 +189,8 @@ def set_model_loss(model: torch.nn.Module, spec: str | torch.nn.Module, **option
         )
     _hf_inspect.check_reads_loss_function(model)
     model.loss_function = model_loss_function(TaskLoss(spec, LOSS_TYPES[loss_type], options))
+    if not _hf_inspect.loss_call_takes_items(model):
+        model.accepts_loss_kwargs = False
 
 
 def patch_causal_lm(
