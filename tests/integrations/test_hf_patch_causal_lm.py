@@ -243,19 +243,25 @@ def _train(tok, out_dir, patch=None):
     elif patch == "trainer_kwargs":
         kwargs = hf.causal_lm_trainer_kwargs(model, data_collator=collator, chunk_size=3)
     model.register_forward_hook(lambda m, args, out: seen_logits.append(out.logits))
+    data = h.lm_dataset(tok)
     trainer = transformers.Trainer(
-        model=model, args=h.training_args(out_dir), train_dataset=h.lm_dataset(tok), **kwargs
+        model=model, args=h.training_args(out_dir), train_dataset=data, **kwargs
     )
     trainer.train()
     params = torch.cat([p.detach().flatten() for p in model.parameters()])
-    return h.logged_losses(trainer), params, seen_logits
+    training_logits = list(seen_logits)
+    eval_loss = trainer.evaluate(data[:5])["eval_loss"]
+    return h.logged_losses(trainer), params, training_logits, eval_loss
 
 
 def test_trainer_with_a_patched_model_follows_the_default_curve(tmp_path):
     tok = h.tokenizer()
-    curve, params, _ = _train(tok, str(tmp_path / "a"))
+    curve, params, _, eval_loss = _train(tok, str(tmp_path / "a"))
     for patch in ("model", "trainer_kwargs"):
-        patched_curve, patched_params, seen_logits = _train(tok, str(tmp_path / patch), patch)
+        patched_curve, patched_params, logits, patched_eval = _train(
+            tok, str(tmp_path / patch), patch
+        )
         torch.testing.assert_close(torch.tensor(patched_curve), torch.tensor(curve))
         torch.testing.assert_close(patched_params, params, rtol=1e-5, atol=1e-6)
-        assert len(seen_logits) == 6 and all(logits is None for logits in seen_logits)
+        assert len(logits) == 6 and all(step_logits is None for step_logits in logits)
+        assert patched_eval == pytest.approx(eval_loss, rel=1e-5)
