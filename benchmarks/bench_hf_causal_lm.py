@@ -3,18 +3,19 @@
 Usage::
 
     python benchmarks/bench_hf_causal_lm.py [--vocab 32000] [--hidden 256] [--layers 1]
-        [--batch 2] [--seq 512] [--loss ce] [--iters 5] [--out PATH]
+        [--batch 2] [--seq 512] [--loss ce] [--chunk-size ROWS] [--iters 5] [--out PATH]
 
 A ``LlamaForCausalLM`` built from a random config (offline, float32, CPU, 2 threads): one
 forward + backward with ``labels`` (``batch x seq`` tokens), unpatched (its own
 ``ForCausalLMLoss`` on the ``(tokens, vocab)`` logits, or with ``--loss`` other than ``ce``
 the crossent loss on those logits through ``set_model_loss``) against
 ``crossent.integrations.hf.patch_causal_lm(model, loss)`` (the loss from the hidden states by
-``crossent.linear_loss``, default chunk). Peak extra memory: each side in its own process
-(``MALLOC_MMAP_THRESHOLD_=131072``) after one warm-up step whose gradients are dropped, so the
-measured step allocates its own ``.grad``: ``VmHWM - VmRSS before`` with the peak reset
-(``benchmarks/_measure.py``). Time: both sides in one process, interleaved, median of
-``--iters`` steps after one warm-up. Writes ``benchmarks/results/hf_causal_lm_cpu.json``.
+``crossent.linear_loss``, default chunk unless ``--chunk-size``). Peak extra memory: each
+side in its own process (``MALLOC_MMAP_THRESHOLD_=131072``) after one warm-up step whose
+gradients are dropped, so the measured step allocates its own ``.grad``: ``VmHWM - VmRSS
+before`` with the peak reset (``benchmarks/_measure.py``). Time: both sides in one process,
+interleaved, median of ``--iters`` steps after one warm-up. Writes
+``benchmarks/results/hf_causal_lm_cpu.json`` (``--out`` to change).
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ def build(args: argparse.Namespace, side: str):
     torch.manual_seed(0)
     model = transformers.LlamaForCausalLM(config).train()
     if side == "patched":
-        hf.patch_causal_lm(model, args.loss)
+        hf.patch_causal_lm(model, args.loss, chunk_size=args.chunk_size)
     elif args.loss != "ce":
         hf.set_model_loss(model, args.loss)
     g = torch.Generator().manual_seed(1)
@@ -94,7 +95,8 @@ def child_time(args: argparse.Namespace) -> dict:
 
 def options(args: argparse.Namespace) -> list[str]:
     names = ("vocab", "hidden", "layers", "batch", "seq", "loss", "iters")
-    return [item for name in names for item in (f"--{name}", str(getattr(args, name)))]
+    items = [item for name in names for item in (f"--{name}", str(getattr(args, name)))]
+    return items + ([] if args.chunk_size is None else ["--chunk-size", str(args.chunk_size)])
 
 
 def run(args: argparse.Namespace) -> None:
@@ -119,6 +121,7 @@ def run(args: argparse.Namespace) -> None:
             "seq": args.seq,
         },
         "loss": args.loss,
+        "chunk_size": args.chunk_size,
         "dtype": "float32",
         "logits_bytes": tokens * args.vocab * 4,
         "iterations_after_warmup": args.iters,
@@ -140,7 +143,8 @@ def report(rec: dict) -> None:
     c, med, mem = rec["config"], rec["median_s"], rec["peak_extra_bytes"]
     print(
         f"Llama training step, {c['layers']} layer(s), hidden {c['hidden']}, vocab {c['vocab']}, "
-        f"{c['tokens']} tokens, loss {rec['loss']!r}, float32, 2 threads "
+        f"{c['tokens']} tokens, loss {rec['loss']!r}, chunk {rec['chunk_size'] or 'default'}, "
+        "float32, 2 threads "
         f"(logits alone: {rec['logits_bytes'] / MIB:.0f} MiB)"
     )
     print(f"{'side':10s} {'peak MiB':>9s} {'vs unpatched':>13s} {'median s':>9s} {'vs':>6s}")
@@ -159,6 +163,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--seq", type=int, default=512)
     parser.add_argument("--loss", default="ce")
+    parser.add_argument("--chunk-size", type=int, default=None)
     parser.add_argument("--iters", type=int, default=5)
     parser.add_argument("--out")
     parser.add_argument("--child", nargs=2, metavar=("WHAT", "SIDE"), help=argparse.SUPPRESS)

@@ -4,8 +4,8 @@ The model's own forward still runs (its decoder call, ``logits_to_keep`` slicing
 losses); for a training call with labels, its output layer is swapped, for that call only, for
 one that computes the fused loss (:func:`crossent.linear_loss`) from the hidden states it is
 given and returns them untouched, and ``model.loss_function`` hands that loss back to the
-forward. The loss is computed inside the output layer's call, where sharding wrappers (FSDP,
-DeepSpeed ZeRO-3) have gathered its weight. The returned output has no logits.
+forward. The weight is read inside the output layer's own call, where sharding wrappers
+(FSDP, DeepSpeed ZeRO-3) gather it. The returned output has no logits.
 """
 
 from __future__ import annotations

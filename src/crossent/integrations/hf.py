@@ -49,6 +49,7 @@ __all__ = [
     "loss_func",
     "patch_causal_lm",
     "set_model_loss",
+    "shift_labels",
 ]
 
 
