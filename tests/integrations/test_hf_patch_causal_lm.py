@@ -188,6 +188,9 @@ def test_unsupported_models_and_losses_are_refused():
         match=r"changes the logits after its output layer \(`logits = logits \* self.logit_",
     ):
         hf.patch_causal_lm(cohere)
+    granite = transformers.GraniteForCausalLM(transformers.GraniteConfig(**common))
+    with pytest.raises(ValueError, match="logits_scaling"):
+        hf.patch_causal_lm(granite)
     bert = transformers.BertLMHeadModel(h.bert_config(len(tok), is_decoder=True))
     with pytest.raises(ValueError, match="but they are `cls.predictions.decoder`"):
         hf.patch_causal_lm(bert)
@@ -212,6 +215,17 @@ def test_unsupported_models_and_losses_are_refused():
         hf.patch_causal_lm(llama, "ce", reduction="sum")
     with pytest.raises(TypeError, match="registry spec string"):
         hf.patch_causal_lm(llama, torch.nn.CrossEntropyLoss())
+
+
+def test_falcon_whose_logits_are_named_lm_logits_is_accepted():
+    tok = h.tokenizer()
+    config = transformers.FalconConfig(
+        vocab_size=len(tok), hidden_size=16, num_hidden_layers=1, num_attention_heads=2
+    )
+    ref = h.seeded(lambda: transformers.FalconForCausalLM(config))
+    model = hf.patch_causal_lm(copy.deepcopy(ref))
+    batch = h.lm_batch(tok, h.CORPUS[:3])
+    _assert_same_step(ref(**batch), model(**batch), ref, model)
 
 
 def test_gemma_without_soft_capping_is_accepted():

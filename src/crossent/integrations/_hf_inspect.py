@@ -95,12 +95,14 @@ def head_attribute(model: torch.nn.Module, head: torch.nn.Module) -> str:
 
 
 def check_plain_logits(model: torch.nn.Module, head_name: str) -> None:
-    """Raise unless ``forward`` computes ``logits = self.<head>(...)`` and leaves them as they are.
+    """Raise unless ``forward`` computes ``v = self.<head>(...)`` and leaves ``v`` as it is.
 
-    An assignment to ``logits`` other than the head call (soft-capping, a logit scale, ...)
-    is refused, unless it sits under ``if self.<attr> is not None:`` (or ``if self.<attr>:``)
-    and that attribute is ``None`` (falsy) on this model, e.g. Gemma's
-    ``final_logit_softcapping`` left unset.
+    ``v`` is whatever the head call is assigned to (``logits``, ``lm_logits``, ...); the call
+    may be followed by ``.float()`` or ``.contiguous()``. Any other assignment to ``v``
+    (soft-capping, a logit scale, a vocabulary slice, ...) is refused, unless it sits under
+    ``if self.<attr> is not None:`` (or ``if self.<attr>:``) and that attribute is ``None``
+    (falsy) on this model, e.g. Gemma 3's ``final_logit_softcapping`` left unset; so is a head
+    call whose result is scaled in the same statement.
 
     Raises:
         ValueError: quoting the statement, or when the source cannot be read.
@@ -117,37 +119,60 @@ def check_plain_logits(model: torch.nn.Module, head_name: str) -> None:
     cls = type(model).__name__
     tree = _forward_tree(model)
     parents = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
-    head_calls = 0
-    for node in ast.walk(tree):
-        if not _assigns_logits(node):
-            continue
-        if _is_head_call(node, head_name):
-            head_calls += 1
-        elif not _in_dead_branch(node, parents, model):
+    head_calls = [
+        n for n in ast.walk(tree) if isinstance(n, ast.Assign) and _is_head_call(n.value, head_name)
+    ]
+    names = {name for node in head_calls for name in _assigned_names(node)}
+    if not names:
+        calls = [n for n in ast.walk(tree) if _is_head_call(n, head_name)]
+        if not calls:
             raise ValueError(
-                f"{cls}.forward changes the logits after its output layer "
-                f"(`{ast.unparse(node)}`), which the fused loss (hidden @ W.T + b) does not "
-                "reproduce; train this model without patch_causal_lm"
+                f"Expected {cls}.forward to call `self.{head_name}(...)`, but it does not"
             )
-    if head_calls == 0:
-        raise ValueError(
-            f"Expected {cls}.forward to compute `logits = self.{head_name}(...)`, but it does not"
-        )
+        statement = calls[0]
+        while not isinstance(statement, ast.stmt) and statement in parents:
+            statement = parents[statement]
+        raise _changes_logits(cls, statement)
+    for node in ast.walk(tree):
+        if node in head_calls or not names & _assigned_names(node) or _assigns_none(node):
+            continue
+        if not _in_dead_branch(node, parents, model):
+            raise _changes_logits(cls, node)
 
 
-def _assigns_logits(node: ast.AST) -> bool:
+def _changes_logits(cls: str, statement: ast.AST) -> ValueError:
+    return ValueError(
+        f"{cls}.forward changes the logits after its output layer (`{ast.unparse(statement)}`), "
+        "which the fused loss (hidden @ W.T + b) does not reproduce; train this model without "
+        "patch_causal_lm"
+    )
+
+
+def _assigned_names(node: ast.AST) -> set[str]:
     if isinstance(node, ast.Assign):
         targets = node.targets
     elif isinstance(node, ast.AugAssign | ast.AnnAssign):
         targets = [node.target]
     else:
-        return False
-    return any(isinstance(n, ast.Name) and n.id == "logits" for t in targets for n in ast.walk(t))
+        return set()
+    return {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
 
 
-def _is_head_call(node: ast.AST, head_name: str) -> bool:
+def _assigns_none(node: ast.AST) -> bool:
     value = getattr(node, "value", None)
-    if not isinstance(node, ast.Assign) or not isinstance(value, ast.Call):
+    return isinstance(node, ast.Assign) and isinstance(value, ast.Constant) and value.value is None
+
+
+def _is_head_call(value: ast.expr, head_name: str) -> bool:
+    """``self.<head>(...)``, possibly followed by ``.float()`` or ``.contiguous()``."""
+    while (
+        isinstance(value, ast.Call)
+        and isinstance(value.func, ast.Attribute)
+        and value.func.attr in ("float", "contiguous")
+        and not value.args
+    ):
+        value = value.func.value
+    if not isinstance(value, ast.Call):
         return False
     func = value.func
     return (
