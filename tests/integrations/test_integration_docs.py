@@ -1,26 +1,17 @@
 """The torchmetrics/Lightning and DDP/FSDP examples of docs/integrations.md run."""
 
-import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-DOC = Path(__file__).resolve().parents[2] / "docs" / "integrations.md"
-
-
-def _section_blocks(title):
-    text = DOC.read_text()
-    start = text.index(f"\n## {title}\n")
-    end = text.find("\n## ", start + 1)
-    return re.findall(r"```python\n(.*?)```", text[start : end if end != -1 else None], re.S)
+from tests.integrations.docs_blocks import DOC, section_blocks
 
 
 def test_lightning_example_runs(tmp_path, monkeypatch, capsys):
     pytest.importorskip("lightning.pytorch", reason="the example needs lightning")
     monkeypatch.chdir(tmp_path)
-    (block,) = _section_blocks("torchmetrics and Lightning")
+    (block,) = section_blocks("torchmetrics and Lightning")
     namespace = {}
     exec(compile(block, str(DOC), "exec"), namespace)
     metrics = namespace["trainer"].callback_metrics
@@ -33,7 +24,7 @@ def test_lightning_example_runs(tmp_path, monkeypatch, capsys):
 
 @pytest.mark.slow
 def test_ddp_and_fsdp_example_runs_as_a_script(tmp_path):
-    (block,) = _section_blocks("DDP and FSDP")
+    (block,) = section_blocks("DDP and FSDP")
     script = tmp_path / "ddp_example.py"
     script.write_text(block)
     result = subprocess.run(
