@@ -1,7 +1,7 @@
 r"""The term engine: one chunked pass computes any per-class loss and its analytic gradient.
 
 For logits ``z`` of one element (``K`` classes), target distribution ``P``, class weights
-``w`` and a term ``(F, G)`` from :mod:`crossent.terms` (DESIGN §1):
+``w`` and a term ``(F, G)`` from :mod:`crossent.terms` (docs/design.md, "One engine"):
 
 .. math::
 
@@ -37,7 +37,7 @@ logits size is kept besides the gradient itself (no log-softmax beside the logit
 
 This module holds the options, the chunk loop, the reductions, the differentiable fallback
 and the public entry :func:`term_loss`; what happens inside one chunk (row statistics, the
-one-hot, smoothed-index and full-target routes) is :mod:`crossent.engine_chunks`.
+one-hot, smoothed-index and full-target routes) is :mod:`crossent.engine.chunks`.
 """
 
 from __future__ import annotations
@@ -213,7 +213,7 @@ def differentiable_loss(z: Tensor, targets: Targets, opts: EngineOptions) -> Ten
 
 @dataclass(frozen=True)
 class _MulticlassProblem:
-    """One multiclass engine call (see :class:`crossent._autograd.Problem`)."""
+    """One multiclass engine call (see :class:`crossent.core.autograd.Problem`)."""
 
     targets: Targets
     opts: EngineOptions

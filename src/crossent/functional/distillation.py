@@ -74,7 +74,7 @@ def distillation_loss(
     Teachers trained with label smoothing distil worse: smoothing erases the information
     about class similarities that the student learns from (Müller et al. 2019).
 
-    The divergences are engine terms (:mod:`crossent.terms_distill`) whose target is the
+    The divergences are engine terms (:mod:`crossent.terms.distillation`) whose target is the
     teacher's log-probabilities; the gradient is analytic (forward KL:
     ``T (softmax(z_s/T) - softmax(z_t/T))`` per logit).
 

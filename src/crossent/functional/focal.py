@@ -41,7 +41,7 @@ def focal_loss(
         \ell = -\alpha_t\, w_t (1 - p_t)^{\gamma} \log p_t .
 
     With label smoothing or probability targets ``P`` it is the per-class sum
-    ``-sum_k alpha_k w_k P_k (1 - p_k)^gamma log p_k`` (DESIGN §1).
+    ``-sum_k alpha_k w_k P_k (1 - p_k)^gamma log p_k`` (docs/design.md, "One engine").
 
     * ``gamma = 0`` is cross-entropy; with ``weight=w`` it equals
       ``cross_entropy(weight=w)``.
@@ -141,7 +141,7 @@ def sigmoid_focal_loss(
     ``reduction`` — note torchvision's default is ``"none"``, ours ``"mean"`` (the plain mean
     over all elements). ``alpha=None`` disables the balancing (torchvision: ``alpha < 0``).
 
-    Soft targets ``y`` in [0, 1] give the per-class sum of DESIGN §1,
+    Soft targets ``y`` in [0, 1] give the per-class sum of docs/design.md ("One engine"),
     ``-alpha y (1-p)^g log p - (1-alpha)(1-y) p^g log(1-p)``; torchvision instead mixes
     ``p_t = p y + (1-p)(1-y)`` inside the modulating factor, so the two differ for soft
     targets (and agree for 0/1).

@@ -1,6 +1,6 @@
 """One engine call through the kernel template, with its autograd.
 
-When the gradient is formed (GPU.md):
+When the gradient is formed (docs/design.md, "GPU kernels"):
 
 * default: the forward pass reads the logits once and saves per-row statistics
   ``(m, log d, S)`` in float32; the backward pass reads the logits again and writes the gradient

@@ -1,4 +1,4 @@
-r"""The term engine as one Triton kernel template (DESIGN §1, ``shared/GPU.md``).
+r"""The term engine as one Triton kernel template (docs/design.md, "One engine" and "GPU kernels").
 
 For a row of logits ``z`` (``K`` classes), ``s = (z - m) - log d`` (``m = max z``,
 ``d = sum e^(z - m)``, as ``log_softmax`` forms it), ``q = e^s``, target ``P``, class

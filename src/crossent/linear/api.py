@@ -4,9 +4,9 @@ A language model's output layer turns hidden states ``(N, H)`` into logits ``(N,
 ``K`` in the tens or hundreds of thousands; the logits, their softmax and their gradient are
 then the largest tensors of the step. These functions compute any registry loss on those
 logits, and the gradients of the hidden states, the weight and the bias, while holding only
-one chunk of rows of logits at a time (see :mod:`crossent.kernels.fused_linear` for the chunk
-loop and its memory/speed trade-off, :mod:`crossent.linear_generic` for the losses that are
-not one engine term, :mod:`crossent.linear_args` for the checks of the arguments).
+one chunk of rows of logits at a time (see :mod:`crossent.linear.fused` for the chunk
+loop and its memory/speed trade-off, :mod:`crossent.linear.generic` for the losses that are
+not one engine term, :mod:`crossent.linear.args` for the checks of the arguments).
 
 * :func:`linear_cross_entropy`: drop-in for PyTorch 2.13's
   ``torch.nn.functional.linear_cross_entropy``, plus smoothing conventions, z-loss and the
@@ -167,7 +167,7 @@ def linear_cross_entropy(
             (``eps/(C-1)`` to every other class). Default ``"uniform"``.
         z_loss: ``lam >= 0``, adds ``lam * logsumexp(z)^2`` per non-ignored row. Default 0.
         chunk_size: rows per chunk; ``None`` chooses from ``C``, ``H``, the dtypes and the
-            free memory (:func:`crossent.kernels.fused_linear.choose_chunk_rows`). Larger is
+            free memory (:func:`crossent.linear.fused.choose_chunk_rows`). Larger is
             faster (each chunk reads and writes the weight gradient once), smaller is leaner.
             Default None.
         accumulate_dtype: dtype in which the weight and bias gradients are summed over
@@ -311,7 +311,7 @@ def linear_loss(
     :func:`linear_cross_entropy` for the chunk loop, ``chunk_size`` and ``accumulate_dtype``).
     For the losses built on one engine term (:func:`term_losses`: focal, generalized CE,
     poly-1, MAE, ...), each chunk's logits become their gradient in place (the Triton kernel
-    on CUDA), with ``F`` the term and ``G`` its derivative (DESIGN §1):
+    on CUDA), with ``F`` the term and ``G`` its derivative (docs/design.md, "One engine"):
 
     .. math::
 
@@ -321,7 +321,7 @@ def linear_loss(
 
     Every other registry loss (NLL, normalized and active-passive losses, the binary /
     multi-label losses, distillation, the overlap losses) is fused through autograd per chunk
-    (:mod:`crossent.linear_generic`): the chunk's gradient comes from the loss's own backward,
+    (:mod:`crossent.linear.generic`): the chunk's gradient comes from the loss's own backward,
     so a chunk holds a few chunk-sized temporaries (on CUDA the default chunk is a quarter of
     the engine path's), and the overlap losses over the whole batch sweep twice (their batch
     statistics, then the gradients). The linear layer's output is the loss's input: logits

@@ -4,7 +4,7 @@ The linear layer's tensors (``input`` ``(*batch, H)``, ``linear_weight`` ``(C, *
 ``linear_bias`` ``(C, *out)``) are flattened to ``(N, H)``, ``(C*D, H)``, ``(C*D,)``; the
 target to class indices ``(N, *out)`` or probabilities ``(N, C, *out)``; ``chunk_size``,
 ``accumulate_dtype`` and PyTorch's ``LinearCrossEntropyOptions`` are checked. Used by
-:mod:`crossent.linear` and :mod:`crossent.linear_generic`.
+:mod:`crossent.linear` and :mod:`crossent.linear.generic`.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 r"""Fused linear layer + the registry losses that are not one engine term.
 
-:mod:`crossent.kernels.fused_linear` fuses the losses built on one engine term, turning each
+:mod:`crossent.linear.fused` fuses the losses built on one engine term, turning each
 chunk's logits into their gradient in place. Every other registry loss — NLL, the normalized
 and active-passive losses, the binary / multi-label losses, distillation and the overlap
 losses — is fused here, with the same chunk loop over rows of ``Z = X W^T + b`` and the same

@@ -2,7 +2,7 @@
 // the logits, the chance level and the minimum reachable, in float64.
 //
 // This module mirrors the Python library term by term (src/crossent/terms.py, the engine in
-// src/crossent/engine.py and src/crossent/binary_engine.py, the minimum search of
+// src/crossent/engine/multiclass.py and src/crossent/engine/binary.py, the minimum search of
 // src/crossent/calc.py): a multiclass loss is  l = sum_k a_k F(s_k, P_k)  with s = log softmax(z),
 // P the (smoothed) target and a_k the focal alpha (or 1); its gradient is
 // dl/dz_j = a_j G(s_j, P_j) - q_j sum_k a_k G(s_k, P_k), q = softmax(z). A binary loss on one
@@ -56,7 +56,7 @@ export const FORMULAS = {
 const TINY = 2.2250738585072014e-308; // torch.finfo(float64).tiny
 const S_FLOOR = -1.0e4; // below it e^s is 0 (crossent.terms._S_FLOOR)
 const LOG_FLSD = Math.log(0.2); // FLSD-53 switches gamma where p < 0.2
-const MARGIN = 30; // the minimum search: margins in [-30, 30] (crossent.calc)
+const MARGIN = 30; // the minimum search: margins in [-30, 30] (crossent.cli.calc)
 
 // ---------------------------------------------------------------- checks (the library's)
 
