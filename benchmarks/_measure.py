@@ -1,4 +1,4 @@
-"""Shared measurement helpers for the CPU benchmarks (method of docs/design.md, "How we know it works").
+"""Shared measurement helpers for the CPU benchmarks (docs/design.md, "How we know it works").
 
 * time: interleaved sides, median of at least 10 iterations after warm-up, same process;
 * peak extra memory: each side in its own process with ``MALLOC_MMAP_THRESHOLD_=131072``

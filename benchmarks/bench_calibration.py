@@ -14,7 +14,8 @@ Sides, timed in the same process, interleaved, median after one warm-up round:
 * ``crossent_calls``: :func:`expected_calibration_error` + :func:`maximum_calibration_error`
   (two passes, content checks on, as torchmetrics' default validation).
 
-Peak extra memory: each side in its own process (method of docs/design.md, "How we know it works", ``_measure.py``).
+Peak extra memory: each side in its own process (docs/design.md, "How we know it works";
+``_measure.py``).
 Writes ``benchmarks/results/calibration.json`` with every iteration's time.
 """
 

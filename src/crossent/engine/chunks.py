@@ -2,7 +2,8 @@ r"""One chunk of the engine's forward pass: row statistics, then the loss and th
 
 A chunk is ``(R, K, Dc)`` logits (or ``(R, K)`` for 2-D inputs) in the compute dtype. With
 ``s = (z - m) - log d`` (``m`` the row maximum, ``d = sum_k exp(z_k - m)``), ``q = e^s`` and
-a term ``(F, G)`` (docs/design.md, "One engine"), each route returns the per-element losses and the gradient
+a term ``(F, G)`` (docs/design.md, "One engine"), each route returns the per-element losses
+and the gradient
 
 .. math::
 

@@ -9,7 +9,8 @@ and targets ``g`` of one class, summed over the pixels of the batch (or of one i
 
 and a loss built from the ratio of these sums. One pixel's loss therefore depends on every
 other pixel's prediction: an overlap loss is not a sum of per-element terms
-``sum_k w_k F(s_k, P_k)``, so it is no engine term (docs/design.md, "One engine") and the engine's per-row
+``sum_k w_k F(s_k, P_k)``, so it is no engine term (docs/design.md, "One engine") and the
+engine's per-row
 gradient formula does not apply. These functions are plain tensor code, differentiated by
 autograd; their cost is a few reductions over ``N * K * d1 ... dn`` values.
 

@@ -1,7 +1,8 @@
 """The Python side of the kernel template: launch configuration and one launch.
 
 Tile shapes are chosen from ``K``, the logits' dtype and the path (no autotuning: an
-autotuner would run an in-place kernel several times on the same buffer, an in-place kernel is never autotuned on live data, docs/design.md).
+autotuner would run an in-place kernel several times on the same buffer; docs/design.md,
+"GPU kernels").
 The choices were measured on an H100 (``benchmarks/bench_gpu.py --tune``); see
 ``docs/gpu.md``.
 """
