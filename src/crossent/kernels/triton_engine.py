@@ -83,6 +83,45 @@ def store_stats(
 
 
 @triton.jit
+def load_stats(
+    stats_ptr: tl.tensor, rows: tl.tensor, rmask: tl.tensor
+) -> tuple[tl.tensor, tl.tensor, tl.tensor]:
+    """The ``(m, log d, S)`` :func:`store_stats` saved for these rows."""
+    m = tl.load(stats_ptr + 3 * rows, mask=rmask, other=0.0)
+    ld = tl.load(stats_ptr + 3 * rows + 1, mask=rmask, other=0.0)
+    srow = tl.load(stats_ptr + 3 * rows + 2, mask=rmask, other=0.0)
+    return m, ld, srow
+
+
+@triton.jit
+def _tile_rows(
+    tile: tl.tensor,
+    tgt_ptr: tl.tensor,
+    R: tl.tensor,
+    D: tl.tensor,
+    s_zn: tl.tensor,
+    s_zd: tl.tensor,
+    SOFT: tl.constexpr,
+    ROWS: tl.constexpr,
+) -> tuple[tl.tensor, tl.tensor, tl.tensor, tl.tensor, tl.tensor]:
+    """A tile's rows (int64), their mask and offsets, targets and validity.
+
+    Probability targets (``SOFT``) have no class index: ``t`` is the row itself, every row in
+    range counts; class indices are ``-1`` past the end and ignored rows are negative.
+    """
+    rows = (tile * ROWS + tl.arange(0, ROWS)).to(tl.int64)
+    rmask = rows < R
+    zoff = row_offsets(rows, D, s_zn, s_zd)
+    if SOFT:
+        t = rows
+        valid = rmask
+    else:
+        t = tl.load(tgt_ptr + rows, mask=rmask, other=-1)
+        valid = t >= 0
+    return rows, rmask, zoff, t, valid
+
+
+@triton.jit
 def _on_chip_tile(
     tile: tl.tensor,
     z_ptr: tl.tensor,
@@ -125,24 +164,14 @@ def _on_chip_tile(
     BLOCK: tl.constexpr,
 ) -> None:
     """``ROWS`` whole rows held in registers: one read and one write of the logits."""
-    rows = (tile * ROWS + tl.arange(0, ROWS)).to(tl.int64)
-    rmask = rows < R
-    zoff = row_offsets(rows, D, s_zn, s_zd)
+    rows, rmask, zoff, t, valid = _tile_rows(tile, tgt_ptr, R, D, s_zn, s_zd, SOFT, ROWS)
     cols = tl.arange(0, BLOCK)
     cmask = cols < K
     offs = zoff[:, None] + col_offsets(cols, s_zk)[None, :]
     mask = rmask[:, None] & cmask[None, :]
     x = tl.load(z_ptr + offs, mask=mask, other=_NEG_INF).to(tl.float32)
-    if SOFT:
-        t = rows
-        valid = rmask
-    else:
-        t = tl.load(tgt_ptr + rows, mask=rmask, other=-1)
-        valid = t >= 0
     if MODE == _GRAD:
-        m = tl.load(stats_ptr + 3 * rows, mask=rmask, other=0.0)
-        ld = tl.load(stats_ptr + 3 * rows + 1, mask=rmask, other=0.0)
-        srow = tl.load(stats_ptr + 3 * rows + 2, mask=rmask, other=0.0)
+        m, ld, srow = load_stats(stats_ptr, rows, rmask)
     else:
         mx = tl.max(x, 1)
         m = tl.where(mx == _NEG_INF, 0.0, mx)
@@ -220,21 +249,11 @@ def _stream_tile(
     LANE: tl.constexpr,
 ) -> None:
     """``ROWS`` long rows streamed in ``BLOCK`` pieces: statistics, then the gradient."""
-    rows = (tile * ROWS + tl.arange(0, ROWS)).to(tl.int64)
-    rmask = rows < R
-    zoff = row_offsets(rows, D, s_zn, s_zd)
+    rows, rmask, zoff, t, valid = _tile_rows(tile, tgt_ptr, R, D, s_zn, s_zd, SOFT, ROWS)
     poff = row_offsets(rows, D, s_pn, s_pd)
-    if SOFT:
-        t = rows
-        valid = rmask
-    else:
-        t = tl.load(tgt_ptr + rows, mask=rmask, other=-1)
-        valid = t >= 0
     sc = row_scale(rows, rmask, scale_ptr, scale_mul, ROWS, SCALE_MODE)
     if MODE == _GRAD:
-        m = tl.load(stats_ptr + 3 * rows, mask=rmask, other=0.0)
-        ld = tl.load(stats_ptr + 3 * rows + 1, mask=rmask, other=0.0)
-        srow = tl.load(stats_ptr + 3 * rows + 2, mask=rmask, other=0.0)
+        m, ld, srow = load_stats(stats_ptr, rows, rmask)
         lds = safe_log_d(ld)
     else:
         m, ld, acc_a, acc_b, acc_bz = stream_stats(
