@@ -1,4 +1,6 @@
 import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -32,3 +34,41 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def _mount_tmpfs(folder, size_kib):
+    """Mount a tmpfs of ``size_kib`` KiB at ``folder``; skip, saying why, where not allowed."""
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("a real full or read-only file system needs root to mount a small tmpfs")
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size_kib}k", "tmpfs", str(folder)],
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """``make(name, size_kib)``: a fresh folder that is a real file system of that size.
+
+    A tmpfs: writing past its size fails with ENOSPC ("No space left on device") exactly as
+    a full disk does. ``readonly(folder)`` remounts it read-only (EROFS). Unmounted after.
+    """
+    mounted = []
+
+    def make(name, size_kib):
+        folder = tmp_path / name
+        folder.mkdir()
+        _mount_tmpfs(folder, size_kib)
+        mounted.append(folder)
+        return folder
+
+    def readonly(folder):
+        subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True)
+
+    make.readonly = readonly
+    yield make
+    for folder in mounted:
+        subprocess.run(["umount", "-l", str(folder)], check=False)

@@ -105,7 +105,7 @@ def test_cli_rejects_invalid_configs_with_the_key_path(tmp_path):
 
 def test_cli_without_a_store(tmp_path):
     result = CliRunner().invoke(main, ["study", "list", "--db", str(tmp_path / "none.db")])
-    assert result.exit_code == 1 and "No study store" in result.output
+    assert result.exit_code == 2 and "No study store" in result.output
     assert not (tmp_path / "none.db").exists()
 
 
@@ -113,7 +113,7 @@ def test_show_unknown_run(tmp_path):
     db = tmp_path / "runs.db"
     Store(db).close()
     result = CliRunner().invoke(main, ["study", "show", "abc", "--db", str(db)])
-    assert result.exit_code == 1 and "no run with id 'abc'" in result.output
+    assert result.exit_code == 2 and "no run with id 'abc'" in result.output
 
 
 def test_help_lists_presets():
