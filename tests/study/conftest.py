@@ -2,14 +2,53 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
+from click.testing import CliRunner
 
 from crossent.study import parse_config
 from tests.study.helpers import tiny_raw
 
 HERE = Path(__file__).parent
+
+
+@pytest.fixture(scope="session")
+def quick_study(tmp_path_factory):
+    """``crossent study run --preset quick --workers 1 --threads 1`` once for the session.
+
+    One thread is never the default ``cores // workers`` on a machine with two or more
+    cores, so a dropped ``--threads`` shows. Other tests compare their executors' results
+    with these (same seeds, one thread).
+    """
+    from crossent.cli import main
+
+    folder = tmp_path_factory.mktemp("quick")
+    db, out, threads = folder / "runs.db", folder / "report", 1
+    result = CliRunner().invoke(
+        main,
+        ["study", "run", "--preset", "quick", "--db", str(db), "--out", str(out),
+         "--workers", "1", "--threads", str(threads), "--no-progress"],
+        catch_exceptions=False,
+    )  # fmt: skip
+    return SimpleNamespace(db=db, out=out, threads=threads, result=result)
+
+
+@pytest.fixture(scope="session")
+def tiny_baseline():
+    """A tiny study with runs long enough to kill mid-way, and each run's metrics trained in
+    this process on one thread: what any executor must reproduce."""
+    from crossent.study import expand, run_id
+    from crossent.study.runner import execute_run
+
+    config = parse_config(
+        tiny_raw(
+            study={"name": "tiny", "seeds": [0]},
+            training={"epochs": 8, "batch_size": 64, "lr": 0.01},
+        )
+    )
+    return config, {run_id(c): execute_run(c, 1)["metrics"] for c in expand(config)}
 
 
 @pytest.fixture

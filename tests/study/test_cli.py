@@ -8,26 +8,23 @@ def _invoke(*args):
     return CliRunner().invoke(main, list(args), catch_exceptions=False)
 
 
-def test_cli_end_to_end_on_quick(tmp_path):
-    db, out = tmp_path / "runs.db", tmp_path / "report"
-    result = _invoke(
-        "study",
-        "run",
-        "--preset",
-        "quick",
-        "--db",
-        str(db),
-        "--out",
-        str(out),
-        "--workers",
-        "2",
-        "--no-progress",
-    )
+def test_cli_end_to_end_on_quick(quick_study, tmp_path):
+    db, out, result = quick_study.db, quick_study.out, quick_study.result
     assert result.exit_code == 0, result.output
     total = len(expand(load_preset("quick")))
     assert f"{total}/{total} finished" in result.output
     assert "What to pick" in result.output
     assert (out / "report.html").exists() and (out / "figures" / "accuracy_f1.png").exists()
+    # --threads is used, recorded with each run, and shown in the report
+    threads = quick_study.threads
+    with Store(db, readonly=True) as store:
+        environments = [run["environment"] for run in store.runs("quick")]
+    assert {(e["executor"], e["workers"], e["threads"]) for e in environments} == {
+        ("process:1", 1, threads)
+    }
+    where = f"process:1 (1 worker, {threads} thread per run): {total} runs"
+    assert f"ran on {where}" in result.output
+    assert where in (out / "report.html").read_text()
 
     listed = _invoke("study", "list", "--db", str(db))
     assert listed.exit_code == 0 and "quick" in listed.output

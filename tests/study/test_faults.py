@@ -49,27 +49,6 @@ def _digest(path):
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-# ---------------------------------------------------------------- --threads
-
-
-def test_threads_option_is_used_recorded_and_reported(tmp_path):
-    db = tmp_path / "runs.db"
-    threads = max(1, (os.cpu_count() or 1) // 2) + 1  # never the default cores // workers
-    result = _invoke(
-        "study", "run", tiny_toml(tmp_path), "--db", db, "--workers", 2, "--threads", threads,
-        "--no-progress", "--no-report",
-    )  # fmt: skip
-    assert result.exit_code == 0, result.output
-    with Store(db) as store:
-        environments = [r["environment"] for r in store.runs("tiny")]
-    assert {e["threads"] for e in environments} == {threads}
-    assert {(e["executor"], e["workers"]) for e in environments} == {("process:2", 2)}
-    report = json.loads(_invoke("study", "report", "--json", "--db", db).output)
-    assert report["execution"] == [
-        {"executor": "process:2", "workers": 2, "threads": threads, "runs": 12}
-    ]
-
-
 # ---------------------------------------------------------------- a dying pool worker
 
 

@@ -41,6 +41,9 @@ from typing import Any
 from crossent.study.config import FILE_BACKED, StudyConfig, StudyConfigError
 
 _FORMS = "process:N, dask:ADDRESS, dask:local:N, ray:ADDRESS or ray:local:N"
+
+#: How long to try reaching a Dask scheduler before giving up.
+DASK_CONNECT_TIMEOUT = "30s"
 _EXTRAS = {"dask": ("distributed", "dask"), "ray": ("ray", "ray")}
 
 
@@ -206,12 +209,12 @@ def _dask(spec: ExecutorSpec) -> Iterator[Backend]:
                         n_workers=spec.workers,
                         threads_per_worker=1,
                         processes=True,
-                        dashboard_address=None,
+                        dashboard_address=":0",  # any free port: never clash with 8787
                     )
                 )
             else:
                 target = spec.address
-            client = stack.enter_context(distributed.Client(target, timeout="30s"))
+            client = stack.enter_context(distributed.Client(target, timeout=DASK_CONNECT_TIMEOUT))
         except (OSError, TimeoutError) as err:
             raise ExecutorError(f"cannot reach the Dask scheduler of {spec}: {err}") from None
         slots = sum(client.nthreads().values())

@@ -346,10 +346,10 @@ def run_study(
     """
     start = time.perf_counter()
     spec = _spec(executor, workers)
-    runs = expand(config)
-    preflight(config, runs)
     if spec is not None:
         check_reachable(config, spec)
+    runs = expand(config)
+    preflight(config, runs)
     own_store = not isinstance(store, Store)
     db = Store(store) if own_store else store
     try:
