@@ -60,6 +60,29 @@ def _finished(db):
         return 0
 
 
+def _kill_a_busy_worker_during(client, db, study):
+    """Run ``study()`` while a thread SIGKILLs a worker busy with one of its tasks."""
+    client.wait_for_workers(2, timeout=120)  # the nanny restarted the last test's victim
+    killed = []
+
+    def kill():
+        deadline = time.monotonic() + 120
+        while _finished(db) < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        busy = [address for address, keys in client.processing().items() if keys]
+        if busy:  # the pid of that worker now (its event loop answers while a task runs)
+            (pid,) = client.run(os.getpid, workers=busy[:1]).values()
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+
+    killer = threading.Thread(target=kill)
+    killer.start()
+    summary = study()
+    killer.join()
+    assert killed, "no busy worker was found to kill"
+    return summary
+
+
 def test_a_killed_dask_worker_loses_no_run(cluster, tiny_baseline, tmp_path):
     """SIGKILL a worker process while it runs a study's task (its nanny starts a new one).
 
@@ -69,23 +92,10 @@ def test_a_killed_dask_worker_loses_no_run(cluster, tiny_baseline, tmp_path):
     local, client = cluster
     config, baseline = tiny_baseline
     db = tmp_path / "runs.db"
-    pids = client.run(os.getpid)
-    killed = []
-
-    def kill_a_busy_worker():
-        deadline = time.monotonic() + 120
-        while _finished(db) < 1 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        busy = [address for address, keys in client.processing().items() if keys]
-        if busy:
-            os.kill(pids[busy[0]], signal.SIGKILL)
-            killed.append(busy[0])
-
-    killer = threading.Thread(target=kill_a_busy_worker)
-    killer.start()
-    summary = run_study(config, db, executor=f"dask:{local.scheduler_address}", progress=False)
-    killer.join()
-    assert killed, "no busy worker was found to kill"
+    address = f"dask:{local.scheduler_address}"
+    summary = _kill_a_busy_worker_during(
+        client, db, lambda: run_study(config, db, executor=address, progress=False)
+    )
     assert (summary.finished, summary.failed) == (summary.total, 0)
     runs = _stored(db, "tiny")
     assert all(run["attempts"] == 1 for run in runs.values())

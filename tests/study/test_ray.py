@@ -52,14 +52,11 @@ def _running_tasks(name):
     return found
 
 
-def test_a_killed_ray_worker_loses_no_run(ray_cpus, tiny_baseline, tmp_path):
-    """SIGKILL the worker process of a running task: Ray runs the task again, and every run
-    is stored once with the numbers of an undisturbed run."""
-    config, baseline = tiny_baseline
-    db = tmp_path / "runs.db"
+def _kill_a_running_task_during(db, study):
+    """Run ``study()`` while a thread SIGKILLs the worker process of a running task."""
     killed = []
 
-    def kill_a_running_task():
+    def kill():
         deadline = time.monotonic() + 120
         while not killed and time.monotonic() < deadline:
             pids = _running_tasks("execute_run")
@@ -68,15 +65,47 @@ def test_a_killed_ray_worker_loses_no_run(ray_cpus, tiny_baseline, tmp_path):
                 killed.append(pids[0])
             time.sleep(0.05)
 
-    killer = threading.Thread(target=kill_a_running_task)
+    killer = threading.Thread(target=kill)
     killer.start()
-    summary = run_study(config, db, executor="ray:local:2", progress=False)
+    summary = study()
     killer.join()
     assert killed, "no running task was found to kill"
+    return summary
+
+
+def test_a_killed_ray_worker_loses_no_run(ray_cpus, tiny_baseline, tmp_path):
+    """SIGKILL the worker process of a running task: Ray runs the task again, and every run
+    is stored once with the numbers of an undisturbed run."""
+    config, baseline = tiny_baseline
+    db = tmp_path / "runs.db"
+    summary = _kill_a_running_task_during(
+        db, lambda: run_study(config, db, executor="ray:local:2", progress=False)
+    )
     assert (summary.finished, summary.failed) == (summary.total, 0)
     runs = _stored(db)
     assert all(run["attempts"] == 1 for run in runs.values())
     assert {rid: run["metrics"] for rid, run in runs.items()} == baseline
+
+
+def test_a_run_ray_gives_up_on_is_stored_as_failed_with_the_reason(
+    ray_cpus, tiny_baseline, tmp_path
+):
+    """Without retries the killed task's run is stored as failed with Ray's error; a re-run
+    with ``retry_failed`` trains it and the study ends as if nothing happened."""
+    config, baseline = tiny_baseline
+    db = tmp_path / "runs.db"
+    executor = RayExecutor(max_retries=0)
+    summary = _kill_a_running_task_during(
+        db, lambda: run_study(config, db, executor=executor, workers=2, progress=False)
+    )
+    executor.shutdown()
+    assert summary.failed == 1 and summary.finished == summary.total - 1
+    (failed,) = [run for run in _stored(db).values() if run["status"] == "failed"]
+    assert "WorkerCrashedError" in failed["error"]
+    assert failed["environment"]["executor"] == "RayExecutor"
+    again = run_study(config, db, executor="ray:local:2", retry_failed=True, progress=False)
+    assert (again.ran, again.finished, again.failed) == (1, summary.total, 0)
+    assert {rid: run["metrics"] for rid, run in _stored(db).items()} == baseline
 
 
 def test_ray_executor_futures(ray_cpus):
