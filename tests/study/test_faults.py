@@ -8,8 +8,11 @@ own run.
 import hashlib
 import json
 import os
+import shutil
 import signal
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -19,7 +22,7 @@ import pytest
 from click.testing import CliRunner
 
 from crossent.cli import main
-from crossent.study import Store, expand, parse_config, run_study
+from crossent.study import Store, expand, parse_config, run_id, run_study
 from tests.study.helpers import tiny_raw, tiny_toml
 
 
@@ -136,18 +139,52 @@ def test_reading_commands_work_on_a_read_only_file_system(small_disk):
     assert _read_everything(db)["runs"]["finished"] == 12
 
 
-def test_reading_commands_work_on_a_read_only_file_and_folder(tmp_path):
-    if os.geteuid() == 0:
-        pytest.skip("root writes read-only files anyway; the read-only mount test covers root")
+READ_EVERYTHING = """
+import json, sys
+from click.testing import CliRunner
+from crossent.cli import main
+db, rid, folder = sys.argv[1:]
+try:
+    open(folder + "/probe", "w")
+    writable = True
+except PermissionError:
+    writable = False
+codes = [CliRunner().invoke(main, ["study", *args, "--db", db]).exit_code
+         for args in (["list"], ["list", "tiny"], ["show", rid])]
+report = CliRunner().invoke(main, ["study", "report", "tiny", "--json", "--db", db])
+print(json.dumps({"writable": writable, "codes": codes + [report.exit_code],
+                  "finished": json.loads(report.stdout)["runs"]["finished"]}))
+"""
+
+#: Root writes read-only files anyway: drop that power (CAP_DAC_OVERRIDE) for the readers.
+_AS_ROOT = ["setpriv", "--inh-caps=-dac_override,-dac_read_search",
+            "--bounding-set=-dac_override,-dac_read_search"]  # fmt: skip
+
+
+def test_reading_commands_work_on_a_read_only_file_and_folder(tmp_path, subprocess_env):
+    """``chmod 444`` store in a ``chmod 555`` folder: SQLite cannot create the WAL's ``-shm``
+    next to it, and the reading commands still work (they run in a process that obeys the
+    permission bits, also when the tests run as root)."""
+    prefix = _AS_ROOT if os.geteuid() == 0 else []
+    if prefix and shutil.which("setpriv") is None:
+        pytest.skip("root ignores permission bits, and setpriv (to give that up) is missing")
     folder = tmp_path / "store"
     folder.mkdir()
-    db = _finished_store(folder)
+    db = _finished_store(folder)  # closed: no -wal / -shm left next to it
+    assert sorted(p.name for p in folder.iterdir()) == ["runs.db"]
+    rid = run_id(expand(parse_config(tiny_raw()))[0])
     db.chmod(0o444)
     folder.chmod(0o555)
     try:
-        assert _read_everything(db)["runs"]["finished"] == 12
+        done = subprocess.run(
+            [*prefix, sys.executable, "-c", READ_EVERYTHING, str(db), rid, str(folder)],
+            env=subprocess_env, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
     finally:
         folder.chmod(0o755)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result == {"writable": False, "codes": [0, 0, 0, 0], "finished": 12}
 
 
 # ---------------------------------------------------------------- bad files: one Error line

@@ -81,8 +81,9 @@ def connect_readonly(path: Path, timeout: float) -> sqlite3.Connection:
     """Open an existing ``path`` without ever writing to it or next to it.
 
     ``mode=ro`` first. A store in WAL mode needs its ``-shm`` file, which SQLite cannot
-    create on a read-only file system or in a read-only folder; there the file is opened with
-    ``immutable=1`` (nobody can change it while it cannot be written).
+    create on a read-only file system or in a read-only folder ("unable to open database
+    file", or ``SQLITE_READONLY_DIRECTORY`` "attempt to write a readonly database"); there the
+    file is opened with ``immutable=1`` (nobody can change it while it cannot be written).
     """
     if not path.is_file():
         raise StoreError(path, "no such file")
@@ -90,7 +91,7 @@ def connect_readonly(path: Path, timeout: float) -> sqlite3.Connection:
     try:
         return _probe(uri + "?mode=ro", timeout)
     except sqlite3.OperationalError as err:
-        if "unable to open" not in str(err):
+        if "unable to open" not in str(err) and "readonly" not in str(err):
             raise
     return _probe(uri + "?mode=ro&immutable=1", timeout)
 
