@@ -186,11 +186,6 @@ class WorkerPool:
                 out[rid] = death_reason(pid, code)
         return out or None
 
-    def started(self, runs: list[str]) -> list[str]:
-        """Those of ``runs`` that a worker had started."""
-        self._drain()
-        return [rid for rid in runs if rid in self._pids]
-
     def shutdown(self, wait: bool) -> None:
         """Stop the workers (``wait=False``: do not wait for runs in progress)."""
         self.executor.shutdown(wait=wait, cancel_futures=True)
