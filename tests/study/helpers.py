@@ -17,3 +17,31 @@ def tiny_raw(**overrides):
     for key, value in overrides.items():
         raw[key] = value
     return raw
+
+
+TINY_TOML = """
+[study]
+name = "tiny"
+seeds = [0, 1]
+[model]
+hidden = [16]
+[training]
+epochs = 3
+batch_size = 256
+lr = 0.01
+[noise]
+rates = [0.0, 0.4]
+[[losses]]
+loss = "ce"
+[[losses]]
+label = "gce"
+loss = "gce"
+grid = { q = [0.3, 0.7] }
+"""
+
+
+def tiny_toml(folder):
+    """``tiny_raw()`` as a TOML file in ``folder`` (for the command line)."""
+    path = folder / "tiny.toml"
+    path.write_text(TINY_TOML, encoding="utf-8")
+    return path

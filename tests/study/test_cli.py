@@ -8,26 +8,23 @@ def _invoke(*args):
     return CliRunner().invoke(main, list(args), catch_exceptions=False)
 
 
-def test_cli_end_to_end_on_quick(tmp_path):
-    db, out = tmp_path / "runs.db", tmp_path / "report"
-    result = _invoke(
-        "study",
-        "run",
-        "--preset",
-        "quick",
-        "--db",
-        str(db),
-        "--out",
-        str(out),
-        "--workers",
-        "2",
-        "--no-progress",
-    )
+def test_cli_end_to_end_on_quick(quick_study, tmp_path):
+    db, out, result = quick_study.db, quick_study.out, quick_study.result
     assert result.exit_code == 0, result.output
     total = len(expand(load_preset("quick")))
     assert f"{total}/{total} finished" in result.output
     assert "What to pick" in result.output
     assert (out / "report.html").exists() and (out / "figures" / "accuracy_f1.png").exists()
+    # --threads is used, recorded with each run, and shown in the report
+    threads = quick_study.threads
+    with Store(db, readonly=True) as store:
+        environments = [run["environment"] for run in store.runs("quick")]
+    assert {(e["executor"], e["workers"], e["threads"]) for e in environments} == {
+        ("process:1", 1, threads)
+    }
+    where = f"process:1 (1 worker, {threads} thread per run): {total} runs"
+    assert f"ran on {where}" in result.output
+    assert where in (out / "report.html").read_text()
 
     listed = _invoke("study", "list", "--db", str(db))
     assert listed.exit_code == 0 and "quick" in listed.output
@@ -105,7 +102,7 @@ def test_cli_rejects_invalid_configs_with_the_key_path(tmp_path):
 
 def test_cli_without_a_store(tmp_path):
     result = CliRunner().invoke(main, ["study", "list", "--db", str(tmp_path / "none.db")])
-    assert result.exit_code == 1 and "No study store" in result.output
+    assert result.exit_code == 2 and "No study store" in result.output
     assert not (tmp_path / "none.db").exists()
 
 
@@ -113,7 +110,7 @@ def test_show_unknown_run(tmp_path):
     db = tmp_path / "runs.db"
     Store(db).close()
     result = CliRunner().invoke(main, ["study", "show", "abc", "--db", str(db)])
-    assert result.exit_code == 1 and "no run with id 'abc'" in result.output
+    assert result.exit_code == 2 and "no run with id 'abc'" in result.output
 
 
 def test_help_lists_presets():

@@ -1,15 +1,27 @@
 import csv
 import html
+import json
 import math
+import os
 import statistics
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from click.testing import CliRunner
 from rich.console import Console
 
+from crossent.cli import main
 from crossent.study import Store, load_results, parse_config, print_report, run_study, write_report
 from crossent.study.report import fmt
-from crossent.study.results import overall_ranking, summarize, what_to_pick
+from crossent.study.results import (
+    METRICS,
+    Results,
+    execution_text,
+    overall_ranking,
+    setting_name,
+    summarize,
+    what_to_pick,
+)
 from tests.study.helpers import tiny_raw
 
 
@@ -148,3 +160,76 @@ def test_report_lists_failed_runs(tmp_path):
     with Store(tmp_path / "f.db") as store:
         page = write_report(store, "bad", tmp_path / "out").read_text()
     assert "Failed runs" in page and "FloatingPointError" in page
+
+
+def _cli_json(*args):
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def test_terminal_legend_explains_ece_after_temperature_scaling(studied):
+    store, _ = studied
+    results = load_results(store, "tiny")
+    console = Console(record=True, width=100)
+    print_report(results, console)
+    text = " ".join(console.export_text().split())
+    assert "ECE·TS: ECE after temperature scaling." in text
+    assert "validation split with noisy labels" in text
+    assert "temperature comes out too high" in text and "under-confident" in text
+    threads = max(1, (os.cpu_count() or 1) // 2)
+    assert results.execution == [
+        {"executor": "ThreadPoolExecutor", "workers": 2, "threads": threads, "runs": 16}
+    ]
+    assert f"ran on {execution_text(results.execution[0])}" in text
+    clean = Results("c", {"data": {"validation_labels": "clean"}}, rows=[])
+    console = Console(record=True, width=100)
+    print_report(clean, console)
+    assert "validation split with clean labels" in " ".join(console.export_text().split())
+
+
+def test_report_json(studied):
+    store, path = studied
+    db = path.parent.parent / "runs.db"
+    data = _cli_json("study", "report", "tiny", "--json", "--db", db)
+    assert data["report"] is None  # no HTML without --out
+    assert data["study"] == "tiny" and data["validation_labels"] == "noisy"
+    assert data["runs"] == {"finished": 16, "failed": 0, "unfinished": 0}
+    summary = summarize(load_results(store, "tiny").rows)
+    assert [(e["setting"]["name"], e["loss"]) for e in data["results"]] == [
+        (setting_name(e["setting"]), e["variant"]) for e in summary
+    ]
+    for got, want in zip(data["results"], summary, strict=True):
+        assert got["n"] == want["n"] and set(got["metrics"]) == {k for k, _, _ in METRICS}
+        for key in ("accuracy", "macro_f1", "ece"):
+            assert got["metrics"][key]["mean"] == pytest.approx(want["metrics"][key]["mean"])
+    assert data["results"][0]["setting"] == {
+        "name": "clean", "noise_kind": "none", "noise_rate": 0.0, "imbalance_factor": 1.0,
+    }  # fmt: skip
+    picks = what_to_pick(summary)
+    assert [p["by_macro_f1"]["best"] for p in data["picks"]] == [p["f1"]["best"] for p in picks]
+    assert set(data["picks"][0]["by_ece"]) == {
+        "best", "value", "runner_up", "margin", "spread", "clear",
+    }  # fmt: skip
+    assert data["failed"] == [] and data["execution"][0]["runs"] == 16
+
+
+def test_list_json(studied):
+    store, path = studied
+    db = path.parent.parent / "runs.db"
+    listed = _cli_json("study", "list", "--json", "--db", db)
+    assert listed["db"] == str(db) and "quick" in listed["presets"]
+    (entry,) = listed["studies"]
+    assert entry["name"] == "tiny"
+    assert entry["counts"] == {"pending": 0, "running": 0, "finished": 16, "failed": 0}
+    runs = _cli_json("study", "list", "tiny", "--json", "--db", db)
+    assert runs["study"] == "tiny" and runs["status"] is None
+    stored = store.runs("tiny")
+    assert [r["id"] for r in runs["runs"]] == [r["id"] for r in stored]
+    first = runs["runs"][0]
+    assert first["metrics"]["macro_f1"] == stored[0]["metrics"]["macro_f1"]
+    assert (first["status"], first["attempts"], first["workers"]) == ("finished", 1, 2)
+    assert first["description"] == stored[0]["description"]
+    assert (
+        _cli_json("study", "list", "tiny", "--status", "failed", "--json", "--db", db)["runs"] == []
+    )

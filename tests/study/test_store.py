@@ -7,7 +7,8 @@ import pytest
 
 from crossent.study import Store
 from crossent.study.grid import run_id
-from crossent.study.store import owner_alive, owner_token, pack_arrays
+from crossent.study.owners import owner_alive, owner_token
+from crossent.study.store import StoreError, pack_arrays
 
 RUNS = [{"seed": s, "x": "a"} for s in range(4)]
 IDS = [run_id(r) for r in RUNS]
@@ -116,6 +117,27 @@ def test_release_gives_an_owners_claims_back(store):
     run = store.get(IDS[0])
     assert run["status"] == "pending" and run["attempts"] == 0 and run["owner"] is None
     assert store.get(IDS[2])["status"] == "running"  # another owner's claim stays
+
+
+def test_release_of_given_runs_only(store):
+    store.claim("s", "a:1:1", limit=3)
+    assert store.release("a:1:1", [IDS[0], IDS[2], IDS[3]]) == 2  # IDS[3] was not claimed
+    assert [r["status"] for r in store.runs("s")] == ["pending", "running", "pending", "pending"]
+    assert store.get(IDS[1])["attempts"] == 1 and store.get(IDS[0])["attempts"] == 0
+
+
+def test_a_readonly_store_reads_and_never_writes(store):
+    path = store.path
+    store.close()
+    before = path.read_bytes()
+    with Store(path, readonly=True) as reader:
+        assert [r["id"] for r in reader.runs("s")] == IDS
+        with pytest.raises(StoreError, match=r"runs\.db: the file is read-only"):
+            reader.claim("s", "me:1:1")
+    assert path.read_bytes() == before
+    with pytest.raises(StoreError, match="no such file"):
+        Store(path.parent / "missing.db", readonly=True)
+    assert not (path.parent / "missing.db").exists()
 
 
 def test_get_by_prefix_and_studies(store):

@@ -1,6 +1,7 @@
 r"""The binary / multi-label engine: the term engine at ``K = 2`` per element.
 
-(docs/design.md, "One engine".) For a logit ``z`` and a target ``y`` in [0, 1] (smoothed to ``y (1 - eps) + eps / 2``):
+(docs/design.md, "One engine".) For a logit ``z`` and a target ``y`` in [0, 1] (smoothed to
+``y (1 - eps) + eps / 2``):
 
 .. math::
 

@@ -3,7 +3,8 @@
 A study (a TOML file or a bundled preset) trains models across losses, hyper-parameter
 grids, noise rates, imbalance factors and seeds, stores every run in SQLite and reports
 accuracy, F1 and calibration with tables, figures and a "what to pick" section. The command
-line is ``crossent study run | report | list | show``; the same from Python:
+line is ``crossent study run | report | list | show``; the same from Python (``run_study``
+also takes ``executor="dask:tcp://host:8786"`` or ``"ray:auto"``):
 
 Example:
     >>> from crossent.study import Store, load_preset, run_study, write_report
@@ -25,16 +26,20 @@ from crossent.study.config import (
     parse_config,
     preset_names,
 )
+from crossent.study.executors import ExecutorError, RayExecutor, open_executor
 from crossent.study.grid import expand, run_id
 from crossent.study.models import build_model
 from crossent.study.report import print_report, write_report
 from crossent.study.results import load_results
 from crossent.study.runner import StudySummary, execute_run, run_study
-from crossent.study.store import Store
+from crossent.study.store import Store, StoreError
 from crossent.study.train import train_run
 
 __all__ = [
+    "ExecutorError",
+    "RayExecutor",
     "Store",
+    "StoreError",
     "StudyConfig",
     "StudyConfigError",
     "StudySummary",
@@ -44,6 +49,7 @@ __all__ = [
     "load_config",
     "load_preset",
     "load_results",
+    "open_executor",
     "parse_config",
     "preset_names",
     "print_report",

@@ -66,6 +66,8 @@ VALIDATION_LABELS = ("noisy", "clean")
 WEIGHT_METHODS = ("inverse", "inverse_sqrt", "effective_number")
 SAMPLERS = ("none", "class_balanced")
 ASYMMETRIC_MAPPINGS = ("cifar10",)
+#: Built-in data sets read from files in ``data_dir`` (besides ``csv:PATH``, ``npz:PATH``).
+FILE_BACKED = ("cifar10", "fashion-mnist", "conll2003")
 
 
 @dataclass(frozen=True)
@@ -114,6 +116,7 @@ class StudyConfig:
     imbalance_factors: list[float]
     losses: list[LossArm] = field(default_factory=list)
     source: str = ""
+    data_shared: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable summary (stored with the study)."""
@@ -121,7 +124,7 @@ class StudyConfig:
             "name": self.name,
             "description": self.description,
             "seeds": self.seeds,
-            "data": self.data,
+            "data": {**self.data, "shared": self.data_shared},
             "model": self.model,
             "training": self.training,
             "noise": {
@@ -138,8 +141,12 @@ class StudyConfig:
 # ---------------------------------------------------------------- sections
 
 
-def _parse_data(t: Table) -> dict[str, Any]:
+def _parse_data(t: Table) -> tuple[dict[str, Any], bool]:
+    """The ``[data]`` section and its ``shared`` flag (kept out of the run configs)."""
     name = t.string("name", "digits")
+    shared = t.get("shared", False)
+    if not isinstance(shared, bool):
+        raise StudyConfigError(t.at("shared"), f"expected true or false, but got {shared!r}")
     options = t.get("options", {})
     if not isinstance(options, dict):
         raise StudyConfigError(t.at("options"), f"expected a table, but got {options!r}")
@@ -158,7 +165,7 @@ def _parse_data(t: Table) -> dict[str, Any]:
     }
     t.done()
     _check_dataset_name(name, t.at("name"))
-    return out
+    return out, shared
 
 
 def _check_dataset_name(name: str, path: str) -> None:
@@ -368,7 +375,7 @@ def parse_config(raw: dict[str, Any], *, name: str = "study", source: str = "") 
         raise StudyConfigError(study.at("description"), f"expected a string, got {description!r}")
     seeds = study.numbers("seeds", [0], low=0, integer=True)
     study.done()
-    data = _parse_data(root.table("data"))
+    data, shared = _parse_data(root.table("data"))
     model = _parse_model(root.table("model"))
     training = _parse_training(root.table("training"))
     kinds, rates, mapping = _parse_noise(root.table("noise"))
@@ -390,6 +397,7 @@ def parse_config(raw: dict[str, Any], *, name: str = "study", source: str = "") 
         imbalance_factors=factors,
         losses=losses,
         source=source,
+        data_shared=shared,
     )
 
 
@@ -408,11 +416,20 @@ def load_config(path: str | Path) -> StudyConfig:
     """Read and validate a study TOML file; the study name defaults to the file's stem.
 
     Raises:
-        StudyConfigError: for invalid TOML (path ``<file>``) or an invalid key.
+        StudyConfigError: for a file that cannot be read, is not UTF-8 or not valid TOML
+            (path ``<file>``), or an invalid key.
     """
     path = Path(path)
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        byte = err.object[err.start]
+        reason = (
+            f"{path} is not UTF-8 text (byte {byte:#04x} at offset {err.start}): save it as UTF-8"
+        )
+        raise StudyConfigError("<file>", reason) from None
+    except OSError as err:
+        raise StudyConfigError("<file>", f"cannot read {path}: {err.strerror or err}") from None
     except tomllib.TOMLDecodeError as err:
         raise StudyConfigError("<file>", f"{path} is not valid TOML: {err}") from None
     return parse_config(raw, name=path.stem, source=str(path))

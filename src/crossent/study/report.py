@@ -33,6 +33,7 @@ from crossent.study.grid import format_loss_spec
 from crossent.study.results import (
     METRICS,
     Results,
+    execution_text,
     load_results,
     overall_ranking,
     setting_name,
@@ -77,9 +78,11 @@ def validation_note(results: Results) -> str:
         return "Temperature scaling was fitted on the validation split with clean labels."
     return (
         "Temperature scaling was fitted on the validation split with noisy labels (what a user "
-        'really has; `validation_labels = "noisy"`). Noisy validation labels push the '
-        "temperature up and leave the model under-confident on the clean test split: a "
-        'finding, not a bug. Set `validation_labels = "clean"` to compare.'
+        'really has; `validation_labels = "noisy"`). There the model looks less accurate than '
+        "it is on the clean test split, so the fitted temperature comes out too high and the "
+        "scaled model is under-confident on the clean test split: ECE after temperature "
+        "scaling can rise, even above the unscaled ECE, as the noise grows. A finding, not a "
+        'bug; set `validation_labels = "clean"` to compare.'
     )
 
 
@@ -116,6 +119,13 @@ def print_report(results: Results, console: Console | None = None) -> None:
         console.print(f"  {setting_name(pick['setting'])}:")
         console.print(f"    by macro-F1: {_verdict(pick['f1'])}")
         console.print(f"    by ECE:      {_verdict(pick['ece'])}")
+    console.print(
+        "ECE·TS: ECE after temperature scaling. " + validation_note(results),
+        style="dim",
+        markup=False,
+    )
+    for entry in results.execution:
+        console.print(f"ran on {execution_text(entry)}", markup=False)
     if results.failed or results.unfinished:
         console.print(f"[yellow]{len(results.failed)} failed, {results.unfinished} unfinished runs")
 
@@ -223,6 +233,7 @@ def _meta_html(results: Results) -> str:
         "losses: " + "; ".join(html.escape(_arm_text(arm)) for arm in cfg.get("losses", [])),
         f"finished runs: {len(results.rows)}, failed: {len(results.failed)}, "
         f"unfinished: {results.unfinished}",
+        *(f"ran on {html.escape(execution_text(entry))}" for entry in results.execution),
     ]
     return "<ul>" + "".join(f"<li>{item}</li>" for item in items) + "</ul>"
 

@@ -75,6 +75,7 @@ class Results:
     rows: list[dict[str, Any]]
     failed: list[dict[str, Any]] = field(default_factory=list)
     unfinished: int = 0
+    execution: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def variants(self) -> list[str]:
@@ -92,15 +93,45 @@ class Results:
         return self.config.get("data", {}).get("validation_labels", "noisy")
 
 
+def execution(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Where runs executed: one entry per (executor, workers, threads), most runs first.
+
+    Returns:
+        ``[{"executor": "process:2", "workers": 2, "threads": 1, "runs": 12}, ...]``; runs
+        stored before the executor was recorded have ``executor`` and ``workers`` ``None``.
+    """
+    counts: dict[tuple[Any, Any, Any], int] = {}
+    for run in runs:
+        env = run["environment"] or {}
+        key = (env.get("executor"), env.get("workers"), env.get("threads"))
+        counts[key] = counts.get(key, 0) + 1
+    ordered = sorted(counts.items(), key=lambda kv: -kv[1])
+    return [{"executor": e, "workers": w, "threads": t, "runs": n} for (e, w, t), n in ordered]
+
+
+def execution_text(entry: dict[str, Any]) -> str:
+    """``"process:2 (2 workers, 1 thread per run): 12 runs"``."""
+    threads = entry["threads"]
+    per_run = f"{threads} thread{'s' if threads != 1 else ''} per run" if threads else ""
+    if entry["executor"] is None:
+        where = "an unrecorded executor" + (f" ({per_run})" if per_run else "")
+    else:
+        workers = f"{entry['workers']} worker{'s' if entry['workers'] != 1 else ''}"
+        where = f"{entry['executor']} ({', '.join(x for x in (workers, per_run) if x)})"
+    return f"{where}: {entry['runs']} run{'s' if entry['runs'] != 1 else ''}"
+
+
 def load_results(store: Store, study: str) -> Results:
     """Read a study's runs from the store (finished ones as rows; failures listed)."""
     runs = store.runs(study)
+    done = [r for r in runs if r["status"] in ("finished", "failed")]
     return Results(
         study=study,
         config=store.study_config(study),
         rows=[run_row(r) for r in runs if r["status"] == "finished"],
         failed=[r for r in runs if r["status"] == "failed"],
         unfinished=sum(r["status"] in ("pending", "running") for r in runs),
+        execution=execution(done),
     )
 
 

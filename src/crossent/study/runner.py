@@ -4,15 +4,18 @@ The runner (the *driver*) is the only process that writes the store. Workers run
 :func:`execute_run`, which never raises and returns a plain dict (metrics, history, ``.npz``
 bytes of the predictions, or the traceback of a failure), so any
 :class:`concurrent.futures.Executor` works: the default process pool with ``workers``
-processes, a thread pool, or a distributed engine's executor (dask's
-``Client.get_executor()``) with no new code path. Each worker uses
-``cores // workers`` PyTorch threads. The default pool starts its workers from a fork server
-that imported the libraries once (:func:`worker_context`).
+processes (:class:`crossent.study.pool.WorkerPool`), a thread pool, or a cluster named by
+an executor string (``"dask:tcp://host:8786"``, ``"ray:local:4"``, see
+:mod:`crossent.study.executors`). Each worker uses ``threads`` PyTorch threads
+(default ``cores // workers`` in the process pool, 1 on a cluster).
 
 Re-running a study skips finished runs; failed runs are kept with their traceback and run
 again only with ``retry_failed=True``. Claims (see :mod:`crossent.study.store`) keep two
 runners on one store from training the same run; the driver renews its leases while it
-waits.
+waits. When a worker of the default pool dies (the out-of-memory killer's SIGKILL), only the
+run it was training is stored as failed; the other runs in flight go back to pending and a
+fresh pool goes on. Every stored run records the executor, its worker count and the
+threads it ran with.
 
 Example:
     >>> from concurrent.futures import ThreadPoolExecutor
@@ -25,15 +28,14 @@ Example:
 
 from __future__ import annotations
 
-import json
-import multiprocessing
+import contextlib
 import os
 import platform
 import socket
-import threading
 import time
 import traceback
-from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
+from collections.abc import Iterator
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,41 +53,26 @@ from rich.progress import (
 )
 
 from crossent.core.checks import fail
-from crossent.study.config import StudyConfig, StudyConfigError
+from crossent.study.config import StudyConfig
+from crossent.study.executors import (
+    Backend,
+    ExecutorSpec,
+    check_reachable,
+    open_executor,
+    parse_executor,
+)
 from crossent.study.grid import describe_run, expand
-from crossent.study.store import Store, owner_alive, owner_token, pack_arrays
+from crossent.study.owners import owner_token
+from crossent.study.pool import WorkerPool
+from crossent.study.preflight import preflight
+from crossent.study.store import Store, StoreError, pack_arrays
 
 #: Seconds a claim stays valid without renewal; the driver renews every quarter of it.
 LEASE_SECONDS = 120.0
 
-#: What a worker imports, loaded once by the fork server: each worker then starts as a fork
-#: of that warm process instead of importing PyTorch, scikit-learn and SciPy itself (the last
-#: two are imported lazily by the data loaders and temperature scaling, ``torch._dynamo`` by
-#: the first optimizer step). A module that fails to import is skipped.
-WORKER_PRELOAD = (
-    "crossent.study.runner",
-    "crossent.study.train",
-    "crossent.data",
-    "crossent.calibration.metrics",
-    "crossent.calibration.scaling",
-    "sklearn.datasets",
-    "torch._dynamo",
-)
-
-
-def worker_context() -> multiprocessing.context.BaseContext:
-    """The start method of the default worker pool: a fork server, else spawn.
-
-    Never plain ``fork``: forking a process whose PyTorch thread pools already run can
-    deadlock. The fork server is a fresh single-threaded process that only imports
-    :data:`WORKER_PRELOAD`. As with ``spawn``, a script that calls :func:`run_study` must
-    guard its entry point with ``if __name__ == "__main__":``.
-    """
-    if "forkserver" not in multiprocessing.get_all_start_methods():
-        return multiprocessing.get_context("spawn")
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(list(WORKER_PRELOAD))
-    return context
+#: Pool breaks in a row, with no run finished in between and no run to blame, after which
+#: the runs in flight are charged anyway (a worker that dies before it starts any run).
+MAX_BLAMELESS_BREAKS = 3
 
 
 def _environment(threads: int) -> dict[str, Any]:
@@ -137,81 +124,6 @@ def execute_run(config: dict[str, Any], threads: int = 1) -> dict[str, Any]:
     return out
 
 
-def _watch_driver(owner: str, interval: float) -> None:
-    while owner_alive(owner) is not False:
-        time.sleep(interval)
-    os._exit(1)  # the driver is gone: nobody will read this worker's result
-
-
-def exit_with_driver(owner: str, interval: float = 1.0) -> None:
-    """Pool initializer: end this worker within ``interval`` s of the driver's death.
-
-    A killed driver (SIGKILL included) would otherwise leave its pool workers waiting on the
-    task queue forever: each worker holds both ends of that pipe and so never sees EOF, and a
-    fork server's workers keep the server alive too. ``owner`` is the driver's
-    :func:`~crossent.study.store.owner_token` (pid and start time, so a reused pid is not
-    mistaken for the driver).
-    """
-    threading.Thread(
-        target=_watch_driver, args=(owner, interval), daemon=True, name="exit-with-driver"
-    ).start()
-
-
-def _check_noise(runs: list[dict[str, Any]], labels: Any, num_classes: int) -> None:
-    """Draw each noise kind of a study once on the training labels.
-
-    So a mapping to a class the data set lacks fails before any run, naming
-    ``noise.mapping`` (or ``noise``).
-    """
-    from crossent.study.prepare import noisy_labels
-
-    drawn = set()
-    for run in runs:
-        noise = run["noise"]
-        if noise["rate"] == 0 or noise["kind"] in drawn:
-            continue
-        drawn.add(noise["kind"])
-        try:
-            noisy_labels(labels, noise, num_classes, run["seed"])
-        except (ValueError, TypeError) as err:
-            path = "noise.mapping" if noise["mapping"] is not None else "noise"
-            raise StudyConfigError(path, str(err)) from None
-
-
-def preflight(config: StudyConfig, runs: list[dict[str, Any]]) -> None:
-    """Load the data, draw the noise and build the model and every loss once, before any run.
-
-    Raises:
-        StudyConfigError: naming ``data``, ``noise``, ``model`` or ``losses[i]`` and the
-            reason.
-    """
-    from crossent.study.models import build_model
-    from crossent.study.prepare import prepare_data
-    from crossent.study.train import make_loss
-
-    clean = {**runs[0], "noise": {"kind": "none", "rate": 0.0, "mapping": None}}
-    try:
-        data = prepare_data(clean)
-    except (OSError, ValueError, TypeError, KeyError) as err:
-        raise StudyConfigError("data", str(err)) from None
-    _check_noise(runs, data.y_train, data.num_classes)
-    try:
-        build_model(clean["model"], tuple(data.x_train.shape[1:]), data.num_classes)
-    except (ValueError, TypeError) as err:
-        raise StudyConfigError("model", str(err)) from None
-    index = {arm.label: i for i, arm in enumerate(config.losses)}
-    built = set()
-    for run in runs:
-        key = json.dumps(run["loss"], sort_keys=True)
-        if key in built:
-            continue
-        built.add(key)
-        try:
-            make_loss(run["loss"], data.y_train, data.num_classes)
-        except (ValueError, TypeError) as err:
-            raise StudyConfigError(f"losses[{index[run['loss']['label']]}]", str(err)) from None
-
-
 @dataclass
 class StudySummary:
     """What a call of :func:`run_study` did."""
@@ -235,46 +147,63 @@ def _summary_line(config: dict[str, Any], result: dict[str, Any]) -> str:
     return f"{text}: acc {mtr['accuracy']:.3f} F1 {mtr['macro_f1']:.3f} ECE {mtr['ece']:.3f}"
 
 
-def _broken(error: BaseException) -> dict[str, Any]:
-    text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+def _failure(text: str) -> dict[str, Any]:
     now = time.time()
     return {"status": "failed", "error": text, "started_at": now, "finished_at": now}
+
+
+def _traceback(error: BaseException) -> str:
+    return "".join(traceback.format_exception(type(error), error, error.__traceback__))
+
+
+def _broken(future: Future) -> bool:
+    """Whether a future ended because the process pool broke (or was cancelled by it)."""
+    return future.cancelled() or isinstance(future.exception(), BrokenProcessPool)
 
 
 class _Driver:
     """The claim - submit - store loop of one :func:`run_study` call."""
 
-    def __init__(
-        self, store: Store, study: str, executor: Executor | None, workers: int, threads: int
-    ) -> None:
+    def __init__(self, store: Store, study: str, backend: Backend, threads: int) -> None:
         self.store = store
         self.study = study
         self.owner = owner_token()
-        self.own_executor = executor is None
-        self.executor = executor or self._pool(workers)
-        self.workers = workers
+        self.backend = backend
+        self.pool = WorkerPool(backend.workers, self.owner) if backend.executor is None else None
         self.threads = threads
         self.in_flight: dict[Future, tuple[str, dict[str, Any]]] = {}
         self.ran = 0
+        self.blameless_breaks = 0
 
-    def _pool(self, workers: int) -> Executor:
-        return ProcessPoolExecutor(
-            workers,
-            mp_context=worker_context(),
-            initializer=exit_with_driver,
-            initargs=(self.owner,),
-        )
+    def _submit(self, rid: str, config: dict[str, Any]) -> Future:
+        if self.pool is not None:
+            return self.pool.submit(rid, config, self.threads)
+        assert self.backend.executor is not None
+        return self.backend.executor.submit(execute_run, config, self.threads)
 
     def fill(self) -> None:
         """Claim runs until ``2 * workers`` are submitted."""
-        room = 2 * self.workers - len(self.in_flight)
+        room = 2 * self.backend.workers - len(self.in_flight)
         if room <= 0:
             return
         for rid, config in self.store.claim(
             self.study, self.owner, limit=room, lease_s=LEASE_SECONDS
         ):
-            future = self.executor.submit(execute_run, config, self.threads)
-            self.in_flight[future] = (rid, config)
+            self.in_flight[self._submit(rid, config)] = (rid, config)
+
+    def _store(
+        self, rid: str, config: dict[str, Any], result: dict[str, Any]
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Store a result with where it ran: executor, its worker count, threads."""
+        result["environment"] = {
+            **(result.get("environment") or {}),
+            "executor": self.backend.name,
+            "workers": self.backend.workers,
+            "threads": self.threads,
+        }
+        if self.store.complete(rid, self.owner, result):
+            self.ran += 1
+        return config, result
 
     def collect(self) -> list[tuple[dict[str, Any], dict[str, Any]]]:
         """Wait for at least one run (renewing leases meanwhile); store and return results."""
@@ -282,31 +211,58 @@ class _Driver:
         self.store.renew(
             [rid for rid, _ in self.in_flight.values()], self.owner, lease_s=LEASE_SECONDS
         )
-        out = []
-        broken = False
+        if self.pool is not None and any(_broken(future) for future in done):
+            return self._recover()
+        out, interrupt = [], None
         for future in done:
-            rid, config = self.in_flight.pop(future)
             try:
                 result = future.result()
-            except BrokenProcessPool as error:  # a worker died (native crash, out of memory)
-                result, broken = _broken(error), True
-            except Exception as error:  # a foreign executor's transport error
-                result = _broken(error)
-            if self.store.complete(rid, self.owner, result):
-                self.ran += 1
-            out.append((config, result))
-        if broken and self.own_executor:
-            self.executor.shutdown(wait=False, cancel_futures=True)
-            self.executor = self._pool(self.workers)
+            except Exception as error:  # a cluster's error (KilledWorker, WorkerCrashedError)
+                result = _failure(_traceback(error))
+            except BaseException as stop:  # Ctrl-C in a thread: store the others' results first
+                interrupt = stop
+                continue
+            rid, config = self.in_flight.pop(future)
+            if self.pool is not None:
+                self.pool.forget(rid)
+            out.append(self._store(rid, config, result))
+            self.blameless_breaks = 0
+        if interrupt is not None:
+            raise interrupt
+        return out
+
+    def _recover(self) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+        """A pool worker died: charge its run, give the other runs back, start a fresh pool."""
+        assert self.pool is not None
+        self.pool.shutdown(wait=True)  # every future in flight is resolved after this
+        flight, self.in_flight = self.in_flight, {}
+        broken = [rid for future, (rid, _) in flight.items() if _broken(future)]
+        blamed = self.pool.casualties(broken)
+        if blamed is None:
+            self.blameless_breaks += 1
+            if self.blameless_breaks >= MAX_BLAMELESS_BREAKS:
+                text = f"BrokenProcessPool: the worker pool broke {self.blameless_breaks} times"
+                blamed = dict.fromkeys(broken, f"{text} in a row without a run to blame")
+        out = []
+        for future, (rid, config) in flight.items():
+            if not _broken(future):
+                out.append(self._store(rid, config, future.result()))
+            elif blamed and rid in blamed:
+                out.append(self._store(rid, config, _failure(blamed[rid])))
+        self.store.release(self.owner, [rid for rid in broken if not blamed or rid not in blamed])
+        self.pool = WorkerPool(self.backend.workers, self.owner)
         return out
 
     def close(self, interrupted: bool) -> None:
         if interrupted:
             for future in self.in_flight:
                 future.cancel()  # runs not started yet; their claims are released below
-            self.store.release(self.owner)
-        if self.own_executor:
-            self.executor.shutdown(wait=not interrupted, cancel_futures=True)
+            # When the store itself failed (a full disk) this fails too: the claims then
+            # lapse with this process, and the first error is the one to report.
+            with contextlib.suppress(StoreError):
+                self.store.release(self.owner)
+        if self.pool is not None:
+            self.pool.shutdown(wait=not interrupted)
 
 
 def _progress(console: Console | None, enabled: bool) -> Progress:
@@ -324,11 +280,43 @@ def _progress(console: Console | None, enabled: bool) -> Progress:
     )
 
 
+def _spec(executor: Executor | str | None, workers: int) -> ExecutorSpec | None:
+    """The executor string's spec (``process:workers`` by default); ``None`` for an object."""
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise fail("workers", ">= 1", workers)
+    if executor is None:
+        return ExecutorSpec("process", None, workers)
+    return parse_executor(executor) if isinstance(executor, str) else None
+
+
+@contextlib.contextmanager
+def _backend(
+    executor: Executor | str | None, spec: ExecutorSpec | None, workers: int
+) -> Iterator[Backend]:
+    if spec is None:
+        assert isinstance(executor, Executor)
+        yield Backend(executor, type(executor).__name__, workers)
+    else:
+        with open_executor(spec) as backend:
+            yield backend
+
+
+def _threads(threads: int | None, spec: ExecutorSpec | None, workers: int) -> int:
+    """PyTorch threads per run: as given, 1 on a cluster, else ``cores // workers``."""
+    if threads is not None:
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+            raise fail("threads", ">= 1", threads)
+        return threads
+    if spec is not None and spec.kind != "process":
+        return 1
+    return max(1, (os.cpu_count() or 1) // workers)
+
+
 def run_study(
     config: StudyConfig,
     store: Store | str | Path,
     *,
-    executor: Executor | None = None,
+    executor: Executor | str | None = None,
     workers: int = 1,
     threads: int | None = None,
     retry_failed: bool = False,
@@ -340,10 +328,14 @@ def run_study(
     Args:
         config: the validated study (:func:`crossent.study.load_config` or ``load_preset``).
         store: a :class:`Store` or the path of its SQLite file.
-        executor: any ``concurrent.futures.Executor``; default a process pool of ``workers``.
-        workers: parallel runs (the default pool's size; how many runs are kept submitted
-            to a given executor is ``2 * workers``).
-        threads: PyTorch threads per run; default ``max(1, os.cpu_count() // workers)``.
+        executor: where runs execute: an executor string (``"process:4"``,
+            ``"dask:tcp://host:8786"``, ``"dask:local:2"``, ``"ray:auto"``, ``"ray:local:2"``;
+            see :mod:`crossent.study.executors`), any ``concurrent.futures.Executor``, or
+            ``None`` for a process pool of ``workers``.
+        workers: the default pool's size; with an ``Executor`` object, how many runs it
+            executes at once (``2 * workers`` are kept submitted).
+        threads: PyTorch threads per run; default 1 on Dask and Ray, else
+            ``max(1, os.cpu_count() // workers)``.
         retry_failed: run failed runs again (otherwise they are kept and skipped).
         progress: show a progress bar with the ETA and the latest result.
         console: the rich console to draw on.
@@ -352,11 +344,15 @@ def run_study(
         A :class:`StudySummary`; ``elsewhere`` counts runs another runner still holds.
 
     Raises:
-        StudyConfigError: before any run starts, when the data, model or a loss is invalid.
+        StudyConfigError: before any run starts, when the data, model or a loss is invalid,
+            or the data are a local file that a remote cluster's workers cannot see.
+        StoreError: the store file cannot be used (damaged, read-only, a full disk).
+        ExecutorError: the executor is not installed, unreachable or has no workers.
     """
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise fail("workers", ">= 1", workers)
     start = time.perf_counter()
+    spec = _spec(executor, workers)
+    if spec is not None:
+        check_reachable(config, spec)
     runs = expand(config)
     preflight(config, runs)
     own_store = not isinstance(store, Store)
@@ -367,9 +363,13 @@ def run_study(
             db.reset_failed(config.name)
         before = {r["id"]: r["status"] for r in db.runs(config.name)}
         todo = sum(status in ("pending", "running") for status in before.values())
-        threads = threads or max(1, (os.cpu_count() or 1) // workers)
-        driver = _Driver(db, config.name, executor, workers, threads)
-        _drive(driver, todo, config.name, console, progress)
+        ran = 0
+        if todo:
+            with _backend(executor, spec, workers) as backend:
+                chosen = _threads(threads, spec, backend.workers)
+                driver = _Driver(db, config.name, backend, chosen)
+                _drive(driver, todo, config.name, console, progress)
+                ran = driver.ran
         after = [r["status"] for r in db.runs(config.name)]
     finally:
         if own_store:
@@ -379,7 +379,7 @@ def run_study(
         total=len(after),
         finished=after.count("finished"),
         failed=after.count("failed"),
-        ran=driver.ran,
+        ran=ran,
         skipped=len(after) - todo,
         elsewhere=after.count("running") + after.count("pending"),
         duration_s=time.perf_counter() - start,

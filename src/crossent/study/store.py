@@ -19,6 +19,12 @@ can be claimed again — when its lease has expired, or when its owner ran on th
 that process is gone (a killed runner is noticed at once). Only the owner of a claim can
 store its result.
 
+Before anything is written to an existing file, ``PRAGMA quick_check`` must pass. A store
+opened with ``readonly=True`` never writes the file, so a finished store can be read from a
+read-only file, folder or file system (where a writable folder allows, SQLite still keeps
+its ``-wal`` / ``-shm`` companion files next to it). Problems with the file raise
+:class:`StoreError` (``"<path>: <cause>"``).
+
 Example:
     >>> import tempfile, os
     >>> store = Store(os.path.join(tempfile.mkdtemp(), "runs.db"))
@@ -34,8 +40,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
-import socket
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -44,7 +48,15 @@ from typing import Any
 
 import numpy as np
 
+from crossent.study._sqlite import (
+    StoreError,
+    connect,
+    connect_readonly,
+    quick_check,
+    translated,
+)
 from crossent.study.grid import canonical_json, run_id
+from crossent.study.owners import owner_alive
 
 SCHEMA_VERSION = "1"
 STATUSES = ("pending", "running", "finished", "failed")
@@ -86,48 +98,6 @@ CREATE INDEX IF NOT EXISTS runs_status ON runs(status);
 """
 
 
-def _process_start(pid: int) -> str | None:
-    """Start time of ``pid`` in clock ticks since boot (Linux), or ``None`` if unknown."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = text[text.rindex(")") + 2 :].split()
-    return fields[19]  # field 22 of proc(5): starttime; fields[0] is field 3
-
-
-def _process_state(pid: int) -> str | None:
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return text[text.rindex(")") + 2]
-
-
-def owner_token(pid: int | None = None) -> str:
-    """``host:pid:start-time`` of a process (this one by default): a claim's owner."""
-    pid = os.getpid() if pid is None else pid
-    return f"{socket.gethostname()}:{pid}:{_process_start(pid) or '?'}"
-
-
-def owner_alive(owner: str) -> bool | None:
-    """Whether the process behind an owner token runs; ``None`` if it ran on another host."""
-    host, pid_text, start = owner.rsplit(":", 2)
-    if host != socket.gethostname():
-        return None
-    pid = int(pid_text)
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    if _process_state(pid) in ("Z", "X"):  # a zombie is a dead process not yet reaped
-        return False
-    current = _process_start(pid)
-    return start == "?" or current is None or current == start
-
-
 def _stale(owner: str | None, lease_until: float | None, now: float) -> bool:
     if owner is None or lease_until is None or lease_until < now:
         return True
@@ -151,18 +121,41 @@ class Store:
     Args:
         path: the database file; its folder is created if needed.
         timeout: seconds to wait for another process's write lock.
+        readonly: open an existing store only to read it (``study list``, ``report``,
+            ``show``): the file is never written, so this works on a read-only file, folder
+            or file system.
+
+    Raises:
+        StoreError: ``"<path>: <cause>"`` when the file is not a store, is damaged (checked
+            with ``PRAGMA quick_check`` before anything is written to an existing file),
+            cannot be opened or created, or a write fails (a full disk).
     """
 
-    def __init__(self, path: str | Path, *, timeout: float = 60.0) -> None:
+    def __init__(self, path: str | Path, *, timeout: float = 60.0, readonly: bool = False) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
+        self.readonly = readonly
+        with translated(self.path):
+            if readonly:
+                self._db = connect_readonly(self.path, timeout)
+            else:
+                self._open(timeout)
         self._db.row_factory = sqlite3.Row
-        self._db.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
-        self._db.execute("PRAGMA journal_mode = WAL")
-        self._db.execute("PRAGMA synchronous = FULL")
-        self._db.execute("PRAGMA foreign_keys = ON")
-        self._create_schema()
+
+    def _open(self, timeout: float) -> None:
+        existed = self.path.is_file() and self.path.stat().st_size > 0
+        self._db = connect(self.path, timeout)
+        try:
+            self._db.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+            damage = quick_check(self._db) if existed else None
+            if damage is not None:
+                raise StoreError(self.path, damage)
+            self._db.execute("PRAGMA journal_mode = WAL")
+            self._db.execute("PRAGMA synchronous = FULL")
+            self._db.execute("PRAGMA foreign_keys = ON")
+            self._create_schema()
+        except BaseException:
+            self._db.close()
+            raise
 
     def _create_schema(self) -> None:
         with self.transaction() as db:
@@ -186,14 +179,25 @@ class Store:
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """``BEGIN IMMEDIATE`` ... ``COMMIT`` (``ROLLBACK`` on error): one atomic write."""
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self._db
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+        """``BEGIN IMMEDIATE`` ... ``COMMIT`` (``ROLLBACK`` on error): one atomic write.
+
+        A failing ``COMMIT`` (a full disk) is rolled back too and raised as a
+        :class:`StoreError`, once.
+        """
+        with translated(self.path):
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+                self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        self._db.execute("ROLLBACK")
+                raise
+
+    def _read(self, query: str, args: tuple[Any, ...] | list[Any] = ()) -> list[sqlite3.Row]:
+        with translated(self.path):
+            return self._db.execute(query, args).fetchall()
 
     # ------------------------------------------------------------ studies
 
@@ -230,11 +234,11 @@ class Store:
 
     def studies(self) -> list[dict[str, Any]]:
         """Every study, most recently updated first, with its run counts per status."""
-        rows = self._db.execute(
+        rows = self._read(
             "SELECT s.name, s.updated_at, r.status, COUNT(r.id) AS n FROM studies s "
             "LEFT JOIN study_runs sr ON sr.study = s.name LEFT JOIN runs r ON r.id = sr.run_id "
             "GROUP BY s.name, r.status ORDER BY s.updated_at DESC"
-        ).fetchall()
+        )
         out: dict[str, dict[str, Any]] = {}
         for row in rows:
             entry = out.setdefault(
@@ -247,10 +251,10 @@ class Store:
 
     def study_config(self, name: str) -> dict[str, Any]:
         """The stored config summary of a study."""
-        row = self._db.execute("SELECT config FROM studies WHERE name = ?", (name,)).fetchone()
-        if row is None:
+        rows = self._read("SELECT config FROM studies WHERE name = ?", (name,))
+        if not rows:
             raise KeyError(f"no study named {name!r} in {self.path}")
-        return json.loads(row["config"])
+        return json.loads(rows[0]["config"])
 
     def reset_failed(self, study: str) -> int:
         """Make the failed runs of a study pending again (``--retry-failed``); returns how many."""
@@ -308,18 +312,24 @@ class Store:
                 [(until, rid, owner) for rid in ids],
             )
 
-    def release(self, owner: str) -> int:
-        """Give back every claim of ``owner`` unrun (an interrupted runner); returns how many.
+    def release(self, owner: str, ids: list[str] | None = None) -> int:
+        """Give back claims of ``owner`` unrun; returns how many.
+
+        Args:
+            owner: the claim's owner token.
+            ids: only these runs (runs in flight when a pool worker died); default every
+                claim of ``owner`` (an interrupted runner).
 
         The runs become pending again and the attempt is not counted.
         """
+        query = (
+            "UPDATE runs SET status = 'pending', owner = NULL, lease_until = NULL, "
+            "attempts = MAX(attempts - 1, 0) WHERE owner = ? AND status = 'running'"
+        )
         with self.transaction() as db:
-            cursor = db.execute(
-                "UPDATE runs SET status = 'pending', owner = NULL, lease_until = NULL, "
-                "attempts = MAX(attempts - 1, 0) WHERE owner = ? AND status = 'running'",
-                (owner,),
-            )
-        return cursor.rowcount
+            if ids is None:
+                return db.execute(query, (owner,)).rowcount
+            return sum(db.execute(query + " AND id = ?", (owner, rid)).rowcount for rid in ids)
 
     def complete(self, rid: str, owner: str, result: dict[str, Any]) -> bool:
         """Store a worker's result (finished or failed) if ``owner`` still holds the claim.
@@ -376,7 +386,7 @@ class Store:
             query += " AND r.status = ?"
             args.append(status)
         query += " ORDER BY sr.position" if study is not None else " ORDER BY r.created_at, r.id"
-        return [self._row(row) for row in self._db.execute(query, args).fetchall()]
+        return [self._row(row) for row in self._read(query, args)]
 
     @staticmethod
     def _row(row: sqlite3.Row) -> dict[str, Any]:
@@ -391,34 +401,34 @@ class Store:
         Raises:
             KeyError: when no run, or more than one, matches.
         """
-        rows = self._db.execute(
+        rows = self._read(
             "SELECT id FROM runs WHERE id LIKE ? ESCAPE '\\' LIMIT 2",
             (rid.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%",),
-        ).fetchall()
+        )
         if len(rows) != 1:
             reason = "no run" if not rows else "more than one run"
             raise KeyError(f"{reason} with id {rid!r} in {self.path}")
         full = rows[0]["id"]
-        row = self._db.execute(
+        (row,) = self._read(
             "SELECT id, config, description, status, owner, attempts, metrics, history, error, "
             "environment, created_at, started_at, finished_at, duration_s FROM runs WHERE id = ?",
             (full,),
-        ).fetchone()
+        )
         out = self._row(row)
-        studies = self._db.execute(
+        studies = self._read(
             "SELECT study FROM study_runs WHERE run_id = ? ORDER BY study", (full,)
-        ).fetchall()
+        )
         out["studies"] = [s["study"] for s in studies]
         return out
 
     def arrays(self, rid: str) -> dict[str, np.ndarray]:
         """The prediction arrays of a finished run (empty if it has none)."""
-        row = self._db.execute("SELECT arrays FROM runs WHERE id = ?", (rid,)).fetchone()
-        if row is None or row["arrays"] is None:
+        rows = self._read("SELECT arrays FROM runs WHERE id = ?", (rid,))
+        if not rows or rows[0]["arrays"] is None:
             return {}
-        with np.load(io.BytesIO(row["arrays"])) as npz:
+        with np.load(io.BytesIO(rows[0]["arrays"])) as npz:
             return {key: npz[key] for key in npz.files}
 
     def integrity(self) -> str:
         """SQLite's ``PRAGMA integrity_check`` (``"ok"`` for a healthy file)."""
-        return str(self._db.execute("PRAGMA integrity_check").fetchone()[0])
+        return str(self._read("PRAGMA integrity_check")[0][0])
