@@ -187,8 +187,13 @@ def preflight(config: StudyConfig, runs: list[dict[str, Any]]) -> None:
     """
     from crossent.study.models import build_model
     from crossent.study.prepare import prepare_data
+    from crossent.study.taggers import TAGGERS
     from crossent.study.train import make_loss
 
+    if config.model["name"] in TAGGERS:
+        from crossent.study.tagging import preflight_tagging
+
+        return preflight_tagging(config, runs)
     clean = {**runs[0], "noise": {"kind": "none", "rate": 0.0, "mapping": None}}
     try:
         data = prepare_data(clean)
@@ -232,7 +237,8 @@ def _summary_line(config: dict[str, Any], result: dict[str, Any]) -> str:
         last = (result.get("error") or "").strip().splitlines() or ["unknown error"]
         return f"[red]{text}: failed ({last[-1][:80]})[/red]"
     mtr = result["metrics"]
-    return f"{text}: acc {mtr['accuracy']:.3f} F1 {mtr['macro_f1']:.3f} ECE {mtr['ece']:.3f}"
+    f1 = f"entity F1 {mtr['entity_f1']:.3f}" if "entity_f1" in mtr else f"F1 {mtr['macro_f1']:.3f}"
+    return f"{text}: acc {mtr['accuracy']:.3f} {f1} ECE {mtr['ece']:.3f}"
 
 
 def _broken(error: BaseException) -> dict[str, Any]:
