@@ -8,7 +8,6 @@ from crossent.data.tags import (
     check_tag_ids,
     entity_spans,
     parse_tag,
-    spans_of_row,
 )
 
 labeling = pytest.importorskip(
@@ -43,8 +42,6 @@ def test_iob1_and_bio_spans():
         ("PER", 2, 2),
         ("LOC", 4, 4),
     ]
-    names = ("O", "B-PER", "I-PER")
-    assert spans_of_row([1, 2, 0, -100, -100], names) == [("PER", 0, 1)]
 
 
 def test_check_tag_ids_errors_are_one_line():

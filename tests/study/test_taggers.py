@@ -149,3 +149,6 @@ def test_hf_tagger_from_a_folder_labels_the_first_sub_token(tmp_path, monkeypatc
     with torch.no_grad():
         full = model.model(**encoded).logits[0]
     torch.testing.assert_close(out[0], full[[1, 2, 5]])  # first sub-token of each word
+    model.check_lengths(torch.tensor([[3, 3, 3, 3]]))  # 12 sub-tokens + 2 fit 16 positions
+    with pytest.raises(ValueError, match="at most 16 tokens for model 'hf'.*has 20"):
+        model.check_lengths(torch.tensor([[3, 3, 3, 3, 3, 3]]))  # 18 + 2 do not

@@ -210,8 +210,3 @@ def inject_tag_noise(
         return noisy
     generator = torch.Generator().manual_seed(seed)
     return _span_noise(tags.cpu().long(), rate, kind, names, generator, ignore_index).to(tags)
-
-
-def count_spans(tags: torch.Tensor, names: Sequence[str], ignore_index: int = IGNORE_INDEX) -> int:
-    """The number of entity spans in ``(n, T)`` tag ids (conlleval chunks)."""
-    return len(_spans(tags, names, ignore_index))

@@ -130,10 +130,3 @@ def check_sentences(name: str, tags: torch.Tensor, ignore_index: int = IGNORE_IN
             f"Expected every sentence of `{name}` to hold at least one token, but sentence "
             f"{int(empty[0, 0])} is empty (all {ignore_index})"
         )
-
-
-def spans_of_row(
-    row: Sequence[int], names: Sequence[str], ignore_index: int = IGNORE_INDEX
-) -> list[tuple[str, int, int]]:
-    """:func:`entity_spans` of one row of tag ids, positions counted over kept tokens."""
-    return entity_spans([names[t] for t in row if t != ignore_index])

@@ -48,16 +48,26 @@ def _smoothing(loss: dict[str, Any]) -> float:
     return 0.1 if loss["name"] == "sgce" else 0.0
 
 
+def first_kind(results: Results) -> tuple[str, list[dict[str, Any]]]:
+    """The study's first noise kind and its rows (with the clean ones).
+
+    The figures over the noise rate draw one kind; a study of several kinds shows the others
+    in the line plots and tables of every study.
+    """
+    kinds = [s[0] for s in results.settings if s[0] != "none"] or ["none"]
+    return kinds[0], [r for r in results.rows if r["setting"][0] in ("none", kinds[0])]
+
+
 def _mean(rows: list[dict[str, Any]], key: str) -> float:
     values = [r["metrics"].get(key) for r in rows]
     values = [v for v in values if v is not None and not math.isnan(v)]
     return float(np.mean(values)) if values else math.nan
 
 
-def _panels(results: Results) -> list[tuple[str, dict[str, Any], list[dict[str, Any]]]]:
+def _panels(rows: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any], list[dict[str, Any]]]]:
     """``(label, other grid values, rows)`` of each loss arm with a ``q`` grid."""
     panels: dict[tuple[str, str], tuple[str, dict[str, Any], list[dict[str, Any]]]] = {}
-    for row in results.rows:
+    for row in rows:
         grid = row["loss"]["grid"]
         if "q" not in grid:
             continue
@@ -67,32 +77,29 @@ def _panels(results: Results) -> list[tuple[str, dict[str, Any], list[dict[str, 
     return [p for p in panels.values() if len({r["loss"]["grid"]["q"] for r in p[2]}) > 1]
 
 
+def _cell(rows: list[dict[str, Any]], q: float, rate: float) -> float:
+    """Mean entity F1 of the runs at ``q`` and noise rate ``rate``."""
+    return _mean(
+        [r for r in rows if r["loss"]["grid"]["q"] == q and r["setting"][1] == rate], "entity_f1"
+    )
+
+
 def q_heatmaps(results: Results, folder: str | Path) -> FigureFile | None:
     """Entity F1 over ``q`` × noise rate (mean over seeds), one panel per arm with a q grid."""
-    panels = _panels(results)
+    kind, rows = first_kind(results)
+    panels = _panels(rows)
     if not panels:
         return None
-    rates = sorted({r["setting"][1] for r in results.rows})
+    rates = sorted({r["setting"][1] for r in rows})
     fig = _figure(
         max(5.0, 0.9 * len(rates) + 2.5) * min(len(panels), 3), 4.2 * math.ceil(len(panels) / 3)
     )
     axes = np.atleast_2d(
         fig.subplots(math.ceil(len(panels) / 3), min(len(panels), 3), squeeze=False)
     )
-    for ax, (label, rest, rows) in zip(axes.flat, panels, strict=False):
-        qs = sorted({r["loss"]["grid"]["q"] for r in rows})
-        cells = np.array(
-            [
-                [
-                    _mean(
-                        [r for r in rows if r["loss"]["grid"]["q"] == q and r["setting"][1] == n],
-                        "entity_f1",
-                    )
-                    for n in rates
-                ]
-                for q in qs
-            ]
-        )
+    for ax, (label, rest, members) in zip(axes.flat, panels, strict=False):
+        qs = sorted({r["loss"]["grid"]["q"] for r in members})
+        cells = np.array([[_cell(members, q, n) for n in rates] for q in qs])
         image = ax.imshow(cells, cmap="viridis", vmin=0, vmax=1, aspect="auto", origin="lower")
         for (i, j), value in np.ndenumerate(cells):
             if not math.isnan(value):
@@ -113,18 +120,18 @@ def q_heatmaps(results: Results, folder: str | Path) -> FigureFile | None:
     return FigureFile(
         path,
         "Entity F1 over q × noise rate",
-        "Clean test split, micro entity F1 (conlleval / seqeval), mean over seeds.",
+        f"Clean test split, micro entity F1 (conlleval / seqeval), mean over seeds; {kind} noise.",
     )
 
 
-def _smoothing_lines(results: Results) -> dict[str, list[dict[str, Any]]]:
+def _smoothing_lines(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     """Rows grouped into lines: CE, and each smoothing value of the smoothed arms.
 
     Arms whose parameters hold a smoothing (``label_smoothing`` fixed or in the grid) give one
     line per value, averaged over their other grid keys (``q``); plain CE is the reference.
     """
     lines: dict[str, list[dict[str, Any]]] = {}
-    for row in results.rows:
+    for row in rows:
         loss = row["loss"]
         smoothed = "label_smoothing" in loss["params"] or loss["name"] == "sgce"
         if smoothed:
@@ -136,7 +143,8 @@ def _smoothing_lines(results: Results) -> dict[str, list[dict[str, Any]]]:
 
 def smoothing_calibration(results: Results, folder: str | Path) -> FigureFile | None:
     """ECE and MCE vs the noise rate per smoothing value, on test and validation."""
-    lines = _smoothing_lines(results)
+    kind, rows = first_kind(results)
+    lines = _smoothing_lines(rows)
     if not lines:
         return None
     panels = (
@@ -150,9 +158,11 @@ def smoothing_calibration(results: Results, folder: str | Path) -> FigureFile | 
     for col, (key, where) in enumerate(panels):
         for row, metric in enumerate((key, key.replace("ece", "mce"))):
             ax = axes[row, col]
-            for name, rows in lines.items():
-                rates = sorted({r["setting"][1] for r in rows})
-                values = [_mean([r for r in rows if r["setting"][1] == n], metric) for n in rates]
+            for name, members in lines.items():
+                rates = sorted({r["setting"][1] for r in members})
+                values = [
+                    _mean([r for r in members if r["setting"][1] == n], metric) for n in rates
+                ]
                 ax.plot(rates, values, marker="o", markersize=4, label=name, color=colors[name])
             ax.set_xlabel("noise rate n")
             ax.set_ylabel(title_of(results, metric))
@@ -163,9 +173,9 @@ def smoothing_calibration(results: Results, folder: str | Path) -> FigureFile | 
     return FigureFile(
         path,
         "ECE and MCE vs noise rate per smoothing value",
-        "Token-level, 15 bins, non-padding tokens; mean over seeds (and over q for arms with a "
-        "q grid). The validation panels score the same predictions against the noisy labels a "
-        "user has and against the clean ones.",
+        f"Token-level, 15 bins, non-padding tokens, {kind} noise; mean over seeds (and over q "
+        "for arms with a q grid). The validation panels score the same predictions against "
+        "the noisy labels a user has and against the clean ones.",
     )
 
 
@@ -173,13 +183,14 @@ def loss_curves(results: Results, folder: str | Path) -> FigureFile | None:
     """Training loss per epoch (mean over seeds), one panel per noise rate, one line per loss."""
     if not results.rows:
         return None
-    rates = sorted({r["setting"][1] for r in results.rows})
+    kind, all_rows = first_kind(results)
+    rates = sorted({r["setting"][1] for r in all_rows})
     colors = _colors(results.variants)
     fig = _figure(3.6 * len(rates) + 2.4, 3.4)
     axes = fig.subplots(1, len(rates), squeeze=False)[0]
     for ax, rate in zip(axes, rates, strict=True):
         for variant in results.variants:
-            rows = [r for r in results.rows if r["setting"][1] == rate and r["variant"] == variant]
+            rows = [r for r in all_rows if r["setting"][1] == rate and r["variant"] == variant]
             if not rows:
                 continue
             curves = [
@@ -199,10 +210,10 @@ def loss_curves(results: Results, folder: str | Path) -> FigureFile | None:
     return FigureFile(
         path,
         "Training-loss curves per loss and noise rate",
-        "Mean over seeds of the training loss per epoch on the (noisy) training tags; smoothed "
-        "losses show the loss minus its minimum achievable value. Losses of different families "
-        "have different scales: compare shapes (does the loss keep falling as the noise is "
-        "memorised?) rather than heights.",
+        f"Mean over seeds of the training loss per epoch on the training tags ({kind} noise); "
+        "smoothed losses show the loss minus its minimum achievable value. Losses of different "
+        "families have different scales: compare shapes (does the loss keep falling as the "
+        "noise is memorised?) rather than heights.",
     )
 
 

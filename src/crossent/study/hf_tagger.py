@@ -62,17 +62,29 @@ class HFTagger(nn.Module):
         self.vocabulary = tuple(vocabulary)
         self.tokenizer = tokenizer
 
+    def _encode(self, tokens: torch.Tensor) -> Any:
+        words = [[self.vocabulary[i] for i in row if i != 0] for row in tokens.tolist()]
+        encoded = self.tokenizer(
+            words, is_split_into_words=True, padding=True, truncation=False, return_tensors="pt"
+        )
+        check_length(encoded["input_ids"].shape[1], _limit(self.model), "hf")
+        return encoded
+
+    def check_lengths(self, tokens: torch.Tensor, batch: int = 1024) -> None:
+        """Raise unless every sentence of ``tokens`` fits the model (in sub-tokens)."""
+        if self.tokenizer is None:
+            check_length(tokens.shape[1], _limit(self.model), "hf")
+            return
+        for start in range(0, tokens.shape[0], batch):
+            self._encode(tokens[start : start + batch])
+
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """Word-level logits: the model's logits at each word's first sub-token."""
         mask = tokens != 0
         if self.tokenizer is None:
             check_length(tokens.shape[1], _limit(self.model), "hf")
             return self.model(input_ids=tokens, attention_mask=mask.long()).logits
-        words = [[self.vocabulary[i] for i in row if i != 0] for row in tokens.tolist()]
-        encoded = self.tokenizer(
-            words, is_split_into_words=True, padding=True, truncation=False, return_tensors="pt"
-        )
-        check_length(encoded["input_ids"].shape[1], _limit(self.model), "hf")
+        encoded = self._encode(tokens)
         logits = self.model(**encoded.to(tokens.device)).logits
         out = logits.new_zeros(*tokens.shape, logits.shape[-1])
         for row in range(tokens.shape[0]):

@@ -211,12 +211,20 @@ def train_tagging_run(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def _check_model(config: dict[str, Any], dataset: Any) -> None:
+    """Build the model and run it on the longest sentence of each split.
+
+    So a sentence longer than the model's limit is refused before any run (a Hugging Face
+    model with a tokenizer checks every sentence's length in sub-tokens).
+    """
     try:
         model = build_tagger(config["model"], dataset.vocabulary, dataset.class_names)
-        longest = max(s.x.shape[1] for s in (dataset.train, dataset.validation, dataset.test))
         model.eval()
-        with torch.no_grad():
-            model(torch.ones(1, longest, dtype=torch.int64))
+        for split in (dataset.train, dataset.validation, dataset.test):
+            row = int((split.x != 0).sum(dim=1).argmax())
+            with torch.no_grad():
+                model(split.x[row : row + 1])
+            if hasattr(model, "check_lengths"):
+                model.check_lengths(split.x)
     except (ValueError, TypeError, ImportError, OSError) as err:
         raise StudyConfigError("model", str(err)) from None
 

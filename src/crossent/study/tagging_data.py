@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from crossent.data.tags import IGNORE_INDEX, check_sentences, check_tag_ids
+from crossent.data.tags import check_sentences, check_tag_ids
 
 #: Offset between the seed of the training-tag noise and the validation-tag noise.
 _VALIDATION_SEED_OFFSET = 100_003
@@ -120,8 +120,3 @@ def prepare_tag_data(config: dict[str, Any]) -> TagData:
         tag_names=names,
         vocabulary=tuple(dataset.vocabulary),
     )
-
-
-def tokens_of(tags: torch.Tensor) -> torch.Tensor:
-    """``(n, T)`` bool mask of the non-padding tokens."""
-    return tags != IGNORE_INDEX
