@@ -257,7 +257,8 @@ def reliability(
 ) -> FigureFile | None:
     """Reliability diagrams of CE and its challenger at ``setting`` (default: the heaviest).
 
-    Drawn for the first seed, on the test split and on the validation split.
+    Drawn for the first seed, on the test split and on the validation split; for a tagging
+    study with noisy validation labels, also on the validation split against its clean labels.
     """
     from crossent.calibration import reliability_diagram
 
@@ -265,8 +266,9 @@ def reliability(
         return None
     setting = setting or heaviest_setting(results)
     pair = reference_variants(results, setting)
-    fig = _figure(10, 9.5)
-    axes = fig.subplots(2, 2)
+    clean_row = results.tagging and results.validation_labels == "noisy"
+    fig = _figure(10, 9.5 * (1.5 if clean_row else 1))
+    axes = fig.subplots(3 if clean_row else 2, 2)
     seeds = sorted({r["seed"] for r in results.rows})
     for col, variant in enumerate(pair):
         run = next(
@@ -281,10 +283,12 @@ def reliability(
         arrays = store.arrays(run["id"]) if run else {}
         if not arrays:
             continue
-        splits = (
+        splits = [
             ("test", arrays["test_probs"], arrays["test_labels"], "clean"),
             ("validation", arrays["val_probs"], arrays["val_labels"], results.validation_labels),
-        )
+        ]
+        if clean_row:
+            splits.append(("validation", arrays["val_probs"], arrays["val_clean_labels"], "clean"))
         for row, (split, probs, labels, kind) in enumerate(splits):
             p = torch.from_numpy(np.asarray(probs, dtype=np.float64))
             p = p / p.sum(dim=1, keepdim=True)  # stored as float16
@@ -295,9 +299,15 @@ def reliability(
     return FigureFile(
         path,
         f"Reliability diagrams at {setting_name(setting)}",
-        f"{pair[0]} against {pair[1]}, seed {seeds[0]}: top row on the clean test split, bottom "
-        f"row on the validation split with the {results.validation_labels} labels that "
-        "temperature scaling was fitted on.",
+        f"{pair[0]} against {pair[1]}, seed {seeds[0]}, 10 bins: top row on the clean test split, "
+        f"second row on the validation split with the {results.validation_labels} labels that "
+        "temperature scaling was fitted on"
+        + (
+            "; third row the same validation predictions against the clean labels."
+            if clean_row
+            else "."
+        )
+        + (" Tokens: every non-padding token is one prediction." if results.tagging else ""),
     )
 
 

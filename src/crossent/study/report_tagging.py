@@ -32,40 +32,56 @@ def _entries(results: Results, summary: list[dict[str, Any]]) -> dict[tuple[Any,
     return {(e["setting"], e["variant"]): e for e in summary}
 
 
-def _names(results: Results) -> tuple[list[str], list[str]]:
-    """``(CE variants, GCE/SGCE variants)``: plain CE (no parameters) and the robust arms."""
-    ce, robust = [], []
+def _names(results: Results) -> tuple[list[str], list[str], list[str]]:
+    """``(CE variants, GCE/SGCE variants, SGCE variants)``; CE is plain (no parameters)."""
+    ce, robust, sgce = [], [], []
     for row in results.rows:
         loss = row["loss"]
         if loss["name"] in _CE and not loss["params"]:
             ce.append(row["variant"])
         elif loss["name"] in _ROBUST:
             robust.append(row["variant"])
-    return list(dict.fromkeys(ce)), list(dict.fromkeys(robust))
+            if loss["name"] == "sgce":
+                sgce.append(row["variant"])
+    return list(dict.fromkeys(ce)), list(dict.fromkeys(robust)), list(dict.fromkeys(sgce))
 
 
-def _f1_check(entries: dict, setting: Any, ce: str, robust: list[str]) -> dict[str, Any] | None:
-    base = entries.get((setting, ce))
-    others = [entries[(setting, v)] for v in robust if (setting, v) in entries]
-    if base is None or not others:
+def _against(entries: dict, setting: Any, base: Any, variants: list[str]) -> dict[str, Any] | None:
+    """The best of ``variants`` by entity F1 at ``setting`` against CE's entry ``base``."""
+    others = [entries[(setting, v)] for v in variants if (setting, v) in entries]
+    if not others:
         return None
     best = max(others, key=lambda e: e["metrics"]["entity_f1"]["mean"])
     b, c = best["metrics"]["entity_f1"], base["metrics"]["entity_f1"]
     margin = b["mean"] - c["mean"]
     spread = max(b["std"], c["std"])
     return {
-        "setting": setting,
         "best": best["variant"],
         "best_f1": b,
-        "ce_f1": c,
         "margin": margin,
         "spread": spread,
         "ahead": margin > 0 and margin > spread,
     }
 
 
+def _f1_check(
+    entries: dict, setting: Any, ce: str, robust: list[str], sgce: list[str]
+) -> dict[str, Any] | None:
+    base = entries.get((setting, ce))
+    best = _against(entries, setting, base, robust) if base else None
+    if best is None:
+        return None
+    return {
+        **best,
+        "setting": setting,
+        "ce_f1": base["metrics"]["entity_f1"],
+        "sgce": _against(entries, setting, base, sgce),
+    }
+
+
 def _ece_check(entries: dict, settings: list[Any], ce: str) -> dict[str, Any] | None:
-    points = [entries[(s, ce)]["metrics"]["ece"] for s in settings if (s, ce) in entries]
+    kept = [s for s in settings if (s, ce) in entries]
+    points = [entries[(s, ce)]["metrics"]["ece"] for s in kept]
     if len(points) < 2:
         return None
     steps_ok = all(
@@ -73,7 +89,13 @@ def _ece_check(entries: dict, settings: list[Any], ce: str) -> dict[str, Any] | 
         for a, b in zip(points, points[1:], strict=False)
     )
     end = points[-1]["mean"] - points[0]["mean"] > max(points[0]["std"], points[-1]["std"])
-    return {"values": [p["mean"] for p in points], "rising": steps_ok and end}
+    peak = max(range(len(points)), key=lambda i: points[i]["mean"])
+    return {
+        "rates": [s[1] for s in kept],
+        "values": [p["mean"] for p in points],
+        "rising": steps_ok and end,
+        "peak": kept[peak][1],
+    }
 
 
 def direction(results: Results, summary: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -84,7 +106,7 @@ def direction(results: Results, summary: list[dict[str, Any]]) -> list[dict[str,
     test ECE by rate and ``rising``) and ``shown`` (both hold everywhere), or nothing when
     the study lacks CE or GCE/SGCE.
     """
-    ce_names, robust = _names(results)
+    ce_names, robust, sgce = _names(results)
     if not ce_names or not robust:
         return []
     ce, entries = ce_names[0], _entries(results, summary)
@@ -92,7 +114,7 @@ def direction(results: Results, summary: list[dict[str, Any]]) -> list[dict[str,
     out = []
     for kind in dict.fromkeys(s[0] for s in results.settings if s[0] != "none"):
         settings = clean + sorted(s for s in results.settings if s[0] == kind)
-        f1 = [_f1_check(entries, s, ce, robust) for s in settings if s[1] >= FROM_RATE]
+        f1 = [_f1_check(entries, s, ce, robust, sgce) for s in settings if s[1] >= FROM_RATE]
         f1 = [c for c in f1 if c is not None]
         ece = _ece_check(entries, settings, ce)
         shown = bool(f1) and all(c["ahead"] for c in f1) and bool(ece and ece["rising"])
@@ -100,18 +122,26 @@ def direction(results: Results, summary: list[dict[str, Any]]) -> list[dict[str,
     return out
 
 
+def _margin_text(check: dict[str, Any]) -> str:
+    if check["ahead"]:
+        return f"ahead by {check['margin']:.3f}, beyond the seed spread {check['spread']:.3f}"
+    if check["margin"] > 0:
+        return f"ahead by {check['margin']:.3f}, within the seed spread {check['spread']:.3f}"
+    return f"behind CE by {-check['margin']:.3f}"
+
+
 def _f1_line(check: dict[str, Any]) -> str:
     b, c = check["best_f1"], check["ce_f1"]
-    if check["ahead"]:
-        verdict = f"ahead by {check['margin']:.3f}, beyond the seed spread {check['spread']:.3f}"
-    elif check["margin"] > 0:
-        verdict = f"ahead by {check['margin']:.3f}, within the seed spread {check['spread']:.3f}"
-    else:
-        verdict = f"behind CE by {-check['margin']:.3f}"
-    return (
+    line = (
         f"{setting_name(check['setting'])}: best of GCE/SGCE {check['best']} "
-        f"{b['mean']:.3f} ± {b['std']:.3f} vs CE {c['mean']:.3f} ± {c['std']:.3f}: {verdict}."
+        f"{b['mean']:.3f} ± {b['std']:.3f} vs CE {c['mean']:.3f} ± {c['std']:.3f}: "
+        f"{_margin_text(check)}."
     )
+    sgce = check["sgce"]
+    if sgce and sgce["best"] != check["best"]:
+        f1 = sgce["best_f1"]
+        line += f" SGCE ({sgce['best']}): {f1['mean']:.3f} ± {f1['std']:.3f}, {_margin_text(sgce)}."
+    return line
 
 
 def _direction_html(results: Results, summary: list[dict[str, Any]]) -> str:
@@ -125,19 +155,35 @@ def _direction_html(results: Results, summary: list[dict[str, Any]]) -> str:
     ]
     for check in checks:
         items = [_f1_line(c) for c in check["f1"]] or [f"no noise rate ≥ {FROM_RATE:g}"]
-        ece = check["ece"]
-        if ece:
-            values = ", ".join(f"{v:.3f}" for v in ece["values"])
-            rises = "rises with n" if ece["rising"] else "does not rise steadily with n"
-            items.append(f"CE's test ECE from clean to the heaviest rate: {values}: it {rises}.")
-        verdict = (
-            "yes: both findings hold"
-            if check["shown"]
-            else "no, not in full: see the lines above for which part does not hold"
-        )
-        parts.append(f"<p><b>{html.escape(check['kind'])} noise — {verdict}.</b></p>")
+        if check["ece"]:
+            items.append(_ece_line(check["ece"]))
+        parts.append(f"<p><b>{html.escape(check['kind'])} noise — {_verdict(check)}.</b></p>")
         parts.append("<ul>" + "".join(f"<li>{html.escape(i)}</li>" for i in items) + "</ul>")
     return "".join(parts)
+
+
+def _ece_line(ece: dict[str, Any]) -> str:
+    values = ", ".join(
+        f"n = {n:g}: {v:.3f}" for n, v in zip(ece["rates"], ece["values"], strict=True)
+    )
+    if ece["rising"]:
+        return f"CE's test ECE by noise rate ({values}) rises with n."
+    return (
+        f"CE's test ECE by noise rate ({values}) does not rise steadily with n: it is highest "
+        f"at n = {ece['peak']:g}."
+    )
+
+
+def _verdict(check: dict[str, Any]) -> str:
+    """One sentence: which of the two findings hold."""
+    if check["shown"]:
+        return "yes: both findings hold"
+    f1 = bool(check["f1"]) and all(c["ahead"] for c in check["f1"])
+    ece = bool(check["ece"] and check["ece"]["rising"])
+    first = f"GCE/SGCE ahead of CE beyond the seed spread at every n ≥ {FROM_RATE:g}: " + (
+        "yes" if f1 else "no"
+    )
+    return f"only in part: {first}; CE's ECE rising with n: {'yes' if ece else 'no'}"
 
 
 def _per_type_html(results: Results) -> str:
