@@ -126,3 +126,50 @@ def test_span_smoothing_out_of_range_is_a_config_error():
     with pytest.raises(StudyConfigError) as info:
         parse_config(raw)
     assert info.value.path == "losses[0].params.label_smoothing"
+
+
+def _rows(table):
+    """Finished-run rows from {(variant, loss name, rate): [(f1, ece) per seed]}."""
+    rows = []
+    for (variant, name, rate), seeds in table.items():
+        for seed, (f1, ece) in enumerate(seeds):
+            rows.append(
+                {
+                    "setting": ("none" if rate == 0 else "symmetric", rate, 1.0),
+                    "variant": variant,
+                    "label": variant.split()[0],
+                    "loss": {
+                        "name": name,
+                        "params": {"q": 0.7} if name != "ce" else {},
+                        "grid": {},
+                    },
+                    "seed": seed,
+                    "metrics": {"entity_f1": f1, "ece": ece},
+                }
+            )
+    return rows
+
+
+def test_direction_checks_margins_against_the_seed_spread_and_the_ece_trend():
+    from crossent.study.results import Results
+
+    table = {
+        ("ce", "ce", 0.0): [(0.90, 0.01), (0.92, 0.01)],
+        ("ce", "ce", 0.4): [(0.50, 0.10), (0.52, 0.12)],
+        ("ce", "ce", 0.8): [(0.20, 0.30), (0.22, 0.32)],
+        ("gce", "gce", 0.0): [(0.91, 0.01), (0.91, 0.01)],
+        ("gce", "gce", 0.4): [(0.70, 0.02), (0.72, 0.02)],  # ahead by 0.2 > spread
+        ("gce", "gce", 0.8): [(0.20, 0.05), (0.30, 0.05)],  # ahead by 0.04 < spread 0.07
+        ("sgce", "sgce", 0.4): [(0.60, 0.02), (0.62, 0.02)],
+    }
+    rows = _rows(table)
+    results = Results("s", {"model": {"name": "bilstm"}}, rows)
+    (check,) = direction(results, summarize(rows))
+    assert check["kind"] == "symmetric"
+    first, second = check["f1"]
+    assert (first["best"], first["ahead"]) == ("gce", True)
+    assert first["margin"] == pytest.approx(0.2)
+    assert (first["sgce"]["best"], first["sgce"]["ahead"]) == ("sgce", True)
+    assert (second["ahead"], second["sgce"]) == (False, None)
+    assert check["ece"]["rising"] and check["ece"]["peak"] == 0.8
+    assert check["shown"] is False  # n = 0.8 is within the spread
