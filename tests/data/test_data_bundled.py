@@ -23,6 +23,7 @@ def test_dataset_names():
         "cifar10",
         "fashion-mnist",
         "conll2003",
+        "synthetic-ner",
     }
 
 

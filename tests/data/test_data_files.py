@@ -345,7 +345,8 @@ def test_conll2003_tokens_and_tags(tmp_path):
 
 def test_conll2003_options_and_missing_files(tmp_path):
     write_conll(tmp_path)
-    ds = load_dataset("conll2003", data_dir=tmp_path, min_freq=2, max_length=3, lowercase=True)
+    with pytest.warns(UserWarning, match="1 of 3 sentences are longer than max_length=3"):
+        ds = load_dataset("conll2003", data_dir=tmp_path, min_freq=2, max_length=3, lowercase=True)
     assert ds.vocabulary == ("<pad>", "<unk>", ".", "eu")
     assert ds.train.x.shape == (3, 3)
     (tmp_path / "conll2003" / "valid.txt").unlink()

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from crossent.core.checks import check_real, fail
-from crossent.data import bundled, conll, files, images
+from crossent.data import bundled, conll, files, images, synthetic_ner
 from crossent.data.base import Dataset, Request, check_int, default_data_dir
 
 _NAMED: dict[str, Callable[[Request], Dataset]] = {
@@ -18,17 +18,20 @@ _NAMED: dict[str, Callable[[Request], Dataset]] = {
     "cifar10": images.load_cifar10,
     "fashion-mnist": images.load_fashion_mnist,
     "conll2003": conll.load_conll2003,
+    "synthetic-ner": synthetic_ner.load_synthetic_ner,
 }
 _PREFIXED: dict[str, Callable[[Request, Path], Dataset]] = {
     "csv": files.load_csv,
     "npz": files.load_npz,
+    "conll": conll.load_conll_path,
 }
 
 
 def dataset_names() -> tuple[str, ...]:
     """The built-in data set names, the default (``"digits"``) first.
 
-    Files of your own load as ``"csv:PATH"`` and ``"npz:PATH"`` (not listed here).
+    Files of your own load as ``"csv:PATH"``, ``"npz:PATH"`` and ``"conll:PATH"`` (not
+    listed here).
 
     Example:
         >>> dataset_names()[:3]
@@ -38,7 +41,7 @@ def dataset_names() -> tuple[str, ...]:
 
 
 def check_dataset_name(name: object) -> None:
-    """Raise unless ``name`` is a built-in name or ``csv:PATH`` / ``npz:PATH``.
+    """Raise unless ``name`` is a built-in name or ``csv:PATH`` / ``npz:PATH`` / ``conll:PATH``.
 
     Only the name is checked (no file is opened), so a study can reject a bad config before
     any run starts.
@@ -76,6 +79,8 @@ def load_dataset(
     ``cifar10``       CIFAR-10 python batches in ``data_dir``                image
     ``fashion-mnist`` Fashion-MNIST gzipped IDX files in ``data_dir``        image
     ``conll2003``     CoNLL-2003 NER column text in ``data_dir``             tokens
+    ``conll:PATH``    your CoNLL column file (or folder of train/valid/test) tokens
+    ``synthetic-ner`` generated NER corpus, 3000 sentences, 9 BIO tags       tokens
     ================  =====================================================  =============
 
     Splits: sets without an official test split are split stratified, ``test_fraction``
@@ -91,7 +96,8 @@ def load_dataset(
     put it (see ``docs/data.md``).
 
     Args:
-        name: a name from :func:`dataset_names`, or ``"csv:PATH"`` / ``"npz:PATH"``.
+        name: a name from :func:`dataset_names`, or ``"csv:PATH"`` / ``"npz:PATH"`` /
+            ``"conll:PATH"``.
         seed: seed of the split (``>= 0``).
         data_dir: folder of downloaded data sets; default ``$CROSSENT_DATA`` or
             ``~/.crossent/data``.

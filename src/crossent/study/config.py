@@ -11,7 +11,7 @@ A study is one TOML file (or a bundled preset, see :func:`preset_names`)::
     validation_labels = "noisy"  # or "clean"; the test split is always clean
 
     [model]
-    name = "mlp"                 # linear | mlp | cnn
+    name = "mlp"                 # linear | mlp | cnn | bilstm | transformer | hf
     hidden = [128]
 
     [training]
@@ -53,6 +53,7 @@ from pathlib import Path
 from typing import Any
 
 from crossent.data import NOISE_KINDS
+from crossent.data.tag_noise import TAG_NOISE_KINDS
 from crossent.study._reader import StudyConfigError, Table, choice, number
 
 if sys.version_info >= (3, 11):
@@ -60,8 +61,10 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
-MODELS = ("linear", "mlp", "cnn")
+MODELS = ("linear", "mlp", "cnn", "bilstm", "transformer", "hf")
 OPTIMIZERS = ("adam", "sgd")
+#: Per-sample kinds, then the span kinds of tag sequences (``crossent.data.tag_noise``).
+ALL_NOISE_KINDS = tuple(dict.fromkeys((*NOISE_KINDS, *TAG_NOISE_KINDS)))
 VALIDATION_LABELS = ("noisy", "clean")
 WEIGHT_METHODS = ("inverse", "inverse_sqrt", "effective_number")
 SAMPLERS = ("none", "class_balanced")
@@ -194,8 +197,52 @@ def _parse_model(t: Table) -> dict[str, Any]:
     if name == "cnn":
         out["channels"] = _widths(t, "channels", [32, 64])
         out["kernel_size"] = t.number("kernel_size", 3, low=1, integer=True)
+    if name in _TAGGER_SECTIONS:
+        out.update(_TAGGER_SECTIONS[name](t))
     t.done()
     return out
+
+
+def _bilstm(t: Table) -> dict[str, Any]:
+    return {
+        "embedding_dim": t.number("embedding_dim", 64, low=1, integer=True),
+        "hidden_size": t.number("hidden_size", 64, low=1, integer=True),
+        "layers": t.number("layers", 1, low=1, integer=True),
+        "dropout": t.number("dropout", 0.0, low=0.0, high=1.0),
+    }
+
+
+def _transformer(t: Table) -> dict[str, Any]:
+    out = {
+        "embedding_dim": t.number("embedding_dim", 64, low=1, integer=True),
+        "heads": t.number("heads", 4, low=1, integer=True),
+        "layers": t.number("layers", 2, low=1, integer=True),
+        "feedforward": t.number("feedforward", 128, low=1, integer=True),
+        "dropout": t.number("dropout", 0.1, low=0.0, high=1.0),
+        "max_length": t.number("max_length", 128, low=1, integer=True),
+    }
+    if out["embedding_dim"] % out["heads"]:
+        raise StudyConfigError(
+            t.at("heads"),
+            f"expected a divisor of embedding_dim={out['embedding_dim']}, got {out['heads']}",
+        )
+    return out
+
+
+def _hf(t: Table) -> dict[str, Any]:
+    path, config = t.get("path", None), t.get("config", None)
+    if (path is None) == (config is None):
+        raise StudyConfigError(
+            t.at("path"), "expected exactly one of `path` (a local model folder) and `config`"
+        )
+    if path is not None and (not isinstance(path, str) or not path):
+        raise StudyConfigError(t.at("path"), f"expected a folder path, but got {path!r}")
+    if config is not None and not isinstance(config, dict):
+        raise StudyConfigError(t.at("config"), f"expected a table, but got {config!r}")
+    return {"path": path, "config": config}
+
+
+_TAGGER_SECTIONS = {"bilstm": _bilstm, "transformer": _transformer, "hf": _hf}
 
 
 def _parse_training(t: Table) -> dict[str, Any]:
@@ -217,7 +264,8 @@ def _parse_noise(t: Table) -> tuple[list[str], list[float], str | dict[str, int]
     if not kinds:
         raise StudyConfigError(t.at("kind"), "expected a kind or a non-empty list of kinds")
     for i, k in enumerate(kinds):
-        choice(k, f"{t.at('kind')}[{i}]" if isinstance(kind, list) else t.at("kind"), NOISE_KINDS)
+        path = f"{t.at('kind')}[{i}]" if isinstance(kind, list) else t.at("kind")
+        choice(k, path, ALL_NOISE_KINDS)
     rates = t.numbers("rates", [0.0], low=0.0, high=1.0)
     if "asymmetric" in kinds and max(rates) >= 0.5:
         raise StudyConfigError(
@@ -338,10 +386,12 @@ def _check_loss(arm: LossArm, path: str, origins: dict[str, str]) -> None:
     parameter the message is about.
     """
     from crossent.registry import get_loss
+    from crossent.study.token_losses import registry_params, span_smoothing
 
     for variant in arm.variants():
         try:
-            get_loss(arm.name, **variant["params"])
+            span_smoothing(variant["params"])
+            get_loss(arm.name, **registry_params(variant["params"]))
         except (ValueError, TypeError, NotImplementedError) as err:
             culprits = [origins[k] for k in variant["params"] if f"`{k}`" in str(err)]
             fallback = f"{path}.grid" if variant["grid"] else f"{path}.loss"

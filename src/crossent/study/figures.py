@@ -28,10 +28,15 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from crossent.study.results import METRICS, Results, setting_name
+from crossent.study.results import ALL_METRICS, Results, setting_name
 from crossent.study.store import Store
 
-_TITLES = {key: title for key, title, _ in METRICS}
+_TITLES = {key: title for key, (title, _) in ALL_METRICS.items()}
+
+
+def title_of(results: Results, key: str) -> str:
+    """The heading of a metric in this kind of study (``token accuracy`` for tagging)."""
+    return next((t for k, t, _ in results.metrics if k == key), _TITLES[key])
 
 
 @dataclass(frozen=True)
@@ -144,12 +149,12 @@ def metric_lines(
             ax.set_xticks(sorted(set(xs)), [f"{x:g}" for x in sorted(set(xs))])
             ax.minorticks_off()
             ax.set_xlabel("noise rate" if axis == "rate" else "imbalance factor")
-            ax.set_ylabel(_TITLES[key])
-            ax.set_title(f"{_TITLES[key]} — {title}")
+            ax.set_ylabel(title_of(results, key))
+            ax.set_title(f"{title_of(results, key)} — {title}")
             ax.grid(alpha=0.3)
     _legend(fig, axes[0, 0])
     path = _save(fig, folder, name)
-    what = " and ".join(_TITLES[k] for k in keys)
+    what = " and ".join(title_of(results, k) for k in keys)
     return FigureFile(
         path,
         f"{what} vs {'noise rate' if axis == 'rate' else 'imbalance factor'}",
@@ -173,6 +178,8 @@ def _grid_arms(results: Results) -> dict[str, tuple[str, list[dict[str, Any]]]]:
 
 def grid_heatmaps(results: Results, folder: str | Path) -> FigureFile | None:
     """Macro-F1 heatmap over (grid value × noise rate or IF) for each one-parameter grid."""
+    key_f1 = results.primary
+    name_f1 = title_of(results, key_f1)
     arms = _grid_arms(results)
     if not arms:
         return None
@@ -186,7 +193,7 @@ def grid_heatmaps(results: Results, folder: str | Path) -> FigureFile | None:
         for i, v in enumerate(values):
             for j, x in enumerate(xs):
                 f1 = [
-                    r["metrics"]["macro_f1"]
+                    r["metrics"][key_f1]
                     for r in rows
                     if r["loss"]["grid"][key] == v
                     and (r["setting"][1] if axis == "rate" else r["setting"][2]) == x
@@ -202,11 +209,11 @@ def grid_heatmaps(results: Results, folder: str | Path) -> FigureFile | None:
         ax.set_yticks(range(len(values)), [f"{v:g}" for v in values])
         ax.set_xlabel("noise rate" if axis == "rate" else "imbalance factor")
         ax.set_ylabel(key)
-        ax.set_title(f"{label}: macro-F1 over {key} × {'noise rate' if axis == 'rate' else 'IF'}")
-        fig.colorbar(image, ax=ax, label="macro-F1")
+        ax.set_title(f"{label}: {name_f1} over {key} × {'noise rate' if axis == 'rate' else 'IF'}")
+        fig.colorbar(image, ax=ax, label=name_f1)
     path = _save(fig, folder, "grid_f1.png")
     return FigureFile(
-        path, "Macro-F1 over the hyper-parameter grid", "Clean test split, mean over seeds."
+        path, f"{name_f1} over the hyper-parameter grid", "Clean test split, mean over seeds."
     )
 
 
@@ -236,21 +243,32 @@ def reference_variants(results: Results, setting: tuple[str, float, float]) -> t
     if not others:
         return ce, ce
     mean_f1 = {
-        v: np.mean([r["metrics"]["macro_f1"] for r in rows if r["variant"] == v]) for v in others
+        v: np.mean([r["metrics"][results.primary] for r in rows if r["variant"] == v])
+        for v in others
     }
     return ce, max(others, key=lambda v: mean_f1[v])
 
 
-def reliability(results: Results, store: Store, folder: str | Path) -> FigureFile | None:
-    """Reliability diagrams of CE and its challenger at the heaviest setting (first seed)."""
+def reliability(
+    results: Results,
+    store: Store,
+    folder: str | Path,
+    setting: tuple[str, float, float] | None = None,
+) -> FigureFile | None:
+    """Reliability diagrams of CE and its challenger at ``setting`` (default: the heaviest).
+
+    Drawn for the first seed, on the test split and on the validation split; for a tagging
+    study with noisy validation labels, also on the validation split against its clean labels.
+    """
     from crossent.calibration import reliability_diagram
 
     if not results.rows:
         return None
-    setting = heaviest_setting(results)
+    setting = setting or heaviest_setting(results)
     pair = reference_variants(results, setting)
-    fig = _figure(10, 9.5)
-    axes = fig.subplots(2, 2)
+    clean_row = results.tagging and results.validation_labels == "noisy"
+    fig = _figure(10, 9.5 * (1.5 if clean_row else 1))
+    axes = fig.subplots(3 if clean_row else 2, 2)
     seeds = sorted({r["seed"] for r in results.rows})
     for col, variant in enumerate(pair):
         run = next(
@@ -265,10 +283,12 @@ def reliability(results: Results, store: Store, folder: str | Path) -> FigureFil
         arrays = store.arrays(run["id"]) if run else {}
         if not arrays:
             continue
-        splits = (
+        splits = [
             ("test", arrays["test_probs"], arrays["test_labels"], "clean"),
             ("validation", arrays["val_probs"], arrays["val_labels"], results.validation_labels),
-        )
+        ]
+        if clean_row:
+            splits.append(("validation", arrays["val_probs"], arrays["val_clean_labels"], "clean"))
         for row, (split, probs, labels, kind) in enumerate(splits):
             p = torch.from_numpy(np.asarray(probs, dtype=np.float64))
             p = p / p.sum(dim=1, keepdim=True)  # stored as float16
@@ -279,9 +299,15 @@ def reliability(results: Results, store: Store, folder: str | Path) -> FigureFil
     return FigureFile(
         path,
         f"Reliability diagrams at {setting_name(setting)}",
-        f"{pair[0]} against {pair[1]}, seed {seeds[0]}: top row on the clean test split, bottom "
-        f"row on the validation split with the {results.validation_labels} labels that "
-        "temperature scaling was fitted on.",
+        f"{pair[0]} against {pair[1]}, seed {seeds[0]}, 10 bins: top row on the clean test split, "
+        f"second row on the validation split with the {results.validation_labels} labels that "
+        "temperature scaling was fitted on"
+        + (
+            "; third row the same validation predictions against the clean labels."
+            if clean_row
+            else "."
+        )
+        + (" Tokens: every non-padding token is one prediction." if results.tagging else ""),
     )
 
 

@@ -43,8 +43,13 @@ def preflight(config: StudyConfig, runs: list[dict[str, Any]]) -> None:
     """
     from crossent.study.models import build_model
     from crossent.study.prepare import prepare_data
+    from crossent.study.taggers import TAGGERS
     from crossent.study.train import make_loss
 
+    if config.model["name"] in TAGGERS:
+        from crossent.study.tagging import preflight_tagging
+
+        return preflight_tagging(config, runs)
     clean = {**runs[0], "noise": {"kind": "none", "rate": 0.0, "mapping": None}}
     try:
         data = prepare_data(clean)

@@ -76,8 +76,9 @@ def load_split_data(data: dict[str, Any], seed: int) -> Any:
     dataset = _load(json.dumps(data, sort_keys=True), seed)
     if dataset.kind not in ("tabular", "sequence", "image"):
         raise ValueError(
-            f"Expected a tabular, sequence or image data set for a study, but {data['name']!r} "
-            f"is {dataset.kind!r}"
+            f"Expected a tabular, sequence or image data set for model linear, mlp or cnn, but "
+            f"{data['name']!r} is {dataset.kind!r}; token data trains a tagger (model bilstm, "
+            "transformer or hf)"
         )
     return dataset
 

@@ -30,8 +30,8 @@ from rich.console import Console
 from rich.table import Table
 
 from crossent.study.grid import format_loss_spec
+from crossent.study.report_tagging import tagging_html
 from crossent.study.results import (
-    METRICS,
     Results,
     execution_text,
     load_results,
@@ -47,6 +47,20 @@ if TYPE_CHECKING:
 
 _COUNTS = ("memorised", "corrected", "flipped")
 _TERMINAL = {"accuracy": "accuracy", "macro_f1": "macro-F1", "ece": "ECE", "ece_ts": "ECE·TS"}
+_TERMINAL_TAGGING = {
+    "accuracy": "token acc.",
+    "entity_f1": "entity F1",
+    "ece": "ECE",
+    "ece_ts": "ECE·TS",
+}
+
+
+def _terminal_keys(results: Results) -> dict[str, str]:
+    return _TERMINAL_TAGGING if results.tagging else _TERMINAL
+
+
+def _primary_title(results: Results) -> str:
+    return "entity F1" if results.tagging else "macro-F1"
 
 
 def fmt(stat: dict[str, float], key: str = "") -> str:
@@ -97,14 +111,15 @@ def _terminal_table(results: Results, summary: list[dict[str, Any]]) -> Table:
         collapse_padding=True,
     )
     table.add_column("loss", no_wrap=True, overflow="ellipsis", max_width=24)
-    for heading in _TERMINAL.values():
+    terminal = _terminal_keys(results)
+    for heading in terminal.values():
         table.add_column(heading, justify="right", no_wrap=True)
     table.add_column("n.c.", justify="right", no_wrap=True)
     for setting in results.settings:
         table.add_row(f"[bold]{setting_name(setting)}[/bold]")
         for entry in (e for e in summary if e["setting"] == setting):
             name = entry["variant"] + (f" ({entry['n']})" if entry["n"] < seeds else "")
-            cells = [fmt(entry["metrics"][key], key).replace(" ± ", "±") for key in _TERMINAL]
+            cells = [fmt(entry["metrics"][key], key).replace(" ± ", "±") for key in terminal]
             table.add_row(f"  {name}", *cells, str(entry["not_converged"] or ""))
     return table
 
@@ -115,9 +130,9 @@ def print_report(results: Results, console: Console | None = None) -> None:
     summary = summarize(results.rows)
     console.print(_terminal_table(results, summary))
     console.print("[bold]What to pick[/bold]")
-    for pick in what_to_pick(summary):
+    for pick in what_to_pick(summary, results.primary):
         console.print(f"  {setting_name(pick['setting'])}:")
-        console.print(f"    by macro-F1: {_verdict(pick['f1'])}")
+        console.print(f"    by {_primary_title(results)}: {_verdict(pick['f1'])}")
         console.print(f"    by ECE:      {_verdict(pick['ece'])}")
     console.print(
         "ECE·TS: ECE after temperature scaling. " + validation_note(results),
@@ -139,7 +154,7 @@ def _write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> None:
 
 def write_tables(results: Results, summary: list[dict[str, Any]], folder: Path) -> None:
     """``runs.csv`` (one row per finished run) and ``summary.csv`` (mean, std per group)."""
-    keys = [key for key, _, _ in METRICS]
+    keys = [key for key, _, _ in results.metrics]
     _write_csv(
         folder / "runs.csv",
         ["id", "setting", "loss", "seed", *keys, "converged"],
@@ -170,28 +185,30 @@ def write_tables(results: Results, summary: list[dict[str, Any]], folder: Path) 
 
 def _table_html(results: Results, summary: list[dict[str, Any]]) -> str:
     head = "".join(f"<th>{html.escape(t)}</th>" for t in ("setting", "loss", "n"))
-    head += "".join(f"<th>{html.escape(title)}</th>" for _, title, _ in METRICS)
+    head += "".join(f"<th>{html.escape(title)}</th>" for _, title, _ in results.metrics)
     head += "<th>not converged</th>"
     body = []
     for entry in sorted(summary, key=lambda e: results.settings.index(e["setting"])):
         cells = [setting_name(entry["setting"]), entry["variant"], str(entry["n"])]
-        cells += [fmt(entry["metrics"][key], key) for key, _, _ in METRICS]
+        cells += [fmt(entry["metrics"][key], key) for key, _, _ in results.metrics]
         cells.append(f"{entry['not_converged']} of {entry['n']}" if entry["not_converged"] else "")
         body.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
     table = f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
     return f"<div class='scroll'>{table}</div>"
 
 
-def _picks_html(summary: list[dict[str, Any]]) -> str:
+def _picks_html(results: Results, summary: list[dict[str, Any]]) -> str:
+    primary = _primary_title(results)
     rows = []
-    for pick in what_to_pick(summary):
+    for pick in what_to_pick(summary, results.primary):
         cells = (setting_name(pick["setting"]), _verdict(pick["f1"]), _verdict(pick["ece"]))
         rows.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
-    ranking = ", ".join(f"{v} ({r:.1f})" for v, r in overall_ranking(summary)) if summary else ""
+    ranking = overall_ranking(summary, results.primary) if summary else []
+    ranked = ", ".join(f"{v} ({r:.1f})" for v, r in ranking)
     return (
-        "<div class='scroll'><table><thead><tr><th>setting</th><th>best by macro-F1</th>"
+        f"<div class='scroll'><table><thead><tr><th>setting</th><th>best by {primary}</th>"
         f"<th>best by ECE</th></tr></thead><tbody>{''.join(rows)}</tbody></table></div>"
-        f"<p>Mean rank by macro-F1 over all settings (1 = best): {html.escape(ranking)}.</p>"
+        f"<p>Mean rank by {primary} over all settings (1 = best): {html.escape(ranked)}.</p>"
         "<p>Margin: difference of the means of the best loss and the runner-up. Seed spread: the "
         "larger of their standard deviations over seeds. A margin within the spread is not a "
         "clear win: pick on other grounds (calibration, simplicity).</p>"
@@ -259,6 +276,22 @@ def make_figures(results: Results, store: Store, folder: Path) -> list[FigureFil
     from crossent.study import figures as fg  # matplotlib only when drawing
 
     summary = summarize(results.rows)
+    if results.tagging:
+        from crossent.study import figures_tagging as ft
+
+        made = [
+            fg.metric_lines(
+                results, summary, folder, ("entity_f1", "accuracy"), "entity_f1_accuracy.png"
+            ),
+            ft.q_heatmaps(results, folder),
+            fg.metric_lines(results, summary, folder, ("ece", "mce", "ece_ts"), "calibration.png"),
+            ft.smoothing_calibration(results, folder),
+            ft.loss_curves(results, folder),
+            ft.reliability_at(results, store, folder),
+            fg.confusion_matrices(results, folder),
+            fg.training_curves(results, folder),
+        ]
+        return [f for f in made if f is not None]
     made = [
         fg.metric_lines(results, summary, folder, ("accuracy", "macro_f1"), "accuracy_f1.png"),
         fg.grid_heatmaps(results, folder),
@@ -269,6 +302,24 @@ def make_figures(results: Results, store: Store, folder: Path) -> list[FigureFil
         fg.training_curves(results, folder),
     ]
     return [f for f in made if f is not None]
+
+
+def _results_note(results: Results) -> str:
+    unit = "tokens' tags" if results.tagging else "labels"
+    note = (
+        f"Clean test split, mean ± standard deviation over seeds. Memorised / corrected: of the "
+        f"flipped training {unit} (those the noise changed), how many the model predicts as the "
+        "noisy label / as the true one after training. Not converged: runs whose training loss "
+        "still fell by more than 1% of its first-epoch value over the last tenth of the epochs."
+    )
+    if results.tagging:
+        note += (
+            " Tagging: accuracy is over non-padding tokens; entity precision, recall and F1 are "
+            "micro-averaged over entities (conlleval rules, as seqeval); ECE, MCE and ACE are "
+            "token-level (15 bins); val. columns score the validation split against its noisy "
+            "and its clean tags."
+        )
+    return note
 
 
 def write_report(store: Store, study: str, folder: str | Path) -> Path:
@@ -293,13 +344,10 @@ def write_report(store: Store, study: str, folder: str | Path) -> Path:
         f"<p>{html.escape(results.config.get('description', ''))}</p>",
         _meta_html(results),
         "<h2>What to pick</h2>",
-        _picks_html(summary),
+        _picks_html(results, summary),
+        tagging_html(results, summary) if results.tagging else "",
         "<h2>Results</h2>",
-        "<p>Clean test split, mean ± standard deviation over seeds. Memorised / corrected: of the "
-        "flipped training labels (those the noise changed), how many the model predicts as the "
-        "noisy label / as the true one after training. Not converged: runs whose training loss "
-        "still fell by more than 1% of its first-epoch value over the last tenth of the "
-        "epochs.</p>",
+        f"<p>{html.escape(_results_note(results))}</p>",
         f"<p>{html.escape(validation_note(results))}</p>",
         _table_html(results, summary),
         "<p>Also as CSV: <a href='summary.csv'>summary.csv</a>, "

@@ -41,6 +41,35 @@ METRICS: tuple[tuple[str, str, bool], ...] = (
     ("flipped", "flipped", False),
 )
 
+#: The metrics of a tagging study (token classification): token accuracy, entity-level
+#: scores, token-level calibration on test and on validation with noisy and clean labels.
+TAGGING_METRICS: tuple[tuple[str, str, bool], ...] = (
+    ("accuracy", "token accuracy", True),
+    ("entity_f1", "entity F1", True),
+    ("entity_precision", "entity precision", True),
+    ("entity_recall", "entity recall", True),
+    ("ece", "ECE", False),
+    ("mce", "MCE", False),
+    ("ace", "ACE", False),
+    ("ece_ts", "ECE after TS", False),
+    ("val_ece", "val. ECE (noisy)", False),
+    ("val_mce", "val. MCE (noisy)", False),
+    ("val_clean_ece", "val. ECE (clean)", False),
+    ("val_clean_mce", "val. MCE (clean)", False),
+    ("val_entity_f1", "val. entity F1 (noisy)", True),
+    ("val_clean_entity_f1", "val. entity F1 (clean)", True),
+    ("nll", "NLL", False),
+    ("temperature", "temperature", False),
+    ("memorised", "memorised", False),
+    ("corrected", "corrected", True),
+    ("flipped", "flipped", False),
+)
+
+#: Every metric either kind of study stores: key -> (heading, higher is better).
+ALL_METRICS: dict[str, tuple[str, bool]] = {
+    key: (title, higher) for key, title, higher in (*METRICS, *TAGGING_METRICS[1:])
+}
+
 
 def setting_name(setting: tuple[str, float, float]) -> str:
     """``"clean"``, ``"symmetric 0.4"``, ``"clean, IF 10"``, ..."""
@@ -86,6 +115,23 @@ class Results:
     def settings(self) -> list[tuple[str, float, float]]:
         """Settings sorted by imbalance factor, noise kind and rate."""
         return sorted({r["setting"] for r in self.rows}, key=lambda s: (s[2], s[0] != "none", s))
+
+    @property
+    def tagging(self) -> bool:
+        """Whether the study trains a tagger (token classification) rather than a classifier."""
+        from crossent.study.taggers import TAGGERS
+
+        return self.config.get("model", {}).get("name") in TAGGERS
+
+    @property
+    def metrics(self) -> tuple[tuple[str, str, bool], ...]:
+        """The metric table of this kind of study: :data:`TAGGING_METRICS` or :data:`METRICS`."""
+        return TAGGING_METRICS if self.tagging else METRICS
+
+    @property
+    def primary(self) -> str:
+        """The metric the picks rank by: ``"entity_f1"`` for tagging, else ``"macro_f1"``."""
+        return "entity_f1" if self.tagging else "macro_f1"
 
     @property
     def validation_labels(self) -> str:
@@ -156,7 +202,7 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for (setting, variant), members in groups.items():
         metrics = {}
-        for key, _, _ in METRICS:
+        for key in ALL_METRICS:
             metrics[key] = _stats([r["metrics"].get(key) for r in members])
         out.append(
             {
@@ -192,8 +238,8 @@ def _pick(entries: list[dict[str, Any]], key: str, higher: bool) -> dict[str, An
     }
 
 
-def what_to_pick(summary: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """For each setting, the best variant by macro-F1 and by ECE.
+def what_to_pick(summary: list[dict[str, Any]], key: str = "macro_f1") -> list[dict[str, Any]]:
+    """For each setting, the best variant by ``key`` (macro-F1; entity F1 for tagging) and ECE.
 
     ``margin`` is the difference of the means of the best and the runner-up; ``spread`` the
     larger of their seed-to-seed standard deviations; ``clear`` says whether the margin
@@ -205,7 +251,7 @@ def what_to_pick(summary: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [
         {
             "setting": setting,
-            "f1": _pick(entries, "macro_f1", True),
+            "f1": _pick(entries, key, True),
             "ece": _pick(entries, "ece", False),
         }
         for setting, entries in by_setting.items()
@@ -216,7 +262,7 @@ def overall_ranking(
     summary: list[dict[str, Any]], key: str = "macro_f1"
 ) -> list[tuple[str, float]]:
     """Variants by mean rank over the settings (1 = best), best first."""
-    higher = dict((k, h) for k, _, h in METRICS)[key]
+    higher = ALL_METRICS[key][1]
     by_setting: dict[Any, list[dict[str, Any]]] = {}
     for entry in summary:
         by_setting.setdefault(entry["setting"], []).append(entry)

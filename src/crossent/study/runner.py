@@ -144,7 +144,8 @@ def _summary_line(config: dict[str, Any], result: dict[str, Any]) -> str:
         last = (result.get("error") or "").strip().splitlines() or ["unknown error"]
         return f"[red]{text}: failed ({last[-1][:80]})[/red]"
     mtr = result["metrics"]
-    return f"{text}: acc {mtr['accuracy']:.3f} F1 {mtr['macro_f1']:.3f} ECE {mtr['ece']:.3f}"
+    f1 = f"entity F1 {mtr['entity_f1']:.3f}" if "entity_f1" in mtr else f"F1 {mtr['macro_f1']:.3f}"
+    return f"{text}: acc {mtr['accuracy']:.3f} {f1} ECE {mtr['ece']:.3f}"
 
 
 def _failure(text: str) -> dict[str, Any]:

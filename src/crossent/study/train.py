@@ -54,6 +54,11 @@ def make_loss(loss: dict[str, Any], train_labels: torch.Tensor, num_classes: int
     from crossent.weights import class_weights
 
     params = dict(loss["params"])
+    if params.get("smoothing") == "span":
+        raise ValueError(
+            "Expected smoothing 'uniform' or 'others' for per-sample labels: smoothing='span' "
+            "needs a sequence of tags (token data and a tagger model such as bilstm)"
+        )
     if loss["class_weights"] is not None:
         counts = torch.bincount(train_labels, minlength=num_classes)
         params["weight"] = class_weights(counts, **loss["class_weights"]).float()
@@ -274,6 +279,9 @@ def _evaluate(config: dict[str, Any], data: RunData, model: nn.Module) -> dict[s
 def train_run(config: dict[str, Any]) -> dict[str, Any]:
     """Train and evaluate one resolved run config.
 
+    A tagger model (``bilstm``, ``transformer``, ``hf``) trains a tagging run instead
+    (:func:`crossent.study.tagging.train_tagging_run`: token and entity metrics).
+
     Args:
         config: one element of :func:`crossent.study.config.expand`.
 
@@ -284,6 +292,12 @@ def train_run(config: dict[str, Any]) -> dict[str, Any]:
     Raises:
         FloatingPointError: when the training loss becomes NaN or infinite.
     """
+    from crossent.study.taggers import TAGGERS
+
+    if config["model"]["name"] in TAGGERS:
+        from crossent.study.tagging import train_tagging_run
+
+        return train_tagging_run(config)
     torch.manual_seed(config["seed"])
     data = prepare_data(config)
     model = build_model(config["model"], tuple(data.x_train.shape[1:]), data.num_classes)

@@ -1,0 +1,144 @@
+"""Losses over tokens: any registry loss on the non-padding tokens, and span-aware smoothing.
+
+A tagger gives ``(B, T, K)`` logits and the tags are ``(B, T)`` with -100 at padding.
+:class:`TokenLoss` keeps the ``M`` non-padding tokens and calls the registry loss on
+``(M, K)`` logits, so every loss works, with or without its own ``ignore_index`` support,
+and ``reduction="mean"`` averages over tokens (CoNLL-style training).
+
+``smoothing = "span"`` with ``label_smoothing = s`` in a loss's parameters builds the
+span-smoothed target distribution of :func:`crossent.span_smoothing.span_smoothed_targets`
+from the whole ``(B, T)`` tag sequences and passes it to the loss as probability targets
+(the loss itself is built with ``label_smoothing = 0``), so CE, GCE and SGCE and any loss that
+takes probability targets train against it.
+
+Example:
+    >>> import torch
+    >>> loss = make_token_loss({"name": "sgce", "params": {"q": 0.7, "label_smoothing": 0.1,
+    ...     "smoothing": "span"}, "class_weights": None, "sampler": "none"}, num_classes=3)
+    >>> logits, tags = torch.zeros(2, 4, 3), torch.tensor([[0, 1, 2, 0], [1, 0, -100, -100]])
+    >>> round(float(loss(logits, tags)), 4)
+    0.8872
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from crossent.core.span import MAX_SPAN_SMOOTHING, span_smoothed_targets
+from crossent.data.tags import IGNORE_INDEX
+
+SPAN = "span"
+
+
+def span_smoothing(params: dict[str, Any]) -> float | None:
+    """``s`` when the loss parameters ask for span smoothing, else ``None``."""
+    if params.get("smoothing") != SPAN:
+        return None
+    value = params.get("label_smoothing", 0.0)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"Expected `label_smoothing` to be a number, but got {value!r}")
+    if not 0.0 <= value <= MAX_SPAN_SMOOTHING:
+        raise ValueError(
+            f"Expected `label_smoothing` in [0, {MAX_SPAN_SMOOTHING}] with smoothing='span', "
+            f"but got {value!r}"
+        )
+    return float(value)
+
+
+def registry_params(params: dict[str, Any]) -> dict[str, Any]:
+    """The parameters to build the registry loss with: span smoothing taken out."""
+    if params.get("smoothing") != SPAN:
+        return dict(params)
+    rest = {k: v for k, v in params.items() if k != "smoothing"}
+    rest["label_smoothing"] = 0.0
+    return rest
+
+
+class TokenLoss(nn.Module):
+    """A registry loss over the non-padding tokens of ``(B, T, K)`` logits (module doc)."""
+
+    def __init__(
+        self,
+        loss_fn: nn.Module,
+        num_classes: int,
+        span: float | None,
+        ignore_index: int = IGNORE_INDEX,
+    ) -> None:
+        super().__init__()
+        self.loss_fn = loss_fn
+        self.num_classes = num_classes
+        self.span = span
+        self.ignore_index = ignore_index
+
+    def forward(self, logits: torch.Tensor, tags: torch.Tensor) -> torch.Tensor:
+        """Mean loss over the tokens whose tag is not ``ignore_index``."""
+        keep = tags != self.ignore_index
+        if self.span is None:
+            return self.loss_fn(logits[keep], tags[keep])
+        target = span_smoothed_targets(
+            tags, self.num_classes, self.span, ignore_index=self.ignore_index, dtype=logits.dtype
+        )
+        return self.loss_fn(logits[keep], target[keep])
+
+
+def make_token_loss(loss: dict[str, Any], num_classes: int) -> TokenLoss:
+    """The :class:`TokenLoss` of a run config's ``loss`` section.
+
+    Raises:
+        ValueError: class weights or a sampler (per-sample options a tagging run does not
+            take), or span smoothing outside ``[0, 1/2]``.
+    """
+    from crossent.registry import get_loss
+
+    if loss.get("class_weights") is not None:
+        raise ValueError("Expected no class_weights for a tagging study (tokens), but got some")
+    if loss.get("sampler", "none") != "none":
+        raise ValueError(
+            f"Expected sampler 'none' for a tagging study, but got {loss['sampler']!r}"
+        )
+    span = span_smoothing(loss["params"])
+    loss_fn = get_loss(loss["name"], **registry_params(loss["params"]))
+    return TokenLoss(loss_fn, num_classes, span)
+
+
+def _lowest(loss_fn: nn.Module, target: torch.Tensor) -> float:
+    """The minimum over logits of ``loss_fn(logits, target)`` for one ``(1, K)`` target row."""
+    logits = torch.zeros_like(target, requires_grad=True)
+    optimizer = torch.optim.LBFGS([logits], max_iter=500, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        value = loss_fn(logits, target)
+        value.backward()
+        return value
+
+    optimizer.step(closure)
+    with torch.no_grad():
+        return float(loss_fn(logits, target))
+
+
+def span_minimum_loss(token_loss: TokenLoss, tags: torch.Tensor) -> float | None:
+    """The lowest mean loss reachable on ``tags`` under span smoothing, or ``None`` (s = 0).
+
+    Each token's target is one of a few distributions up to a permutation of the tags (inside,
+    one differing neighbour, two); a permutation-invariant loss reaches the same minimum on
+    each, so the minimum of each distinct sorted row is found once (L-BFGS on one row of
+    logits; for cross-entropy it is the entropy, ``crossent.span_smoothing``) and weighted by
+    its count.
+    """
+    if not token_loss.span:
+        return None
+    target = span_smoothed_targets(
+        tags, token_loss.num_classes, token_loss.span, dtype=torch.float64
+    )[tags != IGNORE_INDEX]
+    rows, counts = torch.unique(
+        target.sort(dim=1, descending=True).values, dim=0, return_counts=True
+    )
+    total = sum(
+        _lowest(token_loss.loss_fn, row.unsqueeze(0)) * int(c)
+        for row, c in zip(rows, counts, strict=True)
+    )
+    return total / int(counts.sum())
