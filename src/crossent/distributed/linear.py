@@ -102,9 +102,13 @@ class _ShardedLinearProblem:
     ) -> tuple[Tensor, Gradients]:
         """Per-row losses and the gradients in ``needs`` (``grad_hidden`` reduced if asked)."""
         losses = torch.empty(x.shape[0], dtype=compute_dtype(x.dtype), device=x.device)
-        grads = GradientBuffers.new(x, w, needs, self.accumulate_dtype)
+        empty = w.shape[0] == 0  # a rank that holds no class: its weight gradient is (0, H)
+        wanted = (needs[0], needs[1] and not empty, needs[2])
+        grads = GradientBuffers.new(x, w, wanted, self.accumulate_dtype)
         self._loop(x, w, b, row_scale, losses, grads)  # the chunk buffer is freed on return
         grad_x, grad_w, grad_b = grads.result(b)
+        if needs[1] and empty:
+            grad_w = torch.zeros_like(w)
         if grad_x is not None and self.reduce_grad_hidden:
             all_reduce(grad_x, "sum", self.shard.group)
         return losses, (grad_x, grad_w, grad_b)
