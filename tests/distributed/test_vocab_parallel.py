@@ -3,7 +3,7 @@
 Three launches, each looping over many cases inside its workers (see ``_cases.py``): every
 rank's loss must equal the single-process loss on the full logits and its gradient must equal
 the columns it holds, for every engine term and option; only row statistics may cross the
-group (no all-reduce larger than ``2 N`` floats) and backward must not communicate.
+group (no all-reduce larger than ``3 N`` floats) and backward must not communicate.
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ N = 7
 
 def _finish(chk: Checker, rank: int, rows: int) -> None:
     """Raise the mismatches; check that collectives stayed O(N) and backward silent."""
-    if chk.largest_reduce > 2 * rows:
-        chk.failures.append(f"an all-reduce carried {chk.largest_reduce} > 2N = {2 * rows}")
+    if chk.largest_reduce > 3 * rows:
+        chk.failures.append(f"an all-reduce carried {chk.largest_reduce} > 3N = {3 * rows}")
     if chk.backward_calls:
         chk.failures.append(f"backward issued {chk.backward_calls} collectives (expected 0)")
     chk.raise_failures(rank)
@@ -146,7 +146,7 @@ def _special_targets(chk: Checker, data: Data, cols: slice, held: slice) -> None
 def _linear_cases(chk: Checker, k: int, cols: slice, names: tuple[str, ...]) -> None:
     """The fused layer: weight, bias and (reduced) hidden gradients against one process.
 
-    Besides the row statistics (at most ``2 x 4`` floats per chunk of 4 rows) the only
+    Besides the row statistics (at most ``3 x 4`` floats per chunk of 4 rows) the only
     collective is the all-reduce of ``grad_hidden`` (``N x H``); backward communicates only
     for ``reduction="none"`` (it sweeps again with each row's ``grad_output``).
     """

@@ -20,9 +20,9 @@ from crossent import nn, registry
 from crossent.core import checks
 from crossent.core.autograd import compute_dtype
 from crossent.distributed.local import LocalCall, check_local, describe_call
-from crossent.distributed.rows import global_log_softmax
 from crossent.distributed.shard import Shard
 from crossent.distributed.sharded import sharded_term_loss
+from crossent.distributed.stats import global_log_softmax
 from crossent.functional.distillation import divergence_term
 from crossent.terms import CrossEntropyTerm
 

@@ -91,6 +91,8 @@ class ShardedTargets:
         elem_weight: ``(N,)`` ``w_t c_t`` (0 where ignored) for class indices, else ``None``.
         denominator: the ``mean``'s divisor (0-dim).
         mult: ``(K_local,)`` local ``w_k c_k``, or ``None`` when neither vector is given.
+        mult_total: ``sum_k w_k c_k`` over the whole vocabulary (0-dim; one all-reduce of
+            one float per call, for class indices with class vectors), else ``None``.
     """
 
     index: Tensor | None
@@ -100,6 +102,7 @@ class ShardedTargets:
     elem_weight: Tensor | None
     denominator: Tensor
     mult: Tensor | None
+    mult_total: Tensor | None = None
 
     def rows(self, span: slice) -> ShardedTargets:
         """The rows ``span`` (the denominator stays the batch's)."""
@@ -115,6 +118,7 @@ class ShardedTargets:
             cut(self.elem_weight),
             self.denominator,
             self.mult,
+            self.mult_total,
         )
 
     def chunk_target(
@@ -134,7 +138,9 @@ class ShardedTargets:
         return p
 
 
-def _multiplier(shard: Shard, vectors: tuple[Tensor | None, ...], dtype: torch.dtype) -> Tensor:
+def _multiplier(
+    shard: Shard, vectors: tuple[Tensor | None, ...], dtype: torch.dtype
+) -> Tensor | None:
     mult = None
     for vec in vectors:
         part = local_slice(vec, shard)
@@ -169,7 +175,10 @@ def index_targets(
     if SLICE in modes:
         elem_weight, denominator = _sliced_row_weights(shard, vectors, modes, local, here, valid)
     mult = _multiplier(shard, vectors, dtype)
-    return ShardedTargets(local, here, None, valid, elem_weight, denominator, mult)
+    total = None
+    if mult is not None:  # every rank has one or none (the vectors' modes are shared)
+        total = all_reduce(mult.sum().reshape(1), "sum", shard.group).reshape(())
+    return ShardedTargets(local, here, None, valid, elem_weight, denominator, mult, total)
 
 
 def _sliced_row_weights(
