@@ -24,20 +24,21 @@ class Data:
     weight: torch.Tensor  # (K,) positive class weights
 
     @classmethod
-    def build(cls, n: int, k: int, seed: int = 0, mask: slice | None = None) -> Data:
-        """Random logits (std 3); ``mask``: row 1's columns ``mask`` are -inf (the targets
-        avoid them)."""
+    def build(
+        cls, n: int, k: int, seed: int = 0, masks: dict[int, list[int]] | None = None
+    ) -> Data:
+        """Random logits (std 3); ``masks`` maps a row to columns that are -inf there (the
+        targets avoid them, the probabilities are 0 there)."""
         gen = torch.Generator().manual_seed(seed)
         logits = 3 * torch.randn(n, k, generator=gen, dtype=torch.float64)
         index = torch.randint(0, k, (n,), generator=gen)
         index[2] = -100
         probs = torch.softmax(torch.randn(n, k, generator=gen, dtype=torch.float64), dim=1)
-        if mask is not None:
-            logits[1, mask] = -torch.inf
-            probs[1, mask] = 0
-            probs[1] /= probs[1].sum()
-            allowed = [c for c in range(k) if c not in range(k)[mask]]
-            index[1] = allowed[0]
+        for row, masked in (masks or {}).items():
+            logits[row, masked] = -torch.inf
+            probs[row, masked] = 0
+            probs[row] /= probs[row].sum()
+            index[row] = next(c for c in range(k) if c not in masked)
         weight = torch.linspace(0.5, 2.0, k, dtype=torch.float64)
         return cls(logits, index, probs, weight)
 

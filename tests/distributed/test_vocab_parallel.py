@@ -102,7 +102,14 @@ def _other_inputs(chk: Checker, data: Data, cols: slice) -> None:
         call = partial(vocab_parallel_loss, local, data.index, name)
         loose.run(f"float32 {name}", call, ref)
         loose.close(f"float32 {name}", "gradient", local.grad, ref_in.grad[:, cols])
-    chk.failures += loose.failures
+    half = Checker(rtol=2e-2, atol=1e-3)  # bf16: computed in float32, gradient rounded
+    for name in ("ce", "focal"):
+        ref_in = leaf(data.logits.bfloat16())
+        ref = crossent.get_loss(name)(ref_in, data.index)
+        local = leaf(data.logits[:, cols].bfloat16())
+        half.run(f"bf16 {name}", partial(vocab_parallel_loss, local, data.index, name), ref)
+        half.close(f"bf16 {name}", "gradient", local.grad, ref_in.grad[:, cols])
+    chk.failures += loose.failures + half.failures
 
 
 def _every_term_worker(rank: int, world: int) -> None:
@@ -210,8 +217,11 @@ def _uneven_worker(rank: int, world: int) -> None:
     for starts in (None, _STARTS):
         cols = columns(rank, _WIDTHS, starts)
         layout = {} if starts is None else {"vocab_start": starts[rank]}
+        # row 1: all of rank 0's columns are -inf; row 4: the first column of every rank
         first = columns(0, _WIDTHS, starts)
-        data = Data.build(N, k, seed=1, mask=first)  # row 1: all of rank 0's columns are -inf
+        heads = [columns(r, _WIDTHS, starts).start for r in range(world) if _WIDTHS[r]]
+        masks = {1: list(range(first.start, first.stop)), 4: heads}
+        data = Data.build(N, k, seed=1, masks=masks)
         for name in _NAMES:
             chosen = [v for v in variants(name, data.weight) if v[0] in _KEPT]
             for label, options, kind in chosen:
@@ -268,6 +278,8 @@ def _refusals(rank: int, data: Data, cols: slice) -> None:
     out_of_range = data.index.clone()
     out_of_range[0] = 11
     _expect(ValueError, r"\[0, 11\)", lambda: vocab_parallel_loss(local, out_of_range))
+    soft = leaf(data.probs[:, cols])
+    _expect(NotImplementedError, "require grad", partial(vocab_parallel_loss, local, soft))
     logits = leaf(local)
     loss = vocab_parallel_loss(logits, data.index, "focal")
     _expect(

@@ -19,7 +19,7 @@ from torch import Tensor
 from crossent import nn, registry
 from crossent.core import checks
 from crossent.core.autograd import compute_dtype
-from crossent.distributed.local import LocalCall, check_local, describe_call
+from crossent.distributed.local import LOCAL_ERRORS, LocalCall, check_local, describe_call
 from crossent.distributed.shard import Shard
 from crossent.distributed.sharded import sharded_term_loss
 from crossent.distributed.stats import global_log_softmax
@@ -86,7 +86,7 @@ def distillation(
         teacher = teacher.detach().to(compute_dtype(student.dtype))
         local = check_local(student, teacher, term)
         flat_labels = _check_labels(labels, local.batch)
-    except (TypeError, ValueError) as err:
+    except LOCAL_ERRORS as err:
         error = err
     shard = describe_call(group, local, error, vocab_start)
     assert local is not None

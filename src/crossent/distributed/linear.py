@@ -36,7 +36,13 @@ from crossent.core.problem import EngineOptions, reduce_losses, reduction_scale
 from crossent.core.targets import check_log_target, check_smoothing
 from crossent.core.term import Term
 from crossent.distributed.collectives import all_reduce, resolve_group
-from crossent.distributed.local import LocalCall, describe_call, prepare
+from crossent.distributed.local import (
+    LOCAL_ERRORS,
+    LocalCall,
+    describe_call,
+    prepare,
+    refuse_formula,
+)
 from crossent.distributed.loss import term_and_options
 from crossent.distributed.rows import chunk_pass
 from crossent.distributed.shard import Shard
@@ -176,6 +182,7 @@ def _check_linear(
     like = torch.empty((), dtype=layout.x.dtype, device=layout.x.device).expand(n, width)
     class_weight, _ = vector_mode("weight", settings["weight"])
     class_scale, _ = vector_mode("alpha", settings["class_scale"])
+    refuse_formula(flat if flat.is_floating_point() else None, class_weight, class_scale)
     local = LocalCall(like, flat, layout.batch, class_weight, class_scale, True)
     return _LinearArgs(layout.x, layout.w, layout.b, layout.batch, local, rows, acc)
 
@@ -250,7 +257,7 @@ def vocab_parallel_linear_loss(
         args = _check_linear(
             term, hidden, local_weight, local_bias, target, settings, chunk_size, accumulate_dtype
         )
-    except (TypeError, ValueError) as err:
+    except LOCAL_ERRORS as err:
         error = err
     needs_hidden = isinstance(hidden, Tensor) and hidden.requires_grad
     extra = {"chunk_rows": args.rows if args else 1, "hidden_grad": int(needs_hidden)}

@@ -18,7 +18,7 @@ from torch import Tensor
 from torch.distributed.tensor import DTensor, Replicate
 
 from crossent.core import checks
-from crossent.core.autograd import writes_in_place
+from crossent.core.autograd import takes_formula, writes_in_place
 from crossent.core.targets import check_input, check_log_target, promote_to_target
 from crossent.core.term import Term
 from crossent.distributed.shard import Shard, check_vocab_start, collective_device, describe
@@ -29,6 +29,24 @@ from crossent.distributed.targets import (
     prob_targets,
     vector_mode,
 )
+
+#: What a rank's own argument checks raise; caught and shared with the group by
+#: :func:`describe_call`, then raised on every rank.
+LOCAL_ERRORS = (TypeError, ValueError, NotImplementedError)
+
+
+def refuse_formula(*others: Tensor | None) -> None:
+    """Refuse other inputs that require grad (and ``torch.func`` transforms).
+
+    The engine differentiates its formula then; the vocabulary-parallel losses give a
+    gradient to the logits (or the layer) only.
+    """
+    if takes_formula(*others):
+        raise NotImplementedError(
+            "crossent.distributed: probability targets or class weights that require grad, "
+            "and torch.func transforms, are not supported by vocabulary-parallel losses (the "
+            "gradient reaches the logits, or the layer, only)"
+        )
 
 
 @dataclass(frozen=True)
@@ -110,8 +128,10 @@ def check_local(
     if target.is_floating_point():
         target = target.reshape(n, width)
         check_log_target(term, target)
+        refuse_formula(target, weight, class_scale)
     else:
         target = target.reshape(n)
+        refuse_formula(weight, class_scale)
     return LocalCall(z, target, batch, weight, class_scale, inplace)
 
 
@@ -127,7 +147,7 @@ def describe_call(
     start = -1
     try:
         start = check_vocab_start(vocab_start)
-    except (TypeError, ValueError) as err:
+    except LOCAL_ERRORS as err:
         error = error or err
     facts = (
         local.facts()

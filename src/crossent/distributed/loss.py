@@ -16,7 +16,12 @@ from crossent.core import checks
 from crossent.core.term import Term
 from crossent.distributed.collectives import resolve_group
 from crossent.distributed.distill import DISTILLATION, distillation
-from crossent.distributed.local import check_local, describe_call, unwrap_dtensors
+from crossent.distributed.local import (
+    LOCAL_ERRORS,
+    check_local,
+    describe_call,
+    unwrap_dtensors,
+)
 from crossent.distributed.sharded import sharded_term_loss
 from crossent.nn import TermModule
 
@@ -51,8 +56,9 @@ def term_and_options(loss: object, options: dict[str, Any]) -> tuple[Term, dict[
         raise TypeError(f"Expected `loss` to be a registry name or a Term, but got {loss!r}")
     if not issubclass(registry.loss_class(registry.parse_spec(loss)[0]), TermModule):
         raise ValueError(
-            f"Expected `loss` to be one engine term ({', '.join(term_losses())}) or "
-            f"'distill', but got {loss!r}: its module is not a crossent.nn.TermModule"
+            f"Expected `loss` to be one engine term ({', '.join(term_losses())}; "
+            f"vocab_parallel_loss also takes 'distill'), but got {loss!r}: its module is not a "
+            "crossent.nn.TermModule"
         )
     module = registry.get_loss(loss, **options)  # validates names and hyper-parameters
     settings = {**_ENGINE_DEFAULTS, **module.engine_options()}
@@ -92,7 +98,7 @@ def _engine_loss(
             settings["class_scale"],
             settings["inplace_backward"],
         )
-    except (TypeError, ValueError) as err:
+    except LOCAL_ERRORS as err:
         error = err
     shard = describe_call(group, local, error, vocab_start)
     assert local is not None

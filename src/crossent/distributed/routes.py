@@ -1,4 +1,4 @@
-r"""The three routes of a chunk: its loss ``(R,)`` and this rank's columns of its gradient.
+r"""The four routes of a chunk: its loss ``(R,)`` and this rank's columns of its gradient.
 
 With ``s = z - lse(z)``, ``q = e^s``, the target ``P``, the multiplier ``m_k = w_k c_k``
 (class weight times focal's ``alpha``) and a term ``(F, G)`` (:mod:`crossent.core.term`):
@@ -9,16 +9,16 @@ With ``s = z - lse(z)``, ``q = e^s``, the target ``P``, the multiplier ``m_k = w
     \frac{\partial \ell}{\partial z_j} = m_j G_j - q_j \Big(\sum_k m_k G_k
         - 2 \lambda\, \mathrm{lse}\Big),
 
-as in the engine (:mod:`crossent.engine.chunks`, whose three routes these mirror). After the
+as in the engine (:mod:`crossent.engine.chunks`, whose routes these mirror). After the
 row statistics (:func:`crossent.distributed.stats.global_lse`: ``R`` floats MAX, ``R`` SUM)
 each route all-reduces what its sums over the vocabulary need:
 
 * :func:`onehot_chunk` (class indices, no smoothing, ``F(s, 0) = G(s, 0) = 0``): only
-  ``s_t``; the rank holding the target adds ``z_t - M`` to the SUM of the statistics (so 2
+  ``s_t``; the rank holding the target adds ``z_t`` to the SUM of the statistics (so 2
   all-reduces, ``R + 2R`` floats), then every rank knows ``F(s_t)`` and ``G(s_t)``; the
   gradient is ``q_j c + [j = t] m_t G_t``.
 * :func:`affine_chunk` (smoothed class indices, ``F(s, 1) = c s``: cross-entropy): the
-  local ``sum_k m_k (z_k - M)`` joins the SUM of the statistics with ``z_t - M`` (2
+  local ``sum_k m_k z_k`` joins the SUM of the statistics with ``z_t`` (2
   all-reduces, ``R + 3R`` floats), no term evaluated per class.
 * :func:`linear_chunk` (smoothed class indices, ``F(s, P) = P F(s, 1)``): with
   ``P = off + (on - off) [k = t]``, the row sums ``off sum_k m_k F(s_k, 1)`` plus the target's
@@ -41,7 +41,7 @@ from crossent.core.problem import EngineOptions
 from crossent.core.targets import smoothing_levels
 from crossent.distributed.collectives import all_reduce
 from crossent.distributed.shard import Shard
-from crossent.distributed.stats import exponentials, finish, global_lse, global_max, rescaled_sum
+from crossent.distributed.stats import global_lse
 from crossent.distributed.targets import ShardedTargets
 
 
@@ -51,7 +51,7 @@ def _weighted(a: Tensor, value: Tensor) -> Tensor:
 
 
 def _separate(out: Tensor | None, x: Tensor) -> Tensor | None:
-    """``out`` where the exponentials may go into it (not ``x`` itself, still needed)."""
+    """``out`` where the local softmax may go into it (not ``x`` itself, still needed)."""
     return out if out is not None and out.data_ptr() != x.data_ptr() else None
 
 
@@ -67,6 +67,17 @@ def _with_z_loss(loss: Tensor, lse: Tensor, tg: ShardedTargets, opts: EngineOpti
     return torch.where(tg.valid, loss, 0.0)
 
 
+def _target_logits(x: Tensor, tg: ShardedTargets, shard: Shard) -> Tensor:
+    """``z_t`` where this rank holds the row's target, else 0, ``(R,)``.
+
+    Summed over the group it is ``z_t`` exactly (one term is not 0).
+    """
+    assert tg.index is not None and tg.here is not None
+    if not shard.width:
+        return x.new_zeros(x.shape[0])
+    return torch.where(tg.here, x.gather(1, tg.index.unsqueeze(1)).squeeze(1), 0.0)
+
+
 def onehot_chunk(
     x: Tensor,
     tg: ShardedTargets,
@@ -78,15 +89,9 @@ def onehot_chunk(
 ) -> tuple[Tensor, Tensor | None]:
     """One-hot targets: the loss needs ``s_t`` only (2 all-reduces, ``R`` and ``2R`` floats)."""
     assert tg.index is not None and tg.here is not None and tg.elem_weight is not None
-    m_local, m_safe = global_max(x, shard)
-    t = tg.index.unsqueeze(1)
-    z_t = torch.zeros_like(m_safe)
-    if shard.width:  # gathered before `out` (maybe x itself) is overwritten
-        z_t = torch.where(tg.here, x.gather(1, t).squeeze(1) - m_safe, 0.0)
-    e = exponentials(x, m_local, out)
-    packed = all_reduce(torch.stack([rescaled_sum(e, m_local, m_safe), z_t]), "sum", shard.group)
-    stats = finish(e, m_local, m_safe, packed[0])
-    s_t = packed[1] - stats.log_d
+    z_t = _target_logits(x, tg, shard)  # before `out` (maybe x) is overwritten
+    stats, (z_t,) = global_lse(x, shard, out if want_grad else None, (z_t,))
+    s_t = (z_t - stats.m_safe) - stats.log_d
     one = torch.ones((), dtype=x.dtype, device=x.device)
     ew = tg.elem_weight.to(x.dtype)
     loss = _weighted(ew, opts.term.value(s_t, one))
@@ -98,9 +103,10 @@ def onehot_chunk(
     coef = -wg_t
     if opts.z_loss:
         coef = coef + 2 * opts.z_loss * stats.lse_safe * _row_scale(tg, scale)
-    grad = stats.probs().mul_(coef.unsqueeze(1))
+    grad = stats.probs(coef)  # dl/dz_j = q_j c + [j = t] m_t G_t
     if shard.width:
-        grad.scatter_add_(1, t, torch.where(tg.here, wg_t, 0.0).unsqueeze(1))
+        at_target = torch.where(tg.here, wg_t, 0.0).unsqueeze(1)
+        grad.scatter_add_(1, tg.index.unsqueeze(1), at_target)
     return loss, grad
 
 
@@ -115,32 +121,21 @@ def affine_chunk(
 ) -> tuple[Tensor, Tensor | None]:
     """Smoothed class indices, ``F(s, 1) = c s`` (cross-entropy): sums of the logits only.
 
-    ``sum_k m_k s_k = sum_k m_k (z_k - M) - log d sum_k m_k``: the first sum is local and
-    joins the SUM of the statistics with ``z_t - M`` (2 all-reduces, ``R`` and ``3R``
-    floats); ``G = c`` is a constant, so no term is evaluated per class.
+    ``sum_k m_k s_k = sum_k m_k z_k - lse sum_k m_k``: the local sum joins the SUM of the
+    statistics with ``z_t`` (2 all-reduces, ``R`` and ``3R`` floats); ``G = c`` is a
+    constant, so no term is evaluated per class.
     """
     assert tg.index is not None and tg.here is not None and tg.elem_weight is not None
     c = float(opts.term.affine_slope)  # type: ignore[arg-type]
-    m_local, m_safe = global_max(x, shard)
-    t = tg.index.unsqueeze(1)
-    shifted = x - m_safe.unsqueeze(1)  # exact; -inf stays -inf
-    z_t = torch.zeros_like(m_safe)
-    if shard.width:
-        z_t = torch.where(tg.here, shifted.gather(1, t).squeeze(1), 0.0)
-    if tg.mult is None:
-        z_sum = shifted.sum(dim=1)
-    else:
-        z_sum = shifted @ tg.mult.to(x.dtype)
-    del shifted
-    e = exponentials(x, m_local, out if want_grad else None)
-    local = torch.stack([rescaled_sum(e, m_local, m_safe), z_t, z_sum])
-    packed = all_reduce(local, "sum", shard.group)
-    stats = finish(e, m_local, m_safe, packed[0])
+    z_t = _target_logits(x, tg, shard)  # before `out` (maybe x) is overwritten
+    z_sum = x.sum(dim=1) if tg.mult is None else x @ tg.mult.to(x.dtype)
+    stats, (z_t, z_sum) = global_lse(x, shard, out if want_grad else None, (z_t, z_sum))
     off, on = smoothing_levels(opts.label_smoothing, opts.smoothing, shard.num_classes)
     total = tg.mult_total if tg.mult is not None else float(shard.num_classes)
     ew = tg.elem_weight.to(x.dtype)
-    row_s = packed[2] - stats.log_d * total  # sum_k m_k s_k
-    loss = c * off * row_s + _weighted(ew, (on - off) * c * (packed[1] - stats.log_d))
+    s_t = (z_t - stats.m_safe) - stats.log_d
+    row_s = z_sum - stats.lse_safe * total  # sum_k m_k s_k
+    loss = c * off * row_s + _weighted(ew, (on - off) * c * s_t)
     loss = _with_z_loss(loss, stats.lse, tg, opts)
     if not want_grad:
         return loss, None
@@ -150,13 +145,14 @@ def affine_chunk(
         row = row - 2 * opts.z_loss * stats.lse_safe
     vs = _row_scale(tg, scale)
     # dl/dz_j = vs (off c m_j - q_j S) + vs (on - off) c m_t [j = t]
-    grad = stats.probs().mul_((-row * vs).unsqueeze(1))
+    grad = stats.probs(-row * vs)
     if tg.mult is None:
         grad.add_((c * off * vs).unsqueeze(1))
     else:
         grad.addcmul_(tg.mult.to(x.dtype).unsqueeze(0), (c * off * vs).unsqueeze(1))
     if shard.width:
-        grad.scatter_add_(1, t, torch.where(tg.here, g_t * vs, 0.0).unsqueeze(1))
+        at_target = torch.where(tg.here, g_t * vs, 0.0).unsqueeze(1)
+        grad.scatter_add_(1, tg.index.unsqueeze(1), at_target)
     return loss, grad
 
 
@@ -171,7 +167,7 @@ def linear_chunk(
 ) -> tuple[Tensor, Tensor | None]:
     """Smoothed class indices, a term linear in ``P`` (3 all-reduces: ``R, R, 2R`` floats)."""
     assert tg.index is not None and tg.here is not None and tg.elem_weight is not None
-    stats = global_lse(x, shard, _separate(out, x))
+    stats, _ = global_lse(x, shard, _separate(out, x))
     s = stats.log_probs(x)
     one = torch.ones((), dtype=x.dtype, device=x.device)
     term = opts.term
@@ -201,7 +197,7 @@ def linear_chunk(
     row = sums[1] - 2 * opts.z_loss * stats.lse_safe if opts.z_loss else sums[1]
     vs = _row_scale(tg, scale)
     # dl/dz_j = vs (off m_j g_j - q_j S) + vs (on - off) m_t g_t [j = t]
-    grad = stats.probs().mul_((-row * vs).unsqueeze(1))
+    grad = stats.probs(-row * vs)
     grad.addcmul_(mg, (off * vs).unsqueeze(1))
     if shard.width:
         grad.scatter_add_(1, t, (g_t * vs).unsqueeze(1))
@@ -218,7 +214,7 @@ def full_chunk(
     want_grad: bool,
 ) -> tuple[Tensor, Tensor | None]:
     """A full target ``P`` on the local columns (3 all-reduces: ``R, R, 2R`` floats)."""
-    stats = global_lse(x, shard, _separate(out, x))
+    stats, _ = global_lse(x, shard, _separate(out, x))
     s = stats.log_probs(x)
     p = tg.chunk_target(
         shard.width, shard.num_classes, opts.label_smoothing, opts.smoothing, x.dtype
@@ -242,5 +238,5 @@ def full_chunk(
         return loss, None
     row = sums[1] - 2 * opts.z_loss * stats.lse_safe if opts.z_loss else sums[1]
     vs = _row_scale(tg, scale)
-    grad = stats.probs().mul_((-row * vs).unsqueeze(1))
+    grad = stats.probs(-row * vs)
     return loss, grad.addcmul_(g, vs.unsqueeze(1))

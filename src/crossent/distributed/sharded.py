@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from crossent.core.autograd import EngineFunction, takes_formula
+from crossent.core.autograd import EngineFunction
 from crossent.core.problem import EngineOptions, reduce_losses
 from crossent.core.targets import check_smoothing
 from crossent.core.term import Term
@@ -72,13 +72,6 @@ def sharded_term_loss(
     )
     problem = _ShardedProblem(shard, targets, opts)
     z = local.z
-    probs = local.target if local.target.is_floating_point() else None
-    if takes_formula(probs, local.weight, local.class_scale):
-        raise NotImplementedError(
-            "crossent.distributed: probability targets or class weights that require grad, "
-            "and torch.func transforms, are not supported by vocabulary-parallel losses (the "
-            "gradient reaches the logits only)"
-        )
     if torch.is_grad_enabled() and z.requires_grad:
         loss = EngineFunction.apply(z, problem)
     else:
