@@ -94,7 +94,7 @@ class Checker:
     def raise_failures(self, rank: int) -> None:
         """Raise one ``AssertionError`` listing every mismatch of this rank."""
         if self.failures:
-            head = f"rank {rank}: {len(self.failures)} of {self.cases} cases differ:\n"
+            head = f"rank {rank}: {len(self.failures)} mismatches in {self.cases} cases:\n"
             raise AssertionError(head + "\n".join(self.failures[:40]))
 
 

@@ -63,7 +63,7 @@ def sharded_pass(
         grad = z if opts.inplace_backward else torch.empty_like(z)
     scale = reduction_scale(targets, opts.reduction, cdt)  # type: ignore[arg-type]
     losses = torch.empty(n, dtype=cdt, device=z.device)
-    rows = chunk_rows(shard)
+    rows = chunk_rows(n, shard)
     for r0 in range(0, n, rows):
         span = slice(r0, min(n, r0 + rows))
         out = None if grad is None else grad[span]

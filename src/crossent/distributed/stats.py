@@ -24,9 +24,15 @@ from crossent.distributed.shard import Shard
 from crossent.engine.multiclass import CHUNK_ELEMENTS
 
 
-def chunk_rows(shard: Shard) -> int:
-    """Rows per chunk: ~``CHUNK_ELEMENTS`` logits on the widest rank (the same on every rank)."""
-    return max(1, CHUNK_ELEMENTS // max(1, shard.max_width))
+def chunk_rows(n: int, shard: Shard) -> int:
+    """Rows per chunk of ``n`` rows: ~``CHUNK_ELEMENTS`` logits on the widest rank.
+
+    Balanced so that the last chunk is not a sliver; the same on every rank (the collectives
+    match).
+    """
+    rows = max(1, CHUNK_ELEMENTS // max(1, shard.max_width))
+    chunks = -(-n // rows) if n else 1
+    return max(1, -(-n // chunks))
 
 
 @dataclass
@@ -108,7 +114,7 @@ def global_log_softmax(x: Tensor, shard: Shard) -> Tensor:
     """
     n = x.shape[0]
     out = torch.empty_like(x)
-    rows = chunk_rows(shard)
+    rows = chunk_rows(n, shard)
     with torch.no_grad():
         for r0 in range(0, n, rows):
             c = x[r0 : r0 + rows]
