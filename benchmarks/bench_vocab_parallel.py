@@ -16,7 +16,10 @@ step (each side in its own process tree with ``MALLOC_MMAP_THRESHOLD_=131072``,
 ``/proc/self/clear_refs``, ``VmHWM - VmRSS before``; per rank for the distributed side; the
 new gradient included, the logits not), and every collective of one step as
 :func:`crossent.distributed.record_collectives` logs it (kind, op, count, bytes each rank
-contributes). Writes ``benchmarks/results/vocab_parallel.json``.
+contributes). Last, on one rank's logits ``(rows, classes / 2)`` in a group of one, the
+vocabulary-parallel path and the engine alternate step by step (median CPU seconds): the
+per-logit cost of the path itself, free of the other jobs on a shared machine. Writes
+``benchmarks/results/vocab_parallel.json``.
 """
 
 from __future__ import annotations
@@ -138,23 +141,60 @@ def distributed(rows: int, classes: int, iters: int) -> dict:
         }
 
 
+def _overhead_rank(rank: int, path: str, rows: int, classes: int, iters: int, out: str) -> None:
+    """One gloo rank (world 1): the vocabulary-parallel path and the engine, interleaved."""
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{path}", rank=rank, world_size=1)
+    logits, target = _data(rows, classes // WORLD)
+    sides = {}
+    for label, (name, options) in LOSSES.items():
+        module = crossent.get_loss(name, **options)
+        sides[f"{label} / vocab_parallel_loss"] = (vocab_parallel_loss, name, options)
+        sides[f"{label} / engine"] = (None, module, None)
+    times: dict[str, list[float]] = {key: [] for key in sides}
+    for i in range(iters + 1):
+        for key, (fn, name, options) in sides.items():
+            z = logits.detach().requires_grad_()
+            c0 = time.process_time()
+            loss = fn(z, target, name, **options) if fn is not None else name(z, target)
+            loss.backward()
+            if i:  # the first round warms up
+                times[key].append(time.process_time() - c0)
+    medians = {key: statistics.median(v) for key, v in times.items()}
+    Path(out, "overhead.json").write_text(json.dumps(medians))
+    dist.destroy_process_group()
+
+
+def overhead(rows: int, classes: int, iters: int) -> dict:
+    """Median CPU seconds, interleaved in one process, on one rank's logits (world 1)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        args = (str(Path(tmp, "init")), rows, classes, iters, tmp)
+        mp.start_processes(_overhead_rank, args=args, nprocs=1, join=True, start_method="fork")
+        return json.loads(Path(tmp, "overhead.json").read_text())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=4096)
     parser.add_argument("--classes", type=int, default=32000)
     parser.add_argument("--iters", type=int, default=5)
-    parser.add_argument("--side", choices=["single1", "single2", "world2"], default=None)
+    parser.add_argument(
+        "--side", choices=["single1", "single2", "world2", "overhead"], default=None
+    )
     args = parser.parse_args()
     shape = [args.rows, args.classes, args.iters]
     if args.side == "world2":
         print(json.dumps(distributed(*shape)))
+        return
+    if args.side == "overhead":
+        print(json.dumps(overhead(*shape)))
         return
     if args.side is not None:
         print(json.dumps(single(*shape, threads=int(args.side[-1]))))
         return
     env = {"MALLOC_MMAP_THRESHOLD_": "131072"}
     sides = {}
-    for side in ("single2", "world2", "single1"):
+    for side in ("single2", "world2", "single1", "overhead"):
         child_args = [f"--rows={args.rows}", f"--classes={args.classes}", f"--iters={args.iters}"]
         sides[side] = _measure.run_child(__file__, [*child_args, f"--side={side}"], env)
         print(side, json.dumps(_summary(sides[side])), flush=True)
@@ -172,6 +212,8 @@ def main() -> None:
 
 def _summary(side: dict) -> dict:
     """Median seconds and peak MiB per loss (per rank for the distributed side)."""
+    if all(isinstance(v, float) for v in side.values()):  # the overhead side
+        return {key: round(v, 3) for key, v in side.items()}
     if "rank0" in side:
         return {r: _summary(v) for r, v in side.items()}
     return {
