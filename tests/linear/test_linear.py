@@ -706,3 +706,14 @@ def test_per_sample_gradients_under_vmap_and_grad_match_the_unfused_layer():
     ours = per_sample(lambda xi, ti: linear_cross_entropy(xi, w, ti, label_smoothing=0.1))
     theirs = per_sample(lambda xi, ti: F.cross_entropy(F.linear(xi, w), ti, label_smoothing=0.1))
     torch.testing.assert_close(ours, theirs)
+
+
+@pytest.mark.parametrize("accumulate_dtype", [None, torch.float64])
+def test_a_weight_of_zero_classes_gives_zero_loss_and_gradients(accumulate_dtype):
+    # every target ignored over 0 classes: loss 0 (PyTorch: NaN), no division by zero
+    x = torch.randn(3, 4, requires_grad=True)
+    w = torch.zeros(0, 4, requires_grad=True)
+    loss = linear_cross_entropy(x, w, torch.full((3,), -100), accumulate_dtype=accumulate_dtype)
+    loss.backward()
+    assert float(loss.detach()) == 0.0
+    assert w.grad.shape == (0, 4) and bool((x.grad == 0).all())

@@ -20,6 +20,7 @@ not one engine term, :mod:`crossent.linear.args` for the checks of the arguments
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -90,7 +91,7 @@ def linear_term_loss(
         hidden = layout.x.shape[1]
         device = input.device
         chunk_size = choose_chunk_rows(n, hidden, kd, input.dtype, linear_weight.dtype, acc, device)
-    positions = kd // classes
+    positions = math.prod(layout.logits_shape[2:])  # d1 * ... * dn (1 without them)
     problem = FusedProblem(targets, target, opts, classes, positions, chunk_size, acc)
     soft = target if target.is_floating_point() else None
     loss = run_fused(layout.x, layout.w, layout.b, problem, soft, weight, class_scale)

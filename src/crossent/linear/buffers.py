@@ -71,9 +71,9 @@ class WeightGradient:
     def __init__(self, shape: tuple[int, int], dtype: torch.dtype, weight: Tensor) -> None:
         k, h = shape
         self.out_dtype = weight.dtype
-        blocks = 1 if dtype == weight.dtype else min(ACC_BLOCKS, k)
-        step = -(-k // blocks)
-        self.bounds = [(s, min(k, s + step)) for s in range(0, k, step)]
+        blocks = 1 if dtype == weight.dtype else max(1, min(ACC_BLOCKS, k))
+        step = max(1, -(-k // blocks))  # a weight of 0 rows: one empty block
+        self.bounds = [(s, min(k, s + step)) for s in range(0, k, step)] or [(0, 0)]
         self.blocks = [
             torch.empty((e - s, h), dtype=dtype, device=weight.device) for s, e in self.bounds
         ]
