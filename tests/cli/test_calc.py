@@ -143,3 +143,33 @@ def test_bad_options_fail_with_a_message(args, message):
     result = _run(*args)
     assert result.exit_code == 2
     assert message in " ".join(result.output.split())
+
+
+def test_calc_shows_span_smoothing_between_two_neighbours():
+    from crossent.core.span import span_entropies
+
+    rows = evaluate_losses(
+        probs_to_logits([0.6, 0.3, 0.1]),
+        1,
+        ["ce", "gce(q=0.7)"],
+        shared={"label_smoothing": 0.1},
+        neighbours=(0, 2),
+    )
+    ce = rows[0]
+    # the token's target: 0.9 on its tag, 0.05 on each neighbour's tag (two differing)
+    want = -(0.05 * math.log(0.6) + 0.9 * math.log(0.3) + 0.05 * math.log(0.1))
+    assert ce["value"] == pytest.approx(want, rel=1e-12)
+    assert ce["gradient"] == pytest.approx([0.6 - 0.05, 0.3 - 0.9, 0.1 - 0.05], abs=1e-12)
+    assert ce["min_achievable"] == pytest.approx(span_entropies(3, 0.1)[2], abs=1e-6)
+    assert rows[1]["fd_max_abs_diff"] < 1e-7
+    result = CliRunner().invoke(
+        main, ["calc", "--probs", "0.6,0.3,0.1", "--label", "1", "--smoothing", "0.1",
+               "--neighbours", "0,-", "--json"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["neighbours"] == [0, None]
+    bad = CliRunner().invoke(
+        main, ["calc", "--probs", "0.6,0.4", "--label", "1", "--neighbours", "x"]
+    )
+    assert bad.exit_code == 2 and "--neighbours" in bad.output

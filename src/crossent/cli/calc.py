@@ -82,6 +82,7 @@ def evaluate_losses(
     *,
     binary: bool = False,
     shared: dict[str, Any] | None = None,
+    neighbours: tuple[int | None, int | None] | None = None,
 ) -> list[dict[str, Any]]:
     """Value, gradient, finite-difference check, chance and minimum of each loss.
 
@@ -92,6 +93,9 @@ def evaluate_losses(
         binary: one logit and a sigmoid instead of ``K`` logits and a softmax.
         shared: arguments applied to every loss that takes them and whose spec does not set
             them (``gamma``, ``q``, ``label_smoothing``).
+        neighbours: the tags of the token's left and right neighbours in its sentence
+            (``None``: no neighbour on that side): the losses take span smoothing
+            (``smoothing="span"``) and report this token's loss.
 
     Returns:
         One dict per loss: ``name``, ``spec``, ``value``, ``gradient`` (list, with respect to
@@ -105,10 +109,18 @@ def evaluate_losses(
         target = torch.tensor([float(label)], dtype=torch.float64)
     else:
         target = torch.tensor([int(label)])
-    return [_evaluate_one(spec, z, target, binary, shared or {}) for spec in specs]
+    if neighbours is not None:
+        shared = {**(shared or {}), "smoothing": "span"}
+    return [_evaluate_one(spec, z, target, binary, shared or {}, neighbours) for spec in specs]
 
 
-def _build(spec: str, binary: bool, shared: dict[str, Any], reduction: str) -> Any:
+def _build(
+    spec: str,
+    binary: bool,
+    shared: dict[str, Any],
+    reduction: str,
+    neighbours: tuple[int | None, int | None] | None = None,
+) -> Any:
     """The loss as a callable of ``(logits, target)``, with the shared arguments applied."""
     name, spec_kwargs = parse_spec(spec)
     kind = loss_kind(name)
@@ -121,23 +133,56 @@ def _build(spec: str, binary: bool, shared: dict[str, Any], reduction: str) -> A
         )
     accepted = inspect.signature(loss_class(name)).parameters
     extra = {k: v for k, v in shared.items() if k in accepted and k not in spec_kwargs}
+    if neighbours is not None:
+        return _in_sentence(get_loss(spec, **extra, reduction="none"), neighbours, reduction)
     module = get_loss(spec, **extra, reduction=reduction)
     if kind == "log_probs":
         return lambda x, t: module(torch.log_softmax(x, -1), t)
     return module
 
 
+def _in_sentence(
+    module: Any, neighbours: tuple[int | None, int | None], reduction: str
+) -> Any:
+    """The loss of a token between its neighbours' tags: rows ``(R, K)`` -> ``(R,)`` or mean.
+
+    Each row is the middle token of a three-token sentence (left, it, right; a missing
+    neighbour is ``ignore_index``); the neighbours' own logits are 0 and their losses unused:
+    a token's loss depends on its own logits and the sentence's tags only.
+    """
+
+    def loss(x: Tensor, t: Tensor) -> Tensor:
+        rows = x.reshape(-1, x.shape[-1])
+        side = [-100 if n is None else n for n in neighbours]
+        tags = torch.tensor([[side[0], 0, side[1]]]).repeat(rows.shape[0], 1)
+        tags[:, 1] = t.reshape(-1)
+        zeros = torch.zeros_like(rows)
+        sentence = torch.stack([zeros, rows, zeros], dim=2)  # (R, K, 3)
+        values = module(sentence, tags)[:, 1]
+        return values if reduction == "none" else values.mean()
+
+    return loss
+
+
 def _evaluate_one(
-    spec: str, z: Tensor, target: Tensor, binary: bool, shared: dict[str, Any]
+    spec: str,
+    z: Tensor,
+    target: Tensor,
+    binary: bool,
+    shared: dict[str, Any],
+    neighbours: tuple[int | None, int | None] | None = None,
 ) -> dict[str, Any]:
-    loss = _build(spec, binary, shared, "mean")
+    loss = _build(spec, binary, shared, "mean", neighbours)
     x = z.clone().requires_grad_()
     out = loss(x, target)
     (grad,) = torch.autograd.grad(out, x)
     value = out.item()
     fd = _finite_difference(loss, z, target)
     chance = float(loss(torch.zeros_like(z), target))
-    minimum = _minimum(_build(spec, binary, shared, "none"), z, target, binary)
+    if neighbours is None:
+        minimum = _minimum(_build(spec, binary, shared, "none"), z, target, binary)
+    else:  # the span target is not symmetric in the other classes: search every logit
+        minimum = _lowest(loss, z, target)
     return {
         "name": parse_spec(spec)[0],
         "spec": spec,
@@ -177,6 +222,22 @@ def _minimum(loss: Any, z: Tensor, target: Tensor, binary: bool) -> float:
             best_value = float(values[best])
             grid = torch.linspace(float(lo), float(hi), 201, dtype=torch.float64)
     return best_value
+
+
+def _lowest(loss: Any, z: Tensor, target: Tensor) -> float:
+    """The smallest loss over all logits of the row (L-BFGS from the uniform prediction)."""
+    x = torch.zeros_like(z, requires_grad=True)
+    optimizer = torch.optim.LBFGS([x], max_iter=500, line_search_fn="strong_wolfe")
+
+    def closure() -> Tensor:
+        optimizer.zero_grad()
+        value = loss(x, target)
+        value.backward()
+        return value
+
+    optimizer.step(closure)
+    with torch.no_grad():
+        return float(loss(x, target))
 
 
 def _margin_rows(margins: Tensor, z: Tensor, target: Tensor, binary: bool) -> Tensor:
@@ -238,6 +299,11 @@ def _gamma(text: str | None) -> float | str | None:
 @click.option("--gamma", help="gamma of every loss that has one (a number or 'flsd-53').")
 @click.option("--q", type=float, help="q of every loss that has one (GCE, SGCE).")
 @click.option("--smoothing", type=float, help="label_smoothing of every loss that takes it.")
+@click.option(
+    "--neighbours",
+    help="Span smoothing: the tags of the token's left and right neighbours, e.g. 0,2 "
+    "('-' for none); every loss then takes smoothing='span'.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @click.option("--web", is_flag=True, help="Serve the calculator as a page on 127.0.0.1 instead.")
 @click.option("--port", type=click.IntRange(0, 65535), help="With --web: the port [8765; 0: any].")
@@ -257,6 +323,7 @@ def calc(
     gamma: str | None,
     q: float | None,
     smoothing: float | None,
+    neighbours: str | None,
     as_json: bool,
     web: bool,
     port: int | None,
@@ -268,6 +335,7 @@ def calc(
     \b
     crossent calc --probs 0.7,0.2,0.1 --label 0
     crossent calc --logits 2,0.5,-1 --label 2 --losses 'ce,focal(gamma=2)' --smoothing 0.1
+    crossent calc --probs 0.6,0.3,0.1 --label 1 --smoothing 0.1 --neighbours 0,2
     crossent calc --p 0.8 --y 1
     crossent calc --web --open          # the calculator as a page in the browser
     """  # noqa: D301 (click's "\b" keeps the examples unwrapped)
@@ -280,7 +348,9 @@ def calc(
     shared = {"gamma": _gamma(gamma), "q": q, "label_smoothing": smoothing}
     shared = {k: v for k, v in shared.items() if v is not None}
     try:
-        rows = evaluate_losses(z, target, specs, binary=binary, shared=shared)
+        rows = evaluate_losses(
+            z, target, specs, binary=binary, shared=shared, neighbours=_neighbours(neighbours)
+        )
     except (ValueError, TypeError, NotImplementedError) as err:
         raise click.BadParameter(str(err), param_hint="--losses") from None
     k = 2 if binary else len(z)
@@ -292,12 +362,30 @@ def calc(
         "num_classes": k,
         "chance_ln_k": math.log(k),
         "smoothing": smoothing,
+        "neighbours": _neighbours(neighbours),
         "losses": rows,
     }
     if as_json:
         click.echo(json.dumps(report, indent=2))
     else:
         _print_table(report)
+
+
+def _neighbours(text: str | None) -> tuple[int | None, int | None] | None:
+    """``--neighbours L,R`` as two tags (``None`` for ``-``), or ``None`` when not given."""
+    if text is None:
+        return None
+    parts = [p.strip() for p in text.split(",")]
+    try:
+        if len(parts) != 2:
+            raise ValueError
+        left, right = (None if p == "-" else int(p) for p in parts)
+    except ValueError:
+        raise click.BadParameter(
+            f"expected two tags L,R (integers, '-' for none), got {text!r}",
+            param_hint="--neighbours",
+        ) from None
+    return left, right
 
 
 def _prediction(
@@ -359,6 +447,9 @@ def _print_table(report: dict[str, Any]) -> None:
         f"p = [{probs}], {label} = {report['target']:g}, K = {report['num_classes']}, "
         f"chance ln K = {_fmt(report['chance_ln_k'])}"
     )
+    if report.get("neighbours") is not None:
+        left, right = ("-" if n is None else str(n) for n in report["neighbours"])
+        title += f", span smoothing between tags {left} and {right}"
     table = Table(title=title)
     columns = ("loss", "value", "dL/dz", "FD |diff|", "chance", "value - chance", "min", "excess")
     for column in columns:

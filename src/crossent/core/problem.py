@@ -41,6 +41,14 @@ class EngineOptions:
             and self.term.vanishes_where_target_zero
         )
 
+    def linear_route(self, targets: Targets) -> bool:
+        """Whether the smoothed-index route applies: ``P = off + (on - off) onehot(t)``.
+
+        For class indices and a term linear in the target; span smoothing's ``P`` is not of
+        that form.
+        """
+        return targets.index is not None and targets.span is None and self.term.linear_in_target
+
     def softmax_rows(self, z: Tensor, targets: Targets) -> bool:
         """Whether :func:`fast_softmax_rows` applies to the ``(N, K, D)`` logits ``z``.
 

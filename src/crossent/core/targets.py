@@ -18,6 +18,7 @@ from torch import Tensor
 from crossent.core import checks, config
 from crossent.core.autograd import compute_dtype
 from crossent.core.checks import fail
+from crossent.core.span import MAX_SPAN_SMOOTHING, span_smoothed_targets
 from crossent.core.term import Term
 
 _PACKAGE_DIR = str(Path(__file__).resolve().parent.parent)  # crossent/
@@ -41,6 +42,8 @@ class Targets:
         elem_weight: ``(N, D)`` multiplier of each element's loss for class-index targets:
             ``weight[t] * class_scale[t]`` (0 where ignored); ``None`` for probabilities.
         denominator: scalar tensor the ``mean`` reduction divides by.
+        span: ``(N, K, D)`` span-smoothed target distribution of class-index targets along a
+            sequence (``smoothing="span"``, :mod:`crossent.core.span`), or ``None``.
     """
 
     index: Tensor | None
@@ -48,6 +51,7 @@ class Targets:
     valid: Tensor
     elem_weight: Tensor | None
     denominator: Tensor
+    span: Tensor | None = None
 
 
 def caller_stacklevel() -> int:
@@ -144,10 +148,23 @@ def promote_to_target(input: Tensor, target: Tensor) -> Tensor:
     return input
 
 
+#: The label-smoothing conventions: ``eps/K`` to every class, ``eps/(K-1)`` to every other
+#: class, or along a sequence to the tags of a token's differing neighbours
+#: (:mod:`crossent.core.span`).
+SMOOTHINGS = ("uniform", "others", "span")
+
+
 def check_smoothing(label_smoothing: object, smoothing: object, num_classes: int) -> float:
     """Check ``label_smoothing`` in [0, 1] and the ``smoothing`` convention for ``K`` classes."""
     eps = checks.check_real("label_smoothing", label_smoothing, low=0.0, high=1.0)
-    checks.check_choice("smoothing", smoothing, ("uniform", "others"))
+    checks.check_choice("smoothing", smoothing, SMOOTHINGS)
+    if smoothing == "span" and eps > MAX_SPAN_SMOOTHING:
+        raise fail(
+            "label_smoothing",
+            f"in [0, {MAX_SPAN_SMOOTHING}] with smoothing='span' (beyond it a boundary token's "
+            "neighbour tag outweighs its own)",
+            eps,
+        )
     if smoothing == "others" and eps > 0:
         if num_classes < 2:
             raise fail(
@@ -217,7 +234,7 @@ def prepare_targets(
                 f"to have the shape of `input` {tuple(input.shape)} for probability targets",
                 target,
             )
-        if smoothing == "others" and label_smoothing > 0:
+        if smoothing in ("others", "span") and label_smoothing > 0:
             raise fail("smoothing", "'uniform' for probability targets", smoothing)
         if ignore_index >= 0:  # PyTorch rejects these and ignores a negative one
             raise fail(
@@ -239,6 +256,7 @@ def prepare_targets(
         raise fail("target", f"to have shape {expected_shape} for class-index targets", target)
     target = target.to(device=input.device, dtype=torch.int64)
     _validate_indices(target, k, ignore_index)
+    span = _span_targets(input, target, ignore_index, label_smoothing, smoothing)
     index = target.reshape(n, math.prod(input.shape[2:]))
     valid = index != ignore_index
     index = torch.where(valid, index, torch.zeros_like(index))
@@ -250,7 +268,32 @@ def prepare_targets(
         denominator = elem_weight.sum()
     if class_scale is not None:
         elem_weight = elem_weight * class_scale.to(elem_weight.dtype)[index]
-    return Targets(index, None, valid, elem_weight, denominator)
+    return Targets(index, None, valid, elem_weight, denominator, span)
+
+
+def _span_targets(
+    input: Tensor, target: Tensor, ignore_index: int, label_smoothing: float, smoothing: str
+) -> Tensor | None:
+    """``(N, K, T)`` span-smoothed targets of ``(N, T)`` tags, or ``None`` (other smoothing).
+
+    Span smoothing needs a sequence: logits ``(N, K, T)`` and class indices ``(N, T)`` (the
+    layout of PyTorch's K-dimensional losses; ``(B, T, K)`` logits are ``.transpose(1, 2)``).
+    """
+    if smoothing != "span" or label_smoothing == 0:
+        return None
+    if input.dim() != 3:
+        raise fail(
+            "smoothing",
+            "'uniform' or 'others' here: 'span' smooths along a sequence and needs logits "
+            f"(N, K, T) with class indices (N, T), but `input` has shape {tuple(input.shape)}; "
+            "it is not defined for per-sample targets",
+            smoothing,
+        )
+    span = span_smoothed_targets(
+        target, input.shape[1], label_smoothing, ignore_index=ignore_index,
+        dtype=compute_dtype(input.dtype),
+    )  # fmt: skip
+    return span.transpose(1, 2).contiguous()
 
 
 def divide_or_zero(numerator: Tensor, denominator: Tensor) -> Tensor:
@@ -296,9 +339,12 @@ def smoothed_target_chunk(
 
     * class indices, ``"uniform"``: ``P = (1-eps) onehot(t) + eps/K``;
     * class indices, ``"others"``: ``P = 1-eps`` on ``t``, ``eps/(K-1)`` elsewhere;
-    * probabilities: ``P = (1-eps) P + eps/K`` (PyTorch).
+    * probabilities: ``P = (1-eps) P + eps/K`` (PyTorch);
+    * class indices along a sequence, ``"span"``: the prepared span-smoothed ``P``.
     """
     eps = label_smoothing
+    if targets.span is not None:
+        return targets.span[rows, :, cols].to(dtype)
     if targets.probs is not None:
         p = targets.probs[rows, :, cols].to(dtype)
         return p * (1 - eps) + eps / num_classes if eps > 0 else p

@@ -51,7 +51,7 @@ def term_and_options(loss: object, options: dict[str, Any]) -> tuple[Term, dict[
                 f"Unknown argument `{unknown[0]}` for a term: expected one of "
                 f"{', '.join(_ENGINE_DEFAULTS)}"
             )
-        return loss, {**_ENGINE_DEFAULTS, **options}
+        return loss, _without_span({**_ENGINE_DEFAULTS, **options})
     if not isinstance(loss, str):
         raise TypeError(f"Expected `loss` to be a registry name or a Term, but got {loss!r}")
     if not issubclass(registry.loss_class(registry.parse_spec(loss)[0]), TermModule):
@@ -61,9 +61,18 @@ def term_and_options(loss: object, options: dict[str, Any]) -> tuple[Term, dict[
             "crossent.nn.TermModule"
         )
     module = registry.get_loss(loss, **options)  # validates names and hyper-parameters
-    settings = {**_ENGINE_DEFAULTS, **module.engine_options()}
+    settings = _without_span({**_ENGINE_DEFAULTS, **module.engine_options()})
     settings["inplace_backward"] = bool(getattr(module, "inplace_backward", False))
     return module.term(), settings
+
+
+def _without_span(settings: dict[str, Any]) -> dict[str, Any]:
+    """``settings``, refused when they ask for span smoothing (a sequence's neighbours' tags)."""
+    if settings.get("smoothing") == "span":
+        raise checks.fail(
+            "smoothing", "'uniform' or 'others' for the vocabulary-parallel losses", "span"
+        )
+    return settings
 
 
 def term_losses() -> list[str]:

@@ -124,7 +124,7 @@ def _chunked_pass(
     want_grad = grad is not None
     losses = torch.empty(n, d, dtype=cdt, device=z.device)
     fast = opts.fast_path(targets)
-    linear = targets.index is not None and opts.term.linear_in_target
+    linear = opts.linear_route(targets)
 
     # (N, K) logits are computed on 2-D chunks: ops on (R, K, 1) views measured ~10x slower.
     def view(a: Tensor) -> Tensor:

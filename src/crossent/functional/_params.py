@@ -18,6 +18,7 @@ from torch import Tensor
 from crossent.core import checks
 from crossent.core.checks import fail
 from crossent.core.params import NONE, Boolean, Custom, Integer, Options, Real
+from crossent.core.targets import SMOOTHINGS
 
 # The authors of the symmetric cross-entropy clamp the one-hot label at 1e-4 (Wang et al.).
 DEFAULT_A = math.log(1e-4)
@@ -26,7 +27,7 @@ FLSD_53 = "flsd-53"
 
 # The arguments every multiclass engine loss takes (PyTorch's meaning).
 REDUCTION = Options(("none", "mean", "sum"))
-SMOOTHING = Options(("uniform", "others"))
+SMOOTHING = Options(SMOOTHINGS)
 LABEL_SMOOTHING = Real(0, 1)
 IGNORE_INDEX = Integer()
 Z_LOSS = Real(0)

@@ -10,7 +10,9 @@ import math
 
 from torch import Tensor
 
+from crossent.core import checks
 from crossent.core.params import Integer, constrained
+from crossent.core.span import span_min_achievable_loss
 from crossent.core.targets import check_smoothing, smoothing_levels
 from crossent.engine import term_loss
 from crossent.engine.binary import binary_term_loss
@@ -217,9 +219,20 @@ def chance_loss(num_classes: int) -> float:
     return math.log(num_classes)
 
 
-@constrained(num_classes=Integer(1), label_smoothing=P.LABEL_SMOOTHING, smoothing=P.SMOOTHING)
+@constrained(
+    num_classes=Integer(1),
+    label_smoothing=P.LABEL_SMOOTHING,
+    smoothing=P.SMOOTHING,
+    target=P.WEIGHT,
+    ignore_index=P.IGNORE_INDEX,
+)
 def min_achievable_loss(
-    num_classes: int, label_smoothing: float, smoothing: str = "uniform"
+    num_classes: int,
+    label_smoothing: float,
+    smoothing: str = "uniform",
+    *,
+    target: Tensor | None = None,
+    ignore_index: int = -100,
 ) -> float:
     r"""The smallest cross-entropy reachable against smoothed targets: their entropy.
 
@@ -231,13 +244,19 @@ def min_achievable_loss(
     ``eps = 0.1`` this is 0.5448 with ``"others"`` (an article quotes 0.544 after rounding
     0.1/9 to 0.0111) and 0.5003 with ``"uniform"``. Without smoothing it is 0.
 
+    With ``smoothing="span"`` the target depends on each token's neighbours: give the tags
+    ``(B, T)`` as ``target``; the result is the mean over the non-ignored tokens of each
+    token's entropy (:func:`crossent.core.span.span_min_achievable_loss`).
+
     Args:
         num_classes: ``K >= 1``.
-        label_smoothing: ``eps`` in [0, 1].
-        smoothing: ``"uniform"`` or ``"others"``.
+        label_smoothing: ``eps`` in [0, 1] (``[0, 1/2]`` for ``"span"``).
+        smoothing: ``"uniform"``, ``"others"`` or ``"span"``.
+        target: the tags ``(B, T)``; required with ``"span"``, unused otherwise.
+        ignore_index: the tags' ignored value (``"span"``). Default -100.
 
     Returns:
-        The entropy of the smoothed target, in nats.
+        The entropy of the smoothed target (its mean over the tokens for ``"span"``), in nats.
 
     Example:
         >>> round(min_achievable_loss(10, 0.1, "others"), 4)
@@ -245,6 +264,10 @@ def min_achievable_loss(
     """
     k = num_classes
     eps = check_smoothing(label_smoothing, smoothing, k)
+    if smoothing == "span":
+        if target is None:
+            raise checks.fail("target", "the tags (B, T) with smoothing='span'", target)
+        return float(span_min_achievable_loss(target, k, eps, ignore_index=ignore_index))
     off, on = smoothing_levels(eps, smoothing, k)
     return 0.0 - _xlogx(on) - (k - 1) * _xlogx(off)  # 0.0 - ...: no -0.0 without smoothing
 

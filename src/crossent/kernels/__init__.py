@@ -79,6 +79,7 @@ def supports(z: Tensor, targets: Targets, opts: EngineOptions) -> bool:
         and z.numel() > 0
         and z.shape[0] * z.shape[2] < 2**31
         and not (probs is not None and probs.requires_grad and torch.is_grad_enabled())
+        and targets.span is None  # span smoothing: the engine's full path
     )
 
 

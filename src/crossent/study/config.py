@@ -386,12 +386,12 @@ def _check_loss(arm: LossArm, path: str, origins: dict[str, str]) -> None:
     parameter the message is about.
     """
     from crossent.registry import get_loss
-    from crossent.study.token_losses import registry_params, span_smoothing
+    from crossent.study.token_losses import span_smoothing
 
     for variant in arm.variants():
         try:
             span_smoothing(variant["params"])
-            get_loss(arm.name, **registry_params(variant["params"]))
+            get_loss(arm.name, **variant["params"])
         except (ValueError, TypeError, NotImplementedError) as err:
             culprits = [origins[k] for k in variant["params"] if f"`{k}`" in str(err)]
             fallback = f"{path}.grid" if variant["grid"] else f"{path}.loss"

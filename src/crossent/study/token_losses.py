@@ -5,11 +5,10 @@ A tagger gives ``(B, T, K)`` logits and the tags are ``(B, T)`` with -100 at pad
 ``(M, K)`` logits, so every loss works, with or without its own ``ignore_index`` support,
 and ``reduction="mean"`` averages over tokens (CoNLL-style training).
 
-``smoothing = "span"`` with ``label_smoothing = s`` in a loss's parameters builds the
-span-smoothed target distribution of :func:`crossent.span_smoothing.span_smoothed_targets`
-from the whole ``(B, T)`` tag sequences and passes it to the loss as probability targets
-(the loss itself is built with ``label_smoothing = 0``), so CE, GCE and SGCE and any loss that
-takes probability targets train against it.
+``smoothing = "span"`` with ``label_smoothing = s`` in a loss's parameters is the engine's
+span-aware smoothing (:mod:`crossent.core.span`): it reads the whole ``(B, T)`` tag sequences,
+so the loss gets the ``(B, K, T)`` logits and the tags (padding is ``ignore_index``), and CE,
+GCE, SGCE and every engine loss train against the span-smoothed targets.
 
 Example:
     >>> import torch
@@ -17,11 +16,12 @@ Example:
     ...     "smoothing": "span"}, "class_weights": None, "sampler": "none"}, num_classes=3)
     >>> logits, tags = torch.zeros(2, 4, 3), torch.tensor([[0, 1, 2, 0], [1, 0, -100, -100]])
     >>> round(float(loss(logits, tags)), 4)
-    0.8872
+    0.7665
 """
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import torch
@@ -48,15 +48,6 @@ def span_smoothing(params: dict[str, Any]) -> float | None:
     return float(value)
 
 
-def registry_params(params: dict[str, Any]) -> dict[str, Any]:
-    """The parameters to build the registry loss with: span smoothing taken out."""
-    if params.get("smoothing") != SPAN:
-        return dict(params)
-    rest = {k: v for k, v in params.items() if k != "smoothing"}
-    rest["label_smoothing"] = 0.0
-    return rest
-
-
 class TokenLoss(nn.Module):
     """A registry loss over the non-padding tokens of ``(B, T, K)`` logits (module doc)."""
 
@@ -75,13 +66,10 @@ class TokenLoss(nn.Module):
 
     def forward(self, logits: torch.Tensor, tags: torch.Tensor) -> torch.Tensor:
         """Mean loss over the tokens whose tag is not ``ignore_index``."""
+        if self.span:  # the engine's span smoothing reads the sequence: logits (B, K, T)
+            return self.loss_fn(logits.transpose(1, 2), tags)
         keep = tags != self.ignore_index
-        if self.span is None:
-            return self.loss_fn(logits[keep], tags[keep])
-        target = span_smoothed_targets(
-            tags, self.num_classes, self.span, ignore_index=self.ignore_index, dtype=logits.dtype
-        )
-        return self.loss_fn(logits[keep], target[keep])
+        return self.loss_fn(logits[keep], tags[keep])
 
 
 def make_token_loss(loss: dict[str, Any], num_classes: int) -> TokenLoss:
@@ -100,7 +88,7 @@ def make_token_loss(loss: dict[str, Any], num_classes: int) -> TokenLoss:
             f"Expected sampler 'none' for a tagging study, but got {loss['sampler']!r}"
         )
     span = span_smoothing(loss["params"])
-    loss_fn = get_loss(loss["name"], **registry_params(loss["params"]))
+    loss_fn = get_loss(loss["name"], **loss["params"])
     return TokenLoss(loss_fn, num_classes, span)
 
 
@@ -126,7 +114,7 @@ def span_minimum_loss(token_loss: TokenLoss, tags: torch.Tensor) -> float | None
     Each token's target is one of a few distributions up to a permutation of the tags (inside,
     one differing neighbour, two); a permutation-invariant loss reaches the same minimum on
     each, so the minimum of each distinct sorted row is found once (L-BFGS on one row of
-    logits; for cross-entropy it is the entropy, ``crossent.span_smoothing``) and weighted by
+    logits; for cross-entropy it is the entropy, :mod:`crossent.core.span`) and weighted by
     its count.
     """
     if not token_loss.span:
@@ -137,8 +125,10 @@ def span_minimum_loss(token_loss: TokenLoss, tags: torch.Tensor) -> float | None
     rows, counts = torch.unique(
         target.sort(dim=1, descending=True).values, dim=0, return_counts=True
     )
+    # the loss against each target row as it stands: the same module without its smoothing
+    plain = copy.copy(token_loss.loss_fn)
+    plain.label_smoothing, plain.smoothing = 0.0, "uniform"
     total = sum(
-        _lowest(token_loss.loss_fn, row.unsqueeze(0)) * int(c)
-        for row, c in zip(rows, counts, strict=True)
+        _lowest(plain, row.unsqueeze(0)) * int(c) for row, c in zip(rows, counts, strict=True)
     )
     return total / int(counts.sum())
