@@ -192,7 +192,7 @@ def vocab_parallel_loss(
         >>> # on each of 2 ranks, after torch.distributed.init_process_group("gloo", ...)
         >>> local = full_logits.chunk(2, dim=-1)[rank].requires_grad_()  # doctest: +SKIP
         >>> loss = vocab_parallel_loss(local, target, "focal", gamma=2.0)  # doctest: +SKIP
-        >>> loss.backward()  # local.grad: this rank's columns of the full gradient
+        >>> loss.backward()  # local.grad: this rank's columns  # doctest: +SKIP
 
     References:
         Shoeybi et al., `Megatron-LM: Training Multi-Billion Parameter Language Models
