@@ -32,6 +32,7 @@ import click
 import torch
 from torch import Tensor
 
+from crossent.functional.cross_entropy import minimum_over_logits
 from crossent.linear import term_losses
 from crossent.registry import available_losses, get_loss, loss_class, loss_kind, parse_spec
 
@@ -141,9 +142,7 @@ def _build(
     return module
 
 
-def _in_sentence(
-    module: Any, neighbours: tuple[int | None, int | None], reduction: str
-) -> Any:
+def _in_sentence(module: Any, neighbours: tuple[int | None, int | None], reduction: str) -> Any:
     """The loss of a token between its neighbours' tags: rows ``(R, K)`` -> ``(R,)`` or mean.
 
     Each row is the middle token of a three-token sentence (left, it, right; a missing
@@ -182,7 +181,7 @@ def _evaluate_one(
     if neighbours is None:
         minimum = _minimum(_build(spec, binary, shared, "none"), z, target, binary)
     else:  # the span target is not symmetric in the other classes: search every logit
-        minimum = _lowest(loss, z, target)
+        minimum = minimum_over_logits(loss, target, tuple(z.shape))
     return {
         "name": parse_spec(spec)[0],
         "spec": spec,
@@ -222,22 +221,6 @@ def _minimum(loss: Any, z: Tensor, target: Tensor, binary: bool) -> float:
             best_value = float(values[best])
             grid = torch.linspace(float(lo), float(hi), 201, dtype=torch.float64)
     return best_value
-
-
-def _lowest(loss: Any, z: Tensor, target: Tensor) -> float:
-    """The smallest loss over all logits of the row (L-BFGS from the uniform prediction)."""
-    x = torch.zeros_like(z, requires_grad=True)
-    optimizer = torch.optim.LBFGS([x], max_iter=500, line_search_fn="strong_wolfe")
-
-    def closure() -> Tensor:
-        optimizer.zero_grad()
-        value = loss(x, target)
-        value.backward()
-        return value
-
-    optimizer.step(closure)
-    with torch.no_grad():
-        return float(loss(x, target))
 
 
 def _margin_rows(margins: Tensor, z: Tensor, target: Tensor, binary: bool) -> Tensor:

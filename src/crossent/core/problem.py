@@ -10,6 +10,7 @@ classes' weights) to every one of them.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 from torch import Tensor
@@ -17,6 +18,18 @@ from torch import Tensor
 from crossent.core.autograd import compute_dtype
 from crossent.core.targets import Targets, divide_or_zero
 from crossent.core.term import Term
+
+
+class RowTargets(Protocol):
+    """What the reductions and the route choice read of prepared targets.
+
+    :class:`crossent.core.targets.Targets`, and the per-rank targets of the
+    vocabulary-parallel losses (:mod:`crossent.distributed`).
+    """
+
+    index: Tensor | None
+    valid: Tensor
+    denominator: Tensor
 
 
 @dataclass(frozen=True)
@@ -33,7 +46,7 @@ class EngineOptions:
     z_loss: float
     inplace_backward: bool
 
-    def fast_path(self, targets: Targets) -> bool:
+    def fast_path(self, targets: RowTargets) -> bool:
         """Whether the one-hot fast path applies (one gather per row)."""
         return (
             targets.index is not None
@@ -63,7 +76,7 @@ class EngineOptions:
         )
 
 
-def reduction_scale(targets: Targets, reduction: str, dtype: torch.dtype) -> Tensor:
+def reduction_scale(targets: RowTargets, reduction: str, dtype: torch.dtype) -> Tensor:
     """The factor each element's gradient gets from the reduction (a 0-dim tensor)."""
     if reduction == "mean":
         denom = targets.denominator.to(dtype)
@@ -72,7 +85,7 @@ def reduction_scale(targets: Targets, reduction: str, dtype: torch.dtype) -> Ten
     return torch.ones((), dtype=dtype, device=targets.valid.device)
 
 
-def reduce_losses(losses: Tensor, targets: Targets, reduction: str) -> Tensor:
+def reduce_losses(losses: Tensor, targets: RowTargets, reduction: str) -> Tensor:
     """Apply ``reduction`` to per-element losses ``(N, D)``.
 
     float32 losses are summed in float64 (``N`` numbers: nothing next to the loss itself), so a

@@ -79,7 +79,7 @@ class _ShardedLinearProblem:
         if self.reduction == "none":  # the gradients are formed in backward, per-row scaled
             return self._sweep(x, w, b, (False, False, False), None)[0], None
         losses, grads = self._sweep(x, w, b, needs, None)
-        return reduce_losses(losses, self.targets, self.reduction), grads  # type: ignore[arg-type]
+        return reduce_losses(losses, self.targets, self.reduction), grads
 
     def backward(
         self,
@@ -129,7 +129,7 @@ class _ShardedLinearProblem:
         grads: GradientBuffers,
     ) -> None:
         want = grads.wanted()
-        scale = reduction_scale(self.targets, self.reduction, losses.dtype)  # type: ignore[arg-type]
+        scale = reduction_scale(self.targets, self.reduction, losses.dtype)
         chunks: Iterator[tuple[slice, Tensor]] = chunk_logits(x, w, b, self.rows)
         for span, logits in chunks:
             out = logits if want else None
@@ -169,7 +169,7 @@ def _check_linear(
     weight = checks.check_tensor("local_weight", local_weight)
     if weight.dim() != 2:
         raise checks.fail("local_weight", "to have shape (K_local, H)", weight)
-    layout = flatten_operands(hidden, weight, local_bias)  # type: ignore[arg-type]
+    layout = flatten_operands(hidden, weight, local_bias)
     flat = flatten_target(layout, target)
     if flat.is_floating_point():
         check_log_target(term, flat)

@@ -34,7 +34,7 @@ def chunk_pass(
     x = z.to(compute_dtype(z.dtype))
     want_grad = out is not None
     direct = out if (out is not None and x.dtype == out.dtype) else None
-    if opts.fast_path(tg):  # type: ignore[arg-type]
+    if opts.fast_path(tg):
         route = onehot_chunk
     elif tg.index is not None and opts.term.affine_slope is not None:
         route = affine_chunk
@@ -61,7 +61,7 @@ def sharded_pass(
     grad = None
     if want_grad:
         grad = z if opts.inplace_backward else torch.empty_like(z)
-    scale = reduction_scale(targets, opts.reduction, cdt)  # type: ignore[arg-type]
+    scale = reduction_scale(targets, opts.reduction, cdt)
     losses = torch.empty(n, dtype=cdt, device=z.device)
     rows = chunk_rows(n, shard)
     for r0 in range(0, n, rows):

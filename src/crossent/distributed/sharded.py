@@ -41,7 +41,7 @@ class _ShardedProblem:
 
     def compute(self, z: Tensor, want_grad: bool) -> tuple[Tensor, Tensor | None]:
         losses, grad = sharded_pass(z, self.targets, self.opts, self.shard, want_grad)
-        return reduce_losses(losses, self.targets, self.reduction), grad  # type: ignore[arg-type]
+        return reduce_losses(losses, self.targets, self.reduction), grad
 
     def differentiable(self, z: Tensor) -> Tensor:
         raise NotImplementedError(

@@ -7,7 +7,9 @@ Also the two reference levels every training curve is read against: the chance l
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
+import torch
 from torch import Tensor
 
 from crossent.core import checks
@@ -274,3 +276,25 @@ def min_achievable_loss(
 
 def _xlogx(p: float) -> float:
     return p * math.log(p) if p > 0 else 0.0
+
+
+def minimum_over_logits(
+    loss: Callable[[Tensor, Tensor], Tensor], target: Tensor, logits_shape: tuple[int, ...]
+) -> float:
+    """The smallest ``loss(logits, target)`` over every logit, found by L-BFGS from zeros.
+
+    For losses with no closed-form minimum under their smoothing (:func:`min_achievable_loss`
+    is the cross-entropy's): the target is fixed, the logits ``(1, K)`` (float64) are free.
+    """
+    logits = torch.zeros(logits_shape, dtype=torch.float64, requires_grad=True)
+    optimizer = torch.optim.LBFGS([logits], max_iter=500, line_search_fn="strong_wolfe")
+
+    def closure() -> Tensor:
+        optimizer.zero_grad()
+        value = loss(logits, target)
+        value.backward()
+        return value
+
+    optimizer.step(closure)
+    with torch.no_grad():
+        return float(loss(logits, target))

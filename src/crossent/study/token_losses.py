@@ -29,6 +29,7 @@ from torch import nn
 
 from crossent.core.span import MAX_SPAN_SMOOTHING, span_smoothed_targets
 from crossent.data.tags import IGNORE_INDEX
+from crossent.functional.cross_entropy import minimum_over_logits
 
 SPAN = "span"
 
@@ -92,22 +93,6 @@ def make_token_loss(loss: dict[str, Any], num_classes: int) -> TokenLoss:
     return TokenLoss(loss_fn, num_classes, span)
 
 
-def _lowest(loss_fn: nn.Module, target: torch.Tensor) -> float:
-    """The minimum over logits of ``loss_fn(logits, target)`` for one ``(1, K)`` target row."""
-    logits = torch.zeros_like(target, requires_grad=True)
-    optimizer = torch.optim.LBFGS([logits], max_iter=500, line_search_fn="strong_wolfe")
-
-    def closure() -> torch.Tensor:
-        optimizer.zero_grad()
-        value = loss_fn(logits, target)
-        value.backward()
-        return value
-
-    optimizer.step(closure)
-    with torch.no_grad():
-        return float(loss_fn(logits, target))
-
-
 def span_minimum_loss(token_loss: TokenLoss, tags: torch.Tensor) -> float | None:
     """The lowest mean loss reachable on ``tags`` under span smoothing, or ``None`` (s = 0).
 
@@ -129,6 +114,7 @@ def span_minimum_loss(token_loss: TokenLoss, tags: torch.Tensor) -> float | None
     plain = copy.copy(token_loss.loss_fn)
     plain.label_smoothing, plain.smoothing = 0.0, "uniform"
     total = sum(
-        _lowest(plain, row.unsqueeze(0)) * int(c) for row, c in zip(rows, counts, strict=True)
+        minimum_over_logits(plain, row.unsqueeze(0), (1, row.shape[0])) * int(c)
+        for row, c in zip(rows, counts, strict=True)
     )
     return total / int(counts.sum())

@@ -83,19 +83,10 @@ def minimum_loss(loss: dict[str, Any], loss_fn: nn.Module, num_classes: int) -> 
 
         smoothing = getattr(loss_fn, "smoothing", "uniform")
         return float(min_achievable_loss(num_classes, eps, smoothing=smoothing))
-    logits = torch.zeros(1, num_classes, dtype=torch.float64, requires_grad=True)
+    from crossent.functional.cross_entropy import minimum_over_logits
+
     target = torch.zeros(1, dtype=torch.long)
-    optimizer = torch.optim.LBFGS([logits], max_iter=500, line_search_fn="strong_wolfe")
-
-    def closure() -> torch.Tensor:
-        optimizer.zero_grad()
-        value = loss_fn(logits, target)
-        value.backward()
-        return value
-
-    optimizer.step(closure)
-    with torch.no_grad():
-        return float(loss_fn(logits, target))
+    return minimum_over_logits(loss_fn, target, (1, num_classes))
 
 
 def is_converged(train_loss: list[float], minimum: float | None = None) -> bool:
