@@ -160,6 +160,26 @@ def _chunked_pass(
     return losses
 
 
+def dense_pass(z: Tensor, targets: Targets, opts: EngineOptions) -> tuple[Tensor, Tensor]:
+    """Losses ``(N, D)`` and gradient ``(N, K, D)`` of ``(N, K, D)`` logits in one block.
+
+    The general route of :func:`forward_pass` (the full target ``P``) on all of ``z`` at
+    once, with no host reads, no data-pointer tests and no writes into buffers it was given:
+    the form ``torch.compile`` traces into one graph (the fused linear layer's compiled
+    chunks). The gradient is in the compute dtype (float32 for half logits).
+    """
+    k = z.shape[1]
+    x = z.to(compute_dtype(z.dtype))
+    scale = reduction_scale(targets, opts.reduction, x.dtype)
+    p = smoothed_target_chunk(
+        targets, slice(None), slice(None), k, opts.label_smoothing, opts.smoothing, x.dtype
+    )
+    mult = _class_multiplier(opts, k, x.dtype, x.device)
+    loss, grad = full_chunk(x, p, targets.valid.unsqueeze(1), scale, opts, mult, True)
+    assert grad is not None
+    return loss, grad
+
+
 def _class_multiplier(
     opts: EngineOptions, k: int, dtype: torch.dtype, device: torch.device
 ) -> Tensor | None:
@@ -320,12 +340,13 @@ def run(problem: Problem, z: Tensor, *others: Tensor | None) -> Tensor:
 
     ``others`` are the call's other tensor inputs (probability targets, class weights, ...).
 
-    * one of ``others`` requires grad: the differentiable formula (gradients to all of them,
-      as PyTorch gives them);
+    * one of ``others`` requires grad, a tangent of forward-mode AD, a ``torch.func``
+      transform or ``torch.compile`` tracing: the differentiable formula
+      (:func:`crossent.core.autograd.takes_formula`);
     * logits that require grad under grad mode: :class:`EngineFunction` (analytic gradient);
     * otherwise (``no_grad``, inference): the loss alone, no gradient work.
     """
-    if takes_formula(*others):
+    if takes_formula((z,), others):
         return problem.differentiable(z)
     if torch.is_grad_enabled() and z.requires_grad:
         return EngineFunction.apply(z, problem)

@@ -114,6 +114,12 @@ class FusedProblem:
         result = fused_pass(x, w, b, self, needs, row_scale=grad_output)
         return result.grad_input, result.grad_weight, result.grad_bias
 
+    def traced(self, x: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
+        """The fused call as ``torch.compile`` traces it (:mod:`crossent.linear.compiled`)."""
+        from crossent.linear.compiled import CompiledFusedLoss
+
+        return CompiledFusedLoss.apply(x, w, b, self)
+
     def differentiable(self, x: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
         """The unfused loss written with differentiable operations (materialises the logits).
 
@@ -148,6 +154,19 @@ def _available_ram() -> int | None:
     return None
 
 
+def _free_memory(device: torch.device) -> int | None:
+    """Free bytes on ``device`` (host: ``MemAvailable``), or ``None`` where not asked.
+
+    Not asked while ``torch.compile`` traces: the query is a host call the compiler cannot
+    put in a graph, and a compiled graph is reused while the free memory changes.
+    """
+    if torch.compiler.is_compiling():
+        return None
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    return _available_ram()
+
+
 def choose_chunk_rows(
     n: int,
     hidden: int,
@@ -172,24 +191,23 @@ def choose_chunk_rows(
       measured; 256 rows at 4096 x 2048 -> 32000, 512 at H = 4096 for any K).
 
     Every budget is capped at a quarter of the free memory (``torch.cuda.mem_get_info``, or
-    ``MemAvailable`` on the host). The rows are then balanced over the chunks that budget
-    needs and rounded up to a multiple of 64; the result is in ``[1, N]``.
+    ``MemAvailable`` on the host), except while ``torch.compile`` traces. The rows are then
+    balanced over the chunks that budget needs and rounded up to a multiple of 64; the
+    result is in ``[1, N]``.
     """
     row_bytes = max(1, classes * dtype.itemsize)
     if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
         if accumulate_dtype.itemsize > weight_dtype.itemsize:
             accumulator = classes * hidden * accumulate_dtype.itemsize
             budget = max(accumulator * 2 // 5, n * row_bytes // 4)
         else:
             budget = n * hidden * dtype.itemsize
-        budget = min(budget, free // 4)
     else:
         gradient = classes * hidden * accumulate_dtype.itemsize
         budget = max(CPU_CHUNK_BYTES, gradient // CPU_WEIGHT_FRACTION)
-        ram = _available_ram()
-        if ram is not None:
-            budget = min(budget, ram // 4)
+    free = _free_memory(device)
+    if free is not None:
+        budget = min(budget, free // 4)
     rows = max(1, min(n, budget // row_bytes))
     chunks = -(-n // rows) if n else 1
     rows = -(-n // chunks) if n else 1  # balanced: the last chunk is not a sliver
@@ -198,7 +216,7 @@ def choose_chunk_rows(
     return rows
 
 
-def _chunk_targets(targets: Targets, rows: slice) -> Targets:
+def chunk_targets(targets: Targets, rows: slice) -> Targets:
     """The rows ``rows`` of prepared targets (the ``mean`` denominator stays the batch's)."""
     return Targets(
         None if targets.index is None else targets.index[rows],
@@ -250,7 +268,7 @@ def _chunk_loss_fn(
 
     def engine_chunk(logits: Tensor, rows: slice, want_grad: bool) -> Tensor:
         z = logits.view(logits.shape[0], c, d)
-        losses, _ = forward_pass(z, _chunk_targets(problem.targets, rows), problem.opts, want_grad)
+        losses, _ = forward_pass(z, chunk_targets(problem.targets, rows), problem.opts, want_grad)
         return losses
 
     return engine_chunk
@@ -306,5 +324,3 @@ def fused_pass(
     # The chunk buffer lives inside _sweep only: freed before the gradient is converted.
     _sweep(x, w, b, problem, rows, row_scale, losses, grads)
     return FusedResult(losses, *grads.result(b))
-
-
