@@ -236,7 +236,9 @@ def prepare_targets(
         )
     expected_shape = (n, *input.shape[2:])
     if tuple(target.shape) != expected_shape:
-        raise fail("target", f"to have shape {expected_shape} for class-index targets", target)
+        err = fail("target", f"to have shape {expected_shape} for class-index targets", target)
+        hint = _class_dim_hint(input, target)
+        raise (type(err)(f"{err}. {hint}") if hint else err)
     target = target.to(device=input.device, dtype=torch.int64)
     _validate_indices(target, k, ignore_index)
     index = target.reshape(n, math.prod(input.shape[2:]))
@@ -251,6 +253,18 @@ def prepare_targets(
     if class_scale is not None:
         elem_weight = elem_weight * class_scale.to(elem_weight.dtype)[index]
     return Targets(index, None, valid, elem_weight, denominator)
+
+
+def _class_dim_hint(input: Tensor, target: Tensor) -> str:
+    """A hint for ``(B, T, K)`` logits with ``(B, T)`` targets (classes last, not in dim 1)."""
+    if input.dim() < 3 or tuple(target.shape) != tuple(input.shape[:-1]):
+        return ""
+    k = input.shape[-1]
+    return (
+        f"The class dimension of `input` is dim 1, as in PyTorch: for logits "
+        f"{tuple(input.shape)} with {k} classes last, pass `input.transpose(1, 2)`, or "
+        f"flatten both (`input.reshape(-1, {k})`, `target.reshape(-1)`)"
+    )
 
 
 def divide_or_zero(numerator: Tensor, denominator: Tensor) -> Tensor:
