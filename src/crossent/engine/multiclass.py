@@ -94,11 +94,17 @@ def iter_chunks(n: int, k: int, d: int) -> Iterator[tuple[slice, slice]]:
 
 
 def forward_pass(
-    z: Tensor, targets: Targets, opts: EngineOptions, want_grad: bool
+    z: Tensor,
+    targets: Targets,
+    opts: EngineOptions,
+    want_grad: bool,
+    column_sums: Tensor | None = None,
 ) -> tuple[Tensor, Tensor | None]:
     """Chunked loss per element ``(N, D)`` and gradient ``(N, K, D)`` (or ``None``).
 
-    ``z`` is the ``(N, K, D)`` view of the contiguous logits.
+    ``z`` is the ``(N, K, D)`` view of the contiguous logits. ``column_sums``: a ``(K, D)``
+    accumulator to which the gradient's sum over rows is added, taken in the compute dtype
+    before a half gradient is rounded (the fused linear layer's bias gradient), or ``None``.
     """
     cdt = compute_dtype(z.dtype)
     grad = None
@@ -108,17 +114,25 @@ def forward_pass(
     scale = reduction_scale(targets, opts.reduction, cdt)
     if z.numel() == 0:  # no logits (N, C or a spatial size is 0): every loss is 0
         return torch.zeros(z.shape[0], z.shape[2], dtype=cdt, device=z.device), grad
-    if grad is not None and opts.softmax_rows(z, targets):
+    if grad is not None and opts.softmax_rows(z, targets) and column_sums is None:
         rows = max(1, CHUNK_ELEMENTS // z.shape[1])
         losses = fast_softmax_rows(z.squeeze(2), targets, scale, opts, grad.squeeze(2), rows)
         return losses.unsqueeze(1), grad
-    return _chunked_pass(z, targets, opts, scale, grad), grad
+    return _chunked_pass(z, targets, opts, scale, grad, column_sums), grad
 
 
 def _chunked_pass(
-    z: Tensor, targets: Targets, opts: EngineOptions, scale: Tensor, grad: Tensor | None
+    z: Tensor,
+    targets: Targets,
+    opts: EngineOptions,
+    scale: Tensor,
+    grad: Tensor | None,
+    column_sums: Tensor | None = None,
 ) -> Tensor:
-    """Losses ``(N, D)`` chunk by chunk, the gradient into ``grad`` when it is given."""
+    """Losses ``(N, D)`` chunk by chunk, the gradient into ``grad`` when it is given.
+
+    ``column_sums`` (``(K, D)``, or ``None``) gets each chunk's gradient summed over rows.
+    """
     n, k, d = z.shape
     cdt = compute_dtype(z.dtype)
     want_grad = grad is not None
@@ -155,6 +169,8 @@ def _chunked_pass(
             )
             loss, g = full_chunk(x, view(p), valid, scale, opts, mult, want_grad)
         losses[rows, cols] = loss.reshape(losses[rows, cols].shape)
+        if g is not None and column_sums is not None:
+            column_sums[:, cols] += (g.unsqueeze(2) if d == 1 else g).sum(0)
         if g is not None and g.data_ptr() != g_out.data_ptr():
             g_out.copy_(g)
     return losses

@@ -227,14 +227,19 @@ def chunk_targets(targets: Targets, rows: slice) -> Targets:
     )
 
 
+ChunkLoss = Callable[[Tensor, slice, bool, Tensor | None], Tensor]
+
+
 def _chunk_loss_fn(
     problem: FusedProblem, dtype: torch.dtype, device: torch.device
-) -> Callable[[Tensor, slice, bool], Tensor]:
+) -> tuple[ChunkLoss, bool]:
     """The function that turns a chunk of logits ``(R, C*D)`` into its gradient, in place.
 
-    It returns the chunk's per-element losses ``(R, D)``. The Triton template's fused entry
-    point serves CUDA tensors (class ``D = 1`` layouts, terms it knows); the engine serves
-    everything else.
+    It is called as ``f(logits, rows, want_grad, column_sums)`` and returns the chunk's
+    per-element losses ``(R, D)``. The Triton template's fused entry point serves CUDA
+    tensors (class ``D = 1`` layouts, terms it knows); the engine serves everything else and
+    adds the gradient's sum over rows, in the compute dtype, to ``column_sums`` ``(C, D)``
+    when given. The flag says whether the function does (the engine) or ignores it.
     """
     n, c, d = problem.targets.valid.shape[0], problem.num_classes, problem.positions
     shape = torch.empty((), dtype=dtype, device=device).expand(max(n, 1), c, d)
@@ -249,7 +254,9 @@ def _chunk_loss_fn(
         soft = problem.targets.index is None
         target = problem.target.reshape(n, c) if soft else problem.target.reshape(n)
 
-        def kernel_chunk(logits: Tensor, rows: slice, want_grad: bool) -> Tensor:
+        def kernel_chunk(
+            logits: Tensor, rows: slice, want_grad: bool, column_sums: Tensor | None
+        ) -> Tensor:
             losses = ops.loss_and_grad_inplace(
                 logits,
                 target[rows],
@@ -264,14 +271,17 @@ def _chunk_loss_fn(
             )
             return losses.unsqueeze(1)
 
-        return kernel_chunk
+        return kernel_chunk, False
 
-    def engine_chunk(logits: Tensor, rows: slice, want_grad: bool) -> Tensor:
+    def engine_chunk(
+        logits: Tensor, rows: slice, want_grad: bool, column_sums: Tensor | None
+    ) -> Tensor:
         z = logits.view(logits.shape[0], c, d)
-        losses, _ = forward_pass(z, chunk_targets(problem.targets, rows), problem.opts, want_grad)
+        targets = chunk_targets(problem.targets, rows)
+        losses, _ = forward_pass(z, targets, problem.opts, want_grad, column_sums)
         return losses
 
-    return engine_chunk
+    return engine_chunk, True
 
 
 def _sweep(
@@ -284,17 +294,30 @@ def _sweep(
     losses: Tensor,
     grads: GradientBuffers,
 ) -> None:
-    """The chunk loop of :func:`fused_pass`, filling ``losses`` and ``grads`` in place."""
+    """The chunk loop of :func:`fused_pass`, filling ``losses`` and ``grads`` in place.
+
+    For half logits the engine sums the bias gradient from each chunk's float32 gradient,
+    before it is rounded (a gradient scaled by ``1/N`` is often below half precision's
+    normal range); the Triton path and the per-row scaling of ``reduction="none"`` sum the
+    chunk's gradient buffer in the accumulation dtype.
+    """
     want_grad = grads.wanted()
-    chunk_loss = _chunk_loss_fn(problem, x.dtype, x.device)
+    chunk_loss, sums_columns = _chunk_loss_fn(problem, x.dtype, x.device)
+    exact_bias = (
+        sums_columns
+        and grads.bias is not None
+        and row_scale is None
+        and x.dtype != compute_dtype(x.dtype)
+    )
+    c, d = problem.num_classes, problem.positions
+    column_sums = grads.bias.view(c, d) if exact_bias else None
     for span, logits in chunk_logits(x, w, b, rows):
-        losses[span] = chunk_loss(logits, span, want_grad)
+        losses[span] = chunk_loss(logits, span, want_grad, column_sums)
         if not want_grad:
             continue
         if row_scale is not None:
-            view = logits.view(logits.shape[0], problem.num_classes, problem.positions)
-            view.mul_(row_scale[span].unsqueeze(1))
-        grads.add(logits, x, w, span)
+            logits.view(logits.shape[0], c, d).mul_(row_scale[span].unsqueeze(1))
+        grads.add(logits, x, w, span, bias=not exact_bias)
 
 
 def fused_pass(
