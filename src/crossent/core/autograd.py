@@ -27,6 +27,7 @@ from torch import Tensor
 from torch.autograd.function import FunctionCtx
 
 from crossent.core import config
+from crossent.core.threads import run_blocks
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -126,9 +127,12 @@ def scale_gradient(grad: Tensor, factor: Tensor, inplace: bool) -> Tensor:
     if grad.dim() == 0 or grad.numel() == 0:
         return out.copy_(grad.to(compute) * factor)
     rows = max(1, _SCALE_CHUNK // max(1, grad[0].numel()))
-    for r0 in range(0, n, rows):
+
+    def block(r0: int) -> None:
         f = factor[r0 : r0 + rows] if factor.dim() else factor
         out[r0 : r0 + rows] = grad[r0 : r0 + rows].to(compute) * f
+
+    run_blocks(range(0, n, rows), block)
     return out
 
 
