@@ -3,7 +3,10 @@
 * time: interleaved sides, median of at least 10 iterations after warm-up, same process;
 * peak extra memory: each side in its own process with ``MALLOC_MMAP_THRESHOLD_=131072``
   (freed tensors go back to the system), the peak reset by writing ``5`` to
-  ``/proc/self/clear_refs``, one iteration, then ``VmHWM - VmRSS before``.
+  ``/proc/self/clear_refs``, one iteration, then ``VmHWM - VmRSS before``;
+* shared cores: :func:`busy_core` keeps a CPU-bound helper process pinned to one core (a busy
+  loop, as a data-loader worker is) while both sides are timed, interleaved as above;
+* every timing records the load average (``os.getloadavg``) before and after it.
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import torch
 
@@ -77,14 +81,33 @@ def environment() -> dict[str, object]:
         "THP_MEM_ALLOC_ENABLE": os.environ.get("THP_MEM_ALLOC_ENABLE", ""),
         "MALLOC_MMAP_THRESHOLD_": os.environ.get("MALLOC_MMAP_THRESHOLD_", ""),
         "time": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "loadavg": [round(x, 2) for x in os.getloadavg()],
     }
+
+
+_BUSY_LOOP = "import os, sys\nos.sched_setaffinity(0, {int(sys.argv[1])})\nwhile True:\n    pass\n"
+
+
+@contextmanager
+def busy_core(cpu: int = 0) -> Iterator[None]:
+    """A CPU-bound helper process pinned to core ``cpu`` (a busy loop) while the block runs."""
+    helper = subprocess.Popen([sys.executable, "-c", _BUSY_LOOP, str(cpu)])
+    time.sleep(0.5)  # started and spinning before anything is timed
+    try:
+        yield
+    finally:
+        helper.kill()
+        helper.wait()
 
 
 def run_child(script: str, args: list[str], env_extra: dict[str, str]) -> dict:
     """Run ``python script args`` with extra environment; it prints one JSON line last."""
     env = dict(os.environ)
     env.update(env_extra)
+    load_before = [round(x, 2) for x in os.getloadavg()]
     out = subprocess.run(
         [sys.executable, script, *args], env=env, check=True, capture_output=True, text=True
     )
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result["loadavg_before_after"] = [load_before, [round(x, 2) for x in os.getloadavg()]]
+    return result

@@ -1,11 +1,14 @@
 """Forward+backward time and peak extra memory: crossent.cross_entropy vs PyTorch (CPU).
 
-Usage: ``python benchmarks/bench_cross_entropy.py [--iters 10] [--quick]``
+Usage: ``python benchmarks/bench_cross_entropy.py [--iters 10] [--quick] [--no-shared]``
 
 Logits are produced by an operation (``base.clone()`` of a leaf that requires grad, made
 outside the measured region, as in a model). Sides: PyTorch's ``F.cross_entropy``, crossent,
-and crossent with ``inplace_backward=True``. Two environments, never compared across: the
-default, and ``THP_MEM_ALLOC_ENABLE=1`` (PyTorch's huge-page CPU allocator). Writes
+and crossent with ``inplace_backward=True``. Environments, never compared across: the
+default, ``THP_MEM_ALLOC_ENABLE=1`` (PyTorch's huge-page CPU allocator), and ``shared``: the
+default while a CPU-bound helper process pinned to core 0 (a busy loop, as a data-loader
+worker is) shares the cores with both sides (``_measure.busy_core``; memory as in the
+default). Each row records the load average before and after its timing. Writes
 ``benchmarks/results/cross_entropy.json`` with every iteration's time.
 """
 
@@ -76,6 +79,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--iters", type=int, default=10)
     parser.add_argument("--quick", action="store_true", help="small shapes, for a smoke run")
+    parser.add_argument(
+        "--no-shared", action="store_true", help="skip the rows timed beside a busy core"
+    )
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     parser.add_argument(
         "--out", default=str(Path(__file__).parent / "results" / "cross_entropy.json")
@@ -96,26 +102,30 @@ def main() -> None:
         mem_env = dict(env, MALLOC_MMAP_THRESHOLD_="131072")
         for n, k in shapes:
             for eps in SMOOTHING:
-                timed = _measure.run_child(
-                    me, ["--child", "time", str(n), str(k), str(eps), str(args.iters)], env
-                )
+                child = ["--child", "time", str(n), str(k), str(eps), str(args.iters)]
                 memory = {
                     side: _measure.run_child(
                         me, ["--child", "memory", str(n), str(k), str(eps), side], mem_env
                     )["peak_extra_bytes"]
                     for side in SIDES
                 }
-                rec = {
-                    "env": env_name,
-                    "shape": [n, k],
-                    "label_smoothing": eps,
-                    "times_s": timed["times"],
-                    "median_s": {s: _measure.median(v) for s, v in timed["times"].items()},
-                    "peak_extra_bytes": memory,
-                    "environment": timed["env"],
-                }
-                records.append(rec)
-                print_row(rec)
+                timings = {env_name: _measure.run_child(me, child, env)}
+                if env_name == "default" and not args.no_shared:
+                    with _measure.busy_core(0):
+                        timings["shared"] = _measure.run_child(me, child, env)
+                for name, timed in timings.items():
+                    rec = {
+                        "env": name,
+                        "shape": [n, k],
+                        "label_smoothing": eps,
+                        "times_s": timed["times"],
+                        "median_s": {s: _measure.median(v) for s, v in timed["times"].items()},
+                        "peak_extra_bytes": memory,
+                        "loadavg_before_after": timed["loadavg_before_after"],
+                        "environment": timed["env"],
+                    }
+                    records.append(rec)
+                    print_row(rec)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(records, indent=1))
     print(f"wrote {args.out}")
@@ -132,7 +142,8 @@ def print_row(rec: dict) -> None:
         f"crossent {med['crossent']:.3f}s ({t0 / med['crossent']:.2f}x) "
         f"{mem['crossent'] / gib:.2f}GiB ({mem['crossent'] / m0:.2f}x) | "
         f"inplace {med['crossent_inplace']:.3f}s ({t0 / med['crossent_inplace']:.2f}x) "
-        f"{mem['crossent_inplace'] / gib:.3f}GiB ({mem['crossent_inplace'] / m0:.3f}x)"
+        f"{mem['crossent_inplace'] / gib:.3f}GiB ({mem['crossent_inplace'] / m0:.3f}x) | "
+        f"load {rec['loadavg_before_after'][0][0]:.1f}->{rec['loadavg_before_after'][1][0]:.1f}"
     )
     print(line, flush=True)
 

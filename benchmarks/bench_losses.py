@@ -1,6 +1,6 @@
 """Forward+backward time and peak extra memory: the loss family vs its naive autograd forms.
 
-Usage: ``python benchmarks/bench_losses.py [--iters 10] [--quick]``
+Usage: ``python benchmarks/bench_losses.py [--iters 10] [--quick] [--no-shared]``
 
 Pairs (float32, ``torch.set_num_threads(2)``, method of docs/design.md, "How we know it works"):
 
@@ -17,7 +17,10 @@ Logits are produced by an operation (``base.clone()`` of a leaf that requires gr
 outside the measured region, as in a model). Times: interleaved sides, median of
 ``--iters`` iterations after 2 warm-up rounds, in one process. Peak extra memory: each side
 in its own process with ``MALLOC_MMAP_THRESHOLD_=131072``. The machine is shared, so report
-medians. Writes ``benchmarks/results/losses.json`` (every iteration's time + environment).
+medians. Each case is timed twice: quiet, and ``shared`` while a CPU-bound helper process
+pinned to core 0 (a busy loop, as a data-loader worker is) shares the cores with both sides
+(``_measure.busy_core``); each row records the load average before and after its timing.
+Writes ``benchmarks/results/losses.json`` (every iteration's time + environment).
 """
 
 from __future__ import annotations
@@ -163,6 +166,9 @@ def main() -> None:
     parser.add_argument(
         "--threads", type=int, default=2, help="torch threads (2 is the reference setting)"
     )
+    parser.add_argument(
+        "--no-shared", action="store_true", help="skip the rows timed beside a busy core"
+    )
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "losses.json"))
     args = parser.parse_args()
@@ -183,9 +189,7 @@ def main() -> None:
         shape = QUICK_SHAPES[kind] if args.quick else shape
         dims = [str(shape[0]), str(shape[1])]
         threads = ["--threads", str(args.threads)]
-        timed = _measure.run_child(
-            me, [*threads, "--child", "time", case, *dims, str(args.iters)], {}
-        )
+        child = [*threads, "--child", "time", case, *dims, str(args.iters)]
         memory = {
             side: _measure.run_child(
                 me,
@@ -194,17 +198,24 @@ def main() -> None:
             )["peak_extra_bytes"]
             for side in SIDES
         }
-        rec = {
-            "case": case,
-            "shape": list(shape),
-            "threads": args.threads,
-            "times_s": timed["times"],
-            "median_s": {s: _measure.median(v) for s, v in timed["times"].items()},
-            "peak_extra_bytes": memory,
-            "environment": timed["env"],
-        }
-        records.append(rec)
-        print_row(rec)
+        timings = {"quiet": _measure.run_child(me, child, {})}
+        if not args.no_shared:
+            with _measure.busy_core(0):
+                timings["shared"] = _measure.run_child(me, child, {})
+        for condition, timed in timings.items():
+            rec = {
+                "case": case,
+                "condition": condition,
+                "shape": list(shape),
+                "threads": args.threads,
+                "times_s": timed["times"],
+                "median_s": {s: _measure.median(v) for s, v in timed["times"].items()},
+                "peak_extra_bytes": memory,
+                "loadavg_before_after": timed["loadavg_before_after"],
+                "environment": timed["env"],
+            }
+            records.append(rec)
+            print_row(rec)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(records, indent=1))
     print(f"wrote {args.out}")
@@ -212,8 +223,8 @@ def main() -> None:
 
 def print_header() -> None:
     print(
-        f"{'loss':14s} {'shape':>14s} | {'naive':>8s} {'crossent':>8s} {'speed-up':>8s} | "
-        f"{'naive MiB':>9s} {'ours MiB':>8s} {'mem ratio':>9s}",
+        f"{'loss':14s} {'cores':6s} {'shape':>14s} | {'naive':>8s} {'crossent':>8s} "
+        f"{'speed-up':>8s} | {'naive MiB':>9s} {'ours MiB':>8s} {'mem ratio':>9s} | load",
         flush=True,
     )
 
@@ -222,10 +233,13 @@ def print_row(rec: dict) -> None:
     med, mem = rec["median_s"], rec["peak_extra_bytes"]
     mib = 1024**2
     n, k = rec["shape"]
+    load = rec["loadavg_before_after"]
     print(
-        f"{rec['case']:14s} {f'({n}, {k})':>14s} | {med['naive']:7.3f}s {med['crossent']:7.3f}s "
+        f"{rec['case']:14s} {rec['condition']:6s} {f'({n}, {k})':>14s} | "
+        f"{med['naive']:7.3f}s {med['crossent']:7.3f}s "
         f"{med['naive'] / med['crossent']:7.2f}x | {mem['naive'] / mib:9.0f} "
-        f"{mem['crossent'] / mib:8.0f} {mem['crossent'] / mem['naive']:8.2f}x",
+        f"{mem['crossent'] / mib:8.0f} {mem['crossent'] / mem['naive']:8.2f}x | "
+        f"{load[0][0]:.1f}->{load[1][0]:.1f}",
         flush=True,
     )
 

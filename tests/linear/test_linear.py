@@ -677,21 +677,22 @@ def test_grads_share_no_storage_with_the_graph_across_retained_backwards():
     torch.testing.assert_close((x.grad, w.grad), tuple(3 * g for g in expected))
 
 
-def test_fused_call_inside_torch_compile_is_one_opaque_step():
+def test_fused_call_compiles_into_one_graph():
+    """No graph break at the chunk-size choice (a host query) or the chunk loop."""
     x = torch.randn(8, 6, requires_grad=True)
     w = torch.randn(5, 6, requires_grad=True)
     t = torch.randint(0, 5, (8,))
 
     def f(x, w):
-        return crossent.linear_cross_entropy(x, w, t, chunk_size=3) * 2
+        return crossent.linear_cross_entropy(x, w, t) * 2
 
-    compiled = torch.compile(f, backend="aot_eager")
+    compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
     ours, eager = compiled(x, w), f(x, w)
     torch.testing.assert_close(ours, eager)
     torch.testing.assert_close(
         torch.autograd.grad(ours, (x, w)), torch.autograd.grad(eager, (x, w))
     )
-    assert torch._dynamo.explain(f)(x, w).graph_break_count <= 1  # the chunk loop, not traced
+    assert torch._dynamo.explain(f)(x, w).graph_break_count == 0
 
 
 def test_per_sample_gradients_under_vmap_and_grad_match_the_unfused_layer():

@@ -7,6 +7,14 @@ and forgets it, so ``.grad`` never shares storage with a saved tensor; a second 
 gradient lives in the logits' storage: their version counter is bumped in forward and a
 second backward raises. Double backward (``create_graph=True``) differentiates the problem's
 differentiable formula instead.
+
+Autograd transforms: forward-mode AD (``torch.autograd.forward_ad``, ``torch.func.jvp``,
+``jacfwd``) and every ``torch.func`` transform take the differentiable formula (see
+:func:`takes_formula`), so a tangent is never dropped. A backward pass that runs under
+``vmap`` (``torch.autograd.grad(..., is_grads_batched=True)``,
+``torch.autograd.functional.jacobian(..., vectorize=True)``, ``gradcheck(...,
+check_batched_grad=True)``), or whose ``grad_output`` carries a tangent, scales the
+gradient out of place and reads nothing on the host (:func:`plain_grad_output`).
 """
 
 from __future__ import annotations
@@ -14,10 +22,12 @@ from __future__ import annotations
 from typing import Protocol
 
 import torch
+import torch.autograd.forward_ad as fwAD
 from torch import Tensor
 from torch.autograd.function import FunctionCtx
 
 from crossent.core import config
+from crossent.core.threads import run_blocks
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -45,16 +55,60 @@ def overflow_safe_dtype(z: Tensor) -> torch.dtype:
     return torch.float64 if wide else dtype
 
 
-def takes_formula(*others: Tensor | None) -> bool:
+def has_tangent(*tensors: Tensor | None) -> bool:
+    """Whether forward-mode AD tracks one of ``tensors`` (a dual tensor at the current level)."""
+    if fwAD._current_level < 0:  # no torch.autograd.forward_ad.dual_level is open
+        return False
+    return any(t is not None and fwAD.unpack_dual(t).tangent is not None for t in tensors)
+
+
+def takes_formula(inputs: tuple[Tensor | None, ...], others: tuple[Tensor | None, ...]) -> bool:
     """Whether a call must take its differentiable formula instead of the analytic gradient.
 
-    True under a ``torch.func`` transform (``grad``, ``vmap``, ...), or under grad mode when
-    one of the call's other tensor inputs (probability targets, class weights, ``pos_weight``)
-    requires grad: the formula gives gradients to all of them, as PyTorch does.
+    ``inputs`` are the tensors the analytic gradient is formed for (the logits; the fused
+    linear layer's input, weight and bias), ``others`` the call's other tensor inputs
+    (probability targets, class weights, ``pos_weight``). True
+
+    * while ``torch.compile`` traces (the formula is one branch-free graph for the compiler;
+      no host reads, no in-place writes into saved buffers);
+    * under a ``torch.func`` transform (``grad``, ``vmap``, ``jvp``, ``jacfwd``, ...);
+    * when forward-mode AD tracks any of them (a tangent: the formula carries it);
+    * under grad mode when one of ``others`` requires grad: the formula gives gradients to all
+      of them, as PyTorch does.
     """
-    return config.transforms_active() or (
-        torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in others)
+    return (
+        torch.compiler.is_compiling()
+        or config.transforms_active()
+        or has_tangent(*inputs, *others)
+        or others_need_grad(others)
     )
+
+
+def others_need_grad(others: tuple[Tensor | None, ...]) -> bool:
+    """Whether grad mode is on and one of ``others`` (targets, class weights) requires grad."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in others)
+
+
+def plain_grad_output(grad_output: Tensor) -> bool:
+    """Whether a backward pass may scale in place and read ``grad_output`` on the host.
+
+    False under ``vmap`` over the backward pass (a batched ``grad_output``: legacy
+    ``torch._vmap_internals`` batching, as ``is_grads_batched=True`` and batched
+    ``gradcheck`` use, or a ``torch.func`` transform) and when ``grad_output`` has a tangent
+    (forward-over-reverse): then the gradient is scaled out of place, one operation that
+    every transform sees.
+    """
+    return not (
+        config.transforms_active()
+        or torch._C._functorch.is_legacy_batchedtensor(grad_output)
+        or has_tangent(grad_output)
+    )
+
+
+def scaled_copy(grad: Tensor, factor: Tensor) -> Tensor:
+    """``grad * factor`` out of place, computed in ``grad``'s compute dtype (vmap-safe)."""
+    cdt = compute_dtype(grad.dtype)
+    return (grad.to(cdt) * factor.to(cdt)).to(grad.dtype)
 
 
 # Elements per chunk when scaling a stored gradient (bounds float32 temporaries).
@@ -93,9 +147,12 @@ def scale_gradient(grad: Tensor, factor: Tensor, inplace: bool) -> Tensor:
     if grad.dim() == 0 or grad.numel() == 0:
         return out.copy_(grad.to(compute) * factor)
     rows = max(1, _SCALE_CHUNK // max(1, grad[0].numel()))
-    for r0 in range(0, n, rows):
+
+    def block(r0: int) -> None:
         f = factor[r0 : r0 + rows] if factor.dim() else factor
         out[r0 : r0 + rows] = grad[r0 : r0 + rows].to(compute) * f
+
+    run_blocks(range(0, n, rows), block)
     return out
 
 
@@ -136,6 +193,7 @@ class EngineFunction(torch.autograd.Function):
         problem: Problem = ctx.problem
         if torch.is_grad_enabled():  # create_graph=True: differentiate the formula itself
             return _double_backward(ctx, grad_output), None
+        plain = plain_grad_output(grad_output)
         if problem.inplace_backward:
             if ctx.consumed:
                 raise RuntimeError(
@@ -145,23 +203,29 @@ class EngineFunction(torch.autograd.Function):
                     "retain_graph=True."
                 )
             ctx.consumed = True
-            return _scaled(problem, ctx.grad.detach(), grad_output, inplace=True), None
+            return _scaled(problem, ctx.grad.detach(), grad_output, plain), None
         grad, ctx.grad = ctx.grad, None  # the caller owns it from here
         if grad is None:  # handed out by an earlier backward (retain_graph): form it again
             (z,) = ctx.saved_tensors
             _, grad = problem.compute(z.detach(), want_grad=True)
-        return _scaled(problem, grad, grad_output, inplace=True), None
+        return _scaled(problem, grad, grad_output, plain), None
 
 
-def _scaled(problem: Problem, grad: Tensor, grad_output: Tensor, inplace: bool) -> Tensor:
-    """The stored gradient times ``grad_output`` (per element for ``reduction='none'``)."""
+def _scaled(problem: Problem, grad: Tensor, grad_output: Tensor, plain: bool) -> Tensor:
+    """The stored gradient times ``grad_output`` (per element for ``reduction='none'``).
+
+    In place unless ``plain`` is False (a batched or dual ``grad_output``, see
+    :func:`plain_grad_output`): then out of place, and without reading ``grad_output``.
+    """
     if problem.reduction == "none":
         factor = problem.none_factor(grad_output, grad)
+    elif not plain:
+        factor = grad_output
     elif bool(grad_output == 1):
         return grad
     else:
         factor = grad_output
-    return scale_gradient(grad, factor, inplace=inplace)
+    return scale_gradient(grad, factor, inplace=True) if plain else scaled_copy(grad, factor)
 
 
 def _double_backward(ctx: FunctionCtx, grad_output: Tensor) -> Tensor:

@@ -253,7 +253,9 @@ def prepare_targets(
         )
     expected_shape = (n, *input.shape[2:])
     if tuple(target.shape) != expected_shape:
-        raise fail("target", f"to have shape {expected_shape} for class-index targets", target)
+        err = fail("target", f"to have shape {expected_shape} for class-index targets", target)
+        hint = _class_dim_hint(input, target)
+        raise (type(err)(f"{err}. {hint}") if hint else err)
     target = target.to(device=input.device, dtype=torch.int64)
     _validate_indices(target, k, ignore_index)
     span = _span_targets(input, target, ignore_index, label_smoothing, smoothing)
@@ -294,6 +296,18 @@ def _span_targets(
         dtype=compute_dtype(input.dtype),
     )  # fmt: skip
     return span.transpose(1, 2).contiguous()
+
+
+def _class_dim_hint(input: Tensor, target: Tensor) -> str:
+    """A hint for ``(B, T, K)`` logits with ``(B, T)`` targets (classes last, not in dim 1)."""
+    if input.dim() < 3 or tuple(target.shape) != tuple(input.shape[:-1]):
+        return ""
+    k = input.shape[-1]
+    return (
+        f"The class dimension of `input` is dim 1, as in PyTorch: for logits "
+        f"{tuple(input.shape)} with {k} classes last, pass `input.transpose(1, 2)`, or "
+        f"flatten both (`input.reshape(-1, {k})`, `target.reshape(-1)`)"
+    )
 
 
 def divide_or_zero(numerator: Tensor, denominator: Tensor) -> Tensor:

@@ -36,16 +36,16 @@ LOCAL_ERRORS = (TypeError, ValueError, NotImplementedError)
 
 
 def refuse_formula(*others: Tensor | None) -> None:
-    """Refuse other inputs that require grad (and ``torch.func`` transforms).
+    """Refuse other inputs that require grad (and transforms, tangents, compile tracing).
 
     The engine differentiates its formula then; the vocabulary-parallel losses give a
     gradient to the logits (or the layer) only.
     """
-    if takes_formula(*others):
+    if takes_formula((), others):
         raise NotImplementedError(
             "crossent.distributed: probability targets or class weights that require grad, "
-            "and torch.func transforms, are not supported by vocabulary-parallel losses (the "
-            "gradient reaches the logits, or the layer, only)"
+            "torch.func transforms, forward-mode AD and torch.compile tracing are not supported "
+            "by vocabulary-parallel losses (the gradient reaches the logits, or the layer, only)"
         )
 
 

@@ -49,11 +49,14 @@ from crossent.core.autograd import compute_dtype, writes_in_place
 from crossent.core.checks import fail
 from crossent.core.targets import promote_to_target
 from crossent.core.term import Term, value_where_target
+from crossent.core.threads import run_blocks
 from crossent.engine.chunks import weighted
 from crossent.engine.multiclass import run
 
-# Elements per block of rows (bounds float32 temporaries).
-BLOCK_ELEMENTS = 1 << 20
+# Elements per block of rows (bounds float32 temporaries; a thread holds one block at a time).
+# Blocks go to whichever thread is free: at (65536, 80), 2 threads, 2^19 measured best among
+# 2^16..2^20 (sigmoid focal 0.055 s against 0.064 s at 2^20, ASL 0.086 s against 0.119 s).
+BLOCK_ELEMENTS = 1 << 19
 
 
 @dataclass(frozen=True)
@@ -163,7 +166,6 @@ class _BinaryProblem:
         # Per-element losses are kept only for reduction="none"; otherwise summed per block.
         keep = self.reduction == "none"
         losses = torch.empty(z.shape, dtype=cdt, device=z.device) if keep else None
-        total = torch.zeros((), dtype=cdt, device=z.device)
         grad = None
         if want_grad and self.inplace_backward:
             grad = z
@@ -172,16 +174,26 @@ class _BinaryProblem:
         scale = 1.0 / z.numel() if (self.reduction == "mean" and z.numel()) else 1.0
         rows = max(1, BLOCK_ELEMENTS // max(1, math.prod(z.shape[1:]))) if z.dim() else 1
         n = z.shape[0] if z.dim() else 1
-        for r0 in range(0, n, rows):
-            block = slice(r0, r0 + rows) if z.dim() else ...  # a 0-dim input: all of it
+        blocks = [slice(r0, r0 + rows) for r0 in range(0, n, rows)] if z.dim() else [...]
+        sums: list[Tensor | None] = [None] * len(blocks)  # per block, added in block order
+
+        def work(i: int) -> None:
+            block = blocks[i]  # a 0-dim input: all of it (...)
             loss, g = self._block(z, block, want_grad)
             if losses is not None:
                 losses[block] = loss
             else:
-                total += loss.sum()
+                sums[i] = loss.sum()
             if g is not None:
                 torch.mul(g, scale, out=grad[block])
-        return (losses if losses is not None else self._reduce_total(total, z.numel())), grad
+
+        run_blocks(range(len(blocks)), work)
+        if losses is not None:
+            return losses, grad
+        total = torch.zeros((), dtype=cdt, device=z.device)
+        for part in sums:
+            total += part
+        return self._reduce_total(total, z.numel()), grad
 
     def differentiable(self, z: Tensor) -> Tensor:
         general = dataclasses.replace(self, hard_labels_allowed=False)  # graph-safe ops

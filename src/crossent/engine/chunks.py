@@ -32,6 +32,7 @@ from torch import Tensor
 
 from crossent.core.targets import Targets, smoothing_levels
 from crossent.core.term import Term
+from crossent.core.threads import run_blocks
 
 if TYPE_CHECKING:
     from crossent.core.problem import EngineOptions
@@ -197,19 +198,21 @@ def fast_softmax_rows(
     coef = -wg_t if known else None
     # d(lam lse^2)/dz_j = 2 lam lse q_j for every element that is not ignored
     z_coef = 2 * opts.z_loss * scale * valid.to(z.dtype) if opts.z_loss else None
-    for r0 in range(0, n, rows):
-        r = slice(r0, min(n, r0 + rows))
+
+    def block(r: slice) -> None:
         q = torch.softmax(z[r], dim=1, out=grad[r])
         torch.gather(q, 1, t[r], out=q_t[r])
         if known:
             q.mul_(coef[r])
-            continue
+            return
         s_t = torch.log(q_t[r])
         wg = torch.mul(weighted(ew[r], term.grad(s_t, one)), scale, out=wg_t[r])
         c = -wg
         if z_coef is not None:  # lse = z_t - s_t
             c = c + z_coef[r] * (z_t[r] - s_t)
         q.mul_(c)
+
+    run_blocks([slice(r0, min(n, r0 + rows)) for r0 in range(0, n, rows)], block)
     grad.scatter_add_(1, t, wg_t)
     s_t = torch.log(q_t)
     loss = weighted(ew, term.value(s_t, one))

@@ -71,6 +71,7 @@ from crossent.core.targets import (
     warn_if_probabilities,
 )
 from crossent.core.term import Term, value_where_target
+from crossent.core.threads import run_blocks
 from crossent.engine.chunks import fast_chunk, fast_softmax_rows, full_chunk, linear_chunk
 
 # Elements per chunk: ~1M float32 (4 MiB) keeps a chunk's temporaries in cache; measured
@@ -94,11 +95,17 @@ def iter_chunks(n: int, k: int, d: int) -> Iterator[tuple[slice, slice]]:
 
 
 def forward_pass(
-    z: Tensor, targets: Targets, opts: EngineOptions, want_grad: bool
+    z: Tensor,
+    targets: Targets,
+    opts: EngineOptions,
+    want_grad: bool,
+    column_sums: Tensor | None = None,
 ) -> tuple[Tensor, Tensor | None]:
     """Chunked loss per element ``(N, D)`` and gradient ``(N, K, D)`` (or ``None``).
 
-    ``z`` is the ``(N, K, D)`` view of the contiguous logits.
+    ``z`` is the ``(N, K, D)`` view of the contiguous logits. ``column_sums``: a ``(K, D)``
+    accumulator to which the gradient's sum over rows is added, taken in the compute dtype
+    before a half gradient is rounded (the fused linear layer's bias gradient), or ``None``.
     """
     cdt = compute_dtype(z.dtype)
     grad = None
@@ -108,56 +115,122 @@ def forward_pass(
     scale = reduction_scale(targets, opts.reduction, cdt)
     if z.numel() == 0:  # no logits (N, C or a spatial size is 0): every loss is 0
         return torch.zeros(z.shape[0], z.shape[2], dtype=cdt, device=z.device), grad
-    if grad is not None and opts.softmax_rows(z, targets):
+    if grad is not None and opts.softmax_rows(z, targets) and column_sums is None:
         rows = max(1, CHUNK_ELEMENTS // z.shape[1])
         losses = fast_softmax_rows(z.squeeze(2), targets, scale, opts, grad.squeeze(2), rows)
         return losses.unsqueeze(1), grad
-    return _chunked_pass(z, targets, opts, scale, grad), grad
+    return _chunked_pass(z, targets, opts, scale, grad, column_sums), grad
 
 
 def _chunked_pass(
-    z: Tensor, targets: Targets, opts: EngineOptions, scale: Tensor, grad: Tensor | None
+    z: Tensor,
+    targets: Targets,
+    opts: EngineOptions,
+    scale: Tensor,
+    grad: Tensor | None,
+    column_sums: Tensor | None = None,
 ) -> Tensor:
-    """Losses ``(N, D)`` chunk by chunk, the gradient into ``grad`` when it is given."""
+    """Losses ``(N, D)`` chunk by chunk, the gradient into ``grad`` when it is given.
+
+    The chunks are shared out over the threads (:func:`crossent.core.threads.run_blocks`),
+    each writing its own rows. ``column_sums`` (``(K, D)``, or ``None``) gets the gradient
+    summed over rows, added chunk by chunk in order (the same sums whichever thread ran what).
+    """
     n, k, d = z.shape
-    cdt = compute_dtype(z.dtype)
-    want_grad = grad is not None
-    losses = torch.empty(n, d, dtype=cdt, device=z.device)
-    fast = opts.fast_path(targets)
-    linear = opts.linear_route(targets)
+    losses = torch.empty(n, d, dtype=compute_dtype(z.dtype), device=z.device)
+    mult = _class_multiplier(opts, k, losses.dtype, z.device)
+    if mult is not None and d == 1:
+        mult = mult.squeeze(2)
+    chunk = _ChunkRoute(z, targets, opts, scale, grad, mult)
+    chunks = list(iter_chunks(n, k, d))
+    partial: list[Tensor | None] = [None] * len(chunks)
 
-    # (N, K) logits are computed on 2-D chunks: ops on (R, K, 1) views measured ~10x slower.
-    def view(a: Tensor) -> Tensor:
-        return a.squeeze(2) if d == 1 else a
+    def block(i: int) -> None:
+        rows, cols = chunks[i]
+        loss, g = chunk(rows, cols)
+        losses[rows, cols] = loss.reshape(losses[rows, cols].shape)
+        if g is None:
+            return
+        if column_sums is not None:
+            partial[i] = (g.unsqueeze(2) if d == 1 else g).sum(0)
+        g_out = chunk.view(grad[rows, :, cols])
+        if g.data_ptr() != g_out.data_ptr():
+            g_out.copy_(g)
 
-    mult = _class_multiplier(opts, k, cdt, z.device)
-    mult = view(mult) if mult is not None else None
-    for rows, cols in iter_chunks(n, k, d):
+    run_blocks(range(len(chunks)), block)
+    if column_sums is not None:
+        for (_, cols), part in zip(chunks, partial, strict=True):
+            if part is not None:
+                column_sums[:, cols] += part
+    return losses
+
+
+@dataclass(frozen=True)
+class _ChunkRoute:
+    """The loss and gradient of one chunk of ``(N, K, D)`` logits by the route that fits.
+
+    One-hot fast path (:func:`fast_chunk`), smoothed class indices for a term linear in the
+    target (:func:`linear_chunk`), or the full target (:func:`full_chunk`). The gradient is
+    written straight into ``grad`` where the dtypes agree.
+    """
+
+    z: Tensor
+    targets: Targets
+    opts: EngineOptions
+    scale: Tensor
+    grad: Tensor | None
+    mult: Tensor | None  # w_k * class_scale_k, (1, K, 1) or (1, K) for (N, K) logits
+
+    def view(self, a: Tensor) -> Tensor:
+        """``a`` without its position dim when ``D = 1``.
+
+        ``(N, K)`` logits are computed on 2-D chunks: ops on ``(R, K, 1)`` views measured
+        ~10x slower.
+        """
+        return a.squeeze(2) if self.z.shape[2] == 1 else a
+
+    def __call__(self, rows: slice, cols: slice) -> tuple[Tensor, Tensor | None]:
+        z, targets, opts = self.z, self.targets, self.opts
+        cdt = compute_dtype(z.dtype)
+        view = self.view
         x = view(z[rows, :, cols]).to(cdt)
-        g_out = view(grad[rows, :, cols]) if grad is not None else None
+        g_out = view(self.grad[rows, :, cols]) if self.grad is not None else None
         # e = exp(z - m) may be written straight into the gradient buffer when dtypes agree.
         out = g_out if (g_out is not None and x.dtype == z.dtype) else None
+        if g_out is not None and out is None:
+            out = torch.empty_like(x)
         valid = view(targets.valid[rows, cols].unsqueeze(1))
-        if fast or linear:
+        mult = self.mult
+        if opts.fast_path(targets) or opts.linear_route(targets):
             t = view(targets.index[rows, cols].unsqueeze(1))
             ew = view(targets.elem_weight[rows, cols].unsqueeze(1)).to(cdt)
-        if fast:
-            if want_grad and out is None:
-                out = torch.empty_like(x)
-            loss, g = fast_chunk(x, t, ew, valid, scale, opts, out if want_grad else None)
-        elif linear:
-            if want_grad and out is None:
-                out = torch.empty_like(x)
-            loss, g = linear_chunk(x, t, ew, valid, scale, opts, mult, out if want_grad else None)
-        else:
-            p = smoothed_target_chunk(
-                targets, rows, cols, k, opts.label_smoothing, opts.smoothing, cdt
-            )
-            loss, g = full_chunk(x, view(p), valid, scale, opts, mult, want_grad)
-        losses[rows, cols] = loss.reshape(losses[rows, cols].shape)
-        if g is not None and g.data_ptr() != g_out.data_ptr():
-            g_out.copy_(g)
-    return losses
+            if opts.fast_path(targets):
+                return fast_chunk(x, t, ew, valid, self.scale, opts, out)
+            return linear_chunk(x, t, ew, valid, self.scale, opts, mult, out)
+        p = smoothed_target_chunk(
+            targets, rows, cols, z.shape[1], opts.label_smoothing, opts.smoothing, cdt
+        )
+        return full_chunk(x, view(p), valid, self.scale, opts, mult, g_out is not None)
+
+
+def dense_pass(z: Tensor, targets: Targets, opts: EngineOptions) -> tuple[Tensor, Tensor]:
+    """Losses ``(N, D)`` and gradient ``(N, K, D)`` of ``(N, K, D)`` logits in one block.
+
+    The general route of :func:`forward_pass` (the full target ``P``) on all of ``z`` at
+    once, with no host reads, no data-pointer tests and no writes into buffers it was given:
+    the form ``torch.compile`` traces into one graph (the fused linear layer's compiled
+    chunks). The gradient is in the compute dtype (float32 for half logits).
+    """
+    k = z.shape[1]
+    x = z.to(compute_dtype(z.dtype))
+    scale = reduction_scale(targets, opts.reduction, x.dtype)
+    p = smoothed_target_chunk(
+        targets, slice(None), slice(None), k, opts.label_smoothing, opts.smoothing, x.dtype
+    )
+    mult = _class_multiplier(opts, k, x.dtype, x.device)
+    loss, grad = full_chunk(x, p, targets.valid.unsqueeze(1), scale, opts, mult, True)
+    assert grad is not None
+    return loss, grad
 
 
 def _class_multiplier(
@@ -321,12 +394,13 @@ def run(problem: Problem, z: Tensor, *others: Tensor | None) -> Tensor:
 
     ``others`` are the call's other tensor inputs (probability targets, class weights, ...).
 
-    * one of ``others`` requires grad: the differentiable formula (gradients to all of them,
-      as PyTorch gives them);
+    * one of ``others`` requires grad, a tangent of forward-mode AD, a ``torch.func``
+      transform or ``torch.compile`` tracing: the differentiable formula
+      (:func:`crossent.core.autograd.takes_formula`);
     * logits that require grad under grad mode: :class:`EngineFunction` (analytic gradient);
     * otherwise (``no_grad``, inference): the loss alone, no gradient work.
     """
-    if takes_formula(*others):
+    if takes_formula((z,), others):
         return problem.differentiable(z)
     if torch.is_grad_enabled() and z.requires_grad:
         return EngineFunction.apply(z, problem)

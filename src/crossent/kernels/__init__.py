@@ -32,6 +32,7 @@ import torch
 from torch import Tensor
 
 from crossent.core import config
+from crossent.core.autograd import has_tangent
 from crossent.core.config import (
     BACKENDS,
     KernelUnavailableWarning,
@@ -71,14 +72,16 @@ def _kernel_requested(tensor: Tensor) -> bool:
 
 def supports(z: Tensor, targets: Targets, opts: EngineOptions) -> bool:
     """Whether the kernel template computes this engine call (any device)."""
-    probs = targets.probs
+    others = (targets.probs, opts.weight, opts.class_scale)
     return (
         term_spec(opts.term) is not None
         and not config.transforms_active()  # torch.func: the differentiable formula
+        and not has_tangent(z, *others)  # forward-mode AD: the differentiable formula
         and z.dtype in _KERNEL_DTYPES
         and z.numel() > 0
         and z.shape[0] * z.shape[2] < 2**31
-        and not (probs is not None and probs.requires_grad and torch.is_grad_enabled())
+        # gradients to targets or class weights: the differentiable formula gives them
+        and not (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in others))
         and targets.span is None  # span smoothing: the engine's full path
     )
 

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import FunctionCtx
 
+from crossent.core.autograd import plain_grad_output, scaled_copy
 from crossent.core.problem import reduction_scale
 from crossent.core.targets import smoothing_levels
 from crossent.kernels import ops
@@ -52,17 +53,19 @@ class _TermLoss(torch.autograd.Function):
     ) -> Tensor:
         losses, stats = ops.forward_stats(z, target, elem_weight, class_weight, params, flags)
         ctx.save_for_backward(z, target, elem_weight, class_weight, stats)
-        ctx.params, ctx.flags = params, flags
+        ctx.extra = (params, flags)
         return losses
 
     @staticmethod
     def backward(ctx: FunctionCtx, grad_losses: Tensor) -> tuple[Any, ...]:
         ops.no_double_backward()
         z, target, elem_weight, class_weight, stats = ctx.saved_tensors
-        grad = ops.backward_grad(
-            grad_losses, z, target, elem_weight, class_weight, stats, ctx.params, ctx.flags
-        )
-        return grad, None, None, None, None, None
+        plain = plain_grad_output(grad_losses)
+        # vmap over backward: the launch takes no batched tensor; form the gradient for
+        # grad_losses = 1 and scale it out of place (each row's gradient is linear in it).
+        gl = grad_losses if plain else torch.ones(grad_losses.shape, device=z.device)
+        grad = ops.backward_grad(gl, z, target, elem_weight, class_weight, stats, *ctx.extra)
+        return (grad if plain else scaled_copy(grad, _row_factor(grad_losses, z))), *_NONE5
 
 
 class _InplaceTermLoss(torch.autograd.Function):
@@ -103,11 +106,21 @@ class _InplaceTermLoss(torch.autograd.Function):
             )
         ctx.consumed = True
         grad = ctx.grad_buffer.detach()
+        if not plain_grad_output(grad_losses):  # vmap over backward: scale out of place
+            return scaled_copy(grad, _row_factor(grad_losses / ctx.base, grad)), *_NONE5, None
         if torch.compiler.is_compiling():
             ops.rescale_rows_op(grad, grad_losses, ctx.base)
         else:
             ops.rescale_rows(grad, grad_losses, ctx.base)
         return grad, None, None, None, None, None, None
+
+
+_NONE5 = (None,) * 5
+
+
+def _row_factor(grad_losses: Tensor, z: Tensor) -> Tensor:
+    """Per-row ``grad_losses`` ``(N * D,)`` shaped to broadcast against ``(N, K, D)``."""
+    return grad_losses.reshape(z.shape[0], 1, z.shape[2])
 
 
 def _launch_args(

@@ -13,7 +13,13 @@ import torch
 from torch import Tensor
 from torch.autograd.function import FunctionCtx
 
-from crossent.core.autograd import scale_gradient, takes_formula
+from crossent.core.autograd import (
+    others_need_grad,
+    plain_grad_output,
+    scale_gradient,
+    scaled_copy,
+    takes_formula,
+)
 from crossent.linear.buffers import Gradients
 
 
@@ -39,6 +45,10 @@ class LinearCall(Protocol):
 
     def differentiable(self, x: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
         """The unfused loss written with differentiable operations."""
+        ...
+
+    def traced(self, x: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
+        """The loss in the form ``torch.compile`` traces into one graph."""
         ...
 
 
@@ -78,29 +88,41 @@ class FusedLinearLoss(torch.autograd.Function):
         """Scale the stored gradients by ``grad_output``, or sweep again with it."""
         call: LinearCall = ctx.call
         if torch.is_grad_enabled():  # create_graph=True: differentiate the formula itself
-            return (*_double_backward(ctx, grad_output), None)
+            return (*_formula_backward(ctx, grad_output, create_graph=True), None)
+        plain = plain_grad_output(grad_output)
         x, w, b = ctx.saved_tensors
         if not ctx.swept:
+            if not plain:  # the sweep writes into buffers: a batched grad_output cannot
+                return (*_formula_backward(ctx, grad_output, create_graph=False), None)
             return (*call.backward(x, w, b, ctx.needs, grad_output), None)
         grads, ctx.grads = ctx.grads, None  # the caller owns them from here
         if grads is None:  # handed out by an earlier backward (retain_graph): sweep again
             _, grads = call.forward(x, w, b, ctx.needs)
+        if not plain:  # vmap over backward, or a dual grad_output: out of place
+            return (*(None if g is None else scaled_copy(g, grad_output) for g in grads), None)
         if bool(grad_output == 1):
             return (*grads, None)
         scaled = (None if g is None else scale_gradient(g, grad_output, True) for g in grads)
         return (*scaled, None)
 
 
-def _double_backward(ctx: FunctionCtx, grad_output: Tensor) -> tuple[Tensor | None, ...]:
+def _formula_backward(
+    ctx: FunctionCtx, grad_output: Tensor, create_graph: bool
+) -> tuple[Tensor | None, ...]:
+    """The gradients from the differentiable formula on the full logits.
+
+    For double backward (``create_graph=True``) and for a batched ``grad_output`` of a call
+    whose gradients are formed in backward (``reduction="none"``, a set loss's per-class
+    output), which the chunk sweep cannot scale.
+    """
     inputs = ctx.saved_tensors
     wanted = [t for t, need in zip(inputs, ctx.needs, strict=True) if need]
     with torch.enable_grad():
         loss = ctx.call.differentiable(*inputs)
-        grads = iter(torch.autograd.grad(loss, wanted, grad_output, create_graph=True))
+        grads = iter(torch.autograd.grad(loss, wanted, grad_output, create_graph=create_graph))
     return tuple(next(grads) if need else None for need in ctx.needs)
 
 
-@torch.compiler.disable  # the chunk loop runs eagerly inside a compiled model: one graph break
 def run_fused(
     x: Tensor,
     w: Tensor,
@@ -112,17 +134,19 @@ def run_fused(
 
     ``others`` are the loss's other tensor inputs (targets, class weights, ``pos_weight``, ...).
 
-    * one of ``others`` requires grad, or a ``torch.func`` transform runs: the unfused
-      differentiable formula (gradients to all);
+    * ``torch.compile`` tracing (and none of ``others`` requires grad): ``call.traced``, the
+      form the compiler sees as one graph (:mod:`crossent.linear.compiled` for the
+      engine-term losses; the loss on the full logits for the others);
+    * one of ``others`` requires grad, a tangent of forward-mode AD, or a ``torch.func``
+      transform: the unfused differentiable formula (gradients to all);
     * an input, weight or bias that requires grad under grad mode: :class:`FusedLinearLoss`;
     * otherwise (``no_grad``, inference): the loss alone, one matrix product per chunk.
 
-    Under ``torch.compile`` the loop is not traced (data-dependent chunking, in-place kernel
-    launches): the compiled model calls it as one opaque step.
-
     Returns the reduced loss, or the per-element losses for ``"none"``.
     """
-    if takes_formula(*others):
+    if torch.compiler.is_compiling() and not others_need_grad(others):
+        return call.traced(x, w, b)
+    if takes_formula((x, w, b), others):
         return call.differentiable(x, w, b)
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, w, b)):
         return FusedLinearLoss.apply(x, w, b, call)

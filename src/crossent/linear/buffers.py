@@ -150,16 +150,17 @@ class GradientBuffers:
         """Whether any gradient is asked for."""
         return self.input is not None or self.weight is not None or self.bias is not None
 
-    def add(self, g: Tensor, x: Tensor, w: Tensor, span: slice) -> None:
+    def add(self, g: Tensor, x: Tensor, w: Tensor, span: slice, bias: bool = True) -> None:
         """Back-propagate a chunk's logits gradient ``G_c`` ``(R, K)`` through the layer.
 
-        ``grad_X[c] = G_c W``, ``grad_W += G_c^T X_c``, ``grad_b += sum_r G_c[r]``.
+        ``grad_X[c] = G_c W``, ``grad_W += G_c^T X_c``, ``grad_b += sum_r G_c[r]`` (unless
+        ``bias`` is False: the caller has added that sum itself).
         """
         if self.input is not None:
             torch.mm(g, w, out=self.input[span])
         if self.weight is not None:
             self.weight.add(g, x[span])
-        if self.bias is not None:
+        if self.bias is not None and bias:
             self.bias += g.sum(0, dtype=self.bias.dtype)
 
     def result(self, b: Tensor | None) -> tuple[Tensor | None, Tensor | None, Tensor | None]:

@@ -114,6 +114,12 @@ class FusedProblem:
         result = fused_pass(x, w, b, self, needs, row_scale=grad_output)
         return result.grad_input, result.grad_weight, result.grad_bias
 
+    def traced(self, x: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
+        """The fused call as ``torch.compile`` traces it (:mod:`crossent.linear.compiled`)."""
+        from crossent.linear.compiled import CompiledFusedLoss
+
+        return CompiledFusedLoss.apply(x, w, b, self)
+
     def differentiable(self, x: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
         """The unfused loss written with differentiable operations (materialises the logits).
 
@@ -148,6 +154,19 @@ def _available_ram() -> int | None:
     return None
 
 
+def _free_memory(device: torch.device) -> int | None:
+    """Free bytes on ``device`` (host: ``MemAvailable``), or ``None`` where not asked.
+
+    Not asked while ``torch.compile`` traces: the query is a host call the compiler cannot
+    put in a graph, and a compiled graph is reused while the free memory changes.
+    """
+    if torch.compiler.is_compiling():
+        return None
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    return _available_ram()
+
+
 def choose_chunk_rows(
     n: int,
     hidden: int,
@@ -172,24 +191,23 @@ def choose_chunk_rows(
       measured; 256 rows at 4096 x 2048 -> 32000, 512 at H = 4096 for any K).
 
     Every budget is capped at a quarter of the free memory (``torch.cuda.mem_get_info``, or
-    ``MemAvailable`` on the host). The rows are then balanced over the chunks that budget
-    needs and rounded up to a multiple of 64; the result is in ``[1, N]``.
+    ``MemAvailable`` on the host), except while ``torch.compile`` traces. The rows are then
+    balanced over the chunks that budget needs and rounded up to a multiple of 64; the
+    result is in ``[1, N]``.
     """
     row_bytes = max(1, classes * dtype.itemsize)
     if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
         if accumulate_dtype.itemsize > weight_dtype.itemsize:
             accumulator = classes * hidden * accumulate_dtype.itemsize
             budget = max(accumulator * 2 // 5, n * row_bytes // 4)
         else:
             budget = n * hidden * dtype.itemsize
-        budget = min(budget, free // 4)
     else:
         gradient = classes * hidden * accumulate_dtype.itemsize
         budget = max(CPU_CHUNK_BYTES, gradient // CPU_WEIGHT_FRACTION)
-        ram = _available_ram()
-        if ram is not None:
-            budget = min(budget, ram // 4)
+    free = _free_memory(device)
+    if free is not None:
+        budget = min(budget, free // 4)
     rows = max(1, min(n, budget // row_bytes))
     chunks = -(-n // rows) if n else 1
     rows = -(-n // chunks) if n else 1  # balanced: the last chunk is not a sliver
@@ -198,7 +216,7 @@ def choose_chunk_rows(
     return rows
 
 
-def _chunk_targets(targets: Targets, rows: slice) -> Targets:
+def chunk_targets(targets: Targets, rows: slice) -> Targets:
     """The rows ``rows`` of prepared targets (the ``mean`` denominator stays the batch's)."""
     return Targets(
         None if targets.index is None else targets.index[rows],
@@ -209,14 +227,19 @@ def _chunk_targets(targets: Targets, rows: slice) -> Targets:
     )
 
 
+ChunkLoss = Callable[[Tensor, slice, bool, Tensor | None], Tensor]
+
+
 def _chunk_loss_fn(
     problem: FusedProblem, dtype: torch.dtype, device: torch.device
-) -> Callable[[Tensor, slice, bool], Tensor]:
+) -> tuple[ChunkLoss, bool]:
     """The function that turns a chunk of logits ``(R, C*D)`` into its gradient, in place.
 
-    It returns the chunk's per-element losses ``(R, D)``. The Triton template's fused entry
-    point serves CUDA tensors (class ``D = 1`` layouts, terms it knows); the engine serves
-    everything else.
+    It is called as ``f(logits, rows, want_grad, column_sums)`` and returns the chunk's
+    per-element losses ``(R, D)``. The Triton template's fused entry point serves CUDA
+    tensors (class ``D = 1`` layouts, terms it knows); the engine serves everything else and
+    adds the gradient's sum over rows, in the compute dtype, to ``column_sums`` ``(C, D)``
+    when given. The flag says whether the function does (the engine) or ignores it.
     """
     n, c, d = problem.targets.valid.shape[0], problem.num_classes, problem.positions
     shape = torch.empty((), dtype=dtype, device=device).expand(max(n, 1), c, d)
@@ -231,7 +254,9 @@ def _chunk_loss_fn(
         soft = problem.targets.index is None
         target = problem.target.reshape(n, c) if soft else problem.target.reshape(n)
 
-        def kernel_chunk(logits: Tensor, rows: slice, want_grad: bool) -> Tensor:
+        def kernel_chunk(
+            logits: Tensor, rows: slice, want_grad: bool, column_sums: Tensor | None
+        ) -> Tensor:
             losses = ops.loss_and_grad_inplace(
                 logits,
                 target[rows],
@@ -246,14 +271,17 @@ def _chunk_loss_fn(
             )
             return losses.unsqueeze(1)
 
-        return kernel_chunk
+        return kernel_chunk, False
 
-    def engine_chunk(logits: Tensor, rows: slice, want_grad: bool) -> Tensor:
+    def engine_chunk(
+        logits: Tensor, rows: slice, want_grad: bool, column_sums: Tensor | None
+    ) -> Tensor:
         z = logits.view(logits.shape[0], c, d)
-        losses, _ = forward_pass(z, _chunk_targets(problem.targets, rows), problem.opts, want_grad)
+        targets = chunk_targets(problem.targets, rows)
+        losses, _ = forward_pass(z, targets, problem.opts, want_grad, column_sums)
         return losses
 
-    return engine_chunk
+    return engine_chunk, True
 
 
 def _sweep(
@@ -266,17 +294,30 @@ def _sweep(
     losses: Tensor,
     grads: GradientBuffers,
 ) -> None:
-    """The chunk loop of :func:`fused_pass`, filling ``losses`` and ``grads`` in place."""
+    """The chunk loop of :func:`fused_pass`, filling ``losses`` and ``grads`` in place.
+
+    For half logits the engine sums the bias gradient from each chunk's float32 gradient,
+    before it is rounded (a gradient scaled by ``1/N`` is often below half precision's
+    normal range); the Triton path and the per-row scaling of ``reduction="none"`` sum the
+    chunk's gradient buffer in the accumulation dtype.
+    """
     want_grad = grads.wanted()
-    chunk_loss = _chunk_loss_fn(problem, x.dtype, x.device)
+    chunk_loss, sums_columns = _chunk_loss_fn(problem, x.dtype, x.device)
+    exact_bias = (
+        sums_columns
+        and grads.bias is not None
+        and row_scale is None
+        and x.dtype != compute_dtype(x.dtype)
+    )
+    c, d = problem.num_classes, problem.positions
+    column_sums = grads.bias.view(c, d) if exact_bias else None
     for span, logits in chunk_logits(x, w, b, rows):
-        losses[span] = chunk_loss(logits, span, want_grad)
+        losses[span] = chunk_loss(logits, span, want_grad, column_sums)
         if not want_grad:
             continue
         if row_scale is not None:
-            view = logits.view(logits.shape[0], problem.num_classes, problem.positions)
-            view.mul_(row_scale[span].unsqueeze(1))
-        grads.add(logits, x, w, span)
+            logits.view(logits.shape[0], c, d).mul_(row_scale[span].unsqueeze(1))
+        grads.add(logits, x, w, span, bias=not exact_bias)
 
 
 def fused_pass(

@@ -125,6 +125,14 @@ class GenericProblem:
             return _set_gradients(x, w, b, self, stats, needs, grad_output)
         return _row_sweep(x, w, b, self, needs, grad_output)[1]
 
+    def traced(self, x: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
+        """Under ``torch.compile``: the module on the full logits (they are materialised).
+
+        The per-chunk gradients come from autograd inside the forward pass, which a compiled
+        graph cannot hold; the compiler fuses the loss on the full logits instead.
+        """
+        return self.differentiable(x, w, b)
+
     def differentiable(self, x: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
         """The module on the full logits (double backward, targets that require grad)."""
         logits = torch.nn.functional.linear(x, w, b)
