@@ -18,6 +18,7 @@ from crossent.terms import (
     Poly1Term,
     ReverseCrossEntropyTerm,
     ReverseKLTerm,
+    ShiftedFocalTerm,
     UnhingedTerm,
     WeightedSumTerm,
 )
@@ -38,6 +39,11 @@ TERMS = [
     ConfidencePenaltyTerm(0.3),
     BrierTerm(),
     WeightedSumTerm([(0.1, CrossEntropyTerm()), (1.0, ReverseCrossEntropyTerm(-4.0))]),
+    ShiftedFocalTerm(0.0, 0.05),
+    ShiftedFocalTerm(0.5, 0.2),
+    ShiftedFocalTerm(1.0, 0.05),
+    ShiftedFocalTerm(2.5, 0.1),
+    ShiftedFocalTerm(4.0, 0.05),
 ]
 DISTILL = [ForwardKLTerm(), ReverseKLTerm(), JensenShannonTerm()]
 

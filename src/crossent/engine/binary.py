@@ -138,7 +138,7 @@ class _BinaryProblem:
         if g is None:
             return f, None
         # sigma(-u) = 1 - sigma(u): the probability of the other label
-        return f, torch.sigmoid(u.neg_()).mul_(g).mul_(sign)  # g may be a broadcast
+        return f, u.neg_().sigmoid_().mul_(g).mul_(sign)  # g may be a broadcast
 
     def _true_label_terms(
         self, s: Tensor, y: Tensor, want_grad: bool

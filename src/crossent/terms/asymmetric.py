@@ -35,7 +35,7 @@ import torch
 from torch import Tensor
 
 from crossent.core.term import KernelCode, Term
-from crossent.terms._numerics import S_FLOOR, power
+from crossent.terms._numerics import S_FLOOR, no_graph, power
 from crossent.terms.cross_entropy import FocalTerm
 
 
@@ -63,39 +63,67 @@ class ShiftedFocalTerm(Term):
         self.shift = float(shift)
         self._focal = FocalTerm(self.gamma) if self.shift == 0 else None
 
-    def _pieces(self, s: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """``e^s``, ``r``, ``1 - r = max(1 - shift - e^s, 0)`` and ``log r = log1p(-(1 - r))``.
+    def _pieces(self, s: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``e^s``, ``1 - r = max(1 - shift - e^s, 0)`` and ``log r = log1p(-(1 - r))``.
 
         ``r >= shift > 0``, so every piece is finite (``e^s = 0`` at ``s = -inf``).
         """
         e = s.clamp(min=S_FLOOR).exp()  # the clamp keeps autograd finite at s = -inf
         one_minus_r = torch.sub(1 - self.shift, e).clamp(min=0.0)
-        return e, 1 - one_minus_r, one_minus_r, torch.log1p(-one_minus_r)
+        return e, one_minus_r, torch.log1p(-one_minus_r)
+
+    def _powers(self, one_minus_r: Tensor) -> tuple[Tensor | None, Tensor]:
+        """``(1 - r)^(g - 1)`` (``None`` for ``g < 1``) and ``(1 - r)^g``.
+
+        For ``g >= 1`` the second is the first times ``1 - r``, as ``G`` uses both.
+        """
+        if self.gamma < 1:
+            return None, power(one_minus_r, self.gamma)
+        lower = power(one_minus_r, self.gamma - 1)
+        return lower, one_minus_r * lower
 
     def value(self, s: Tensor, p: Tensor) -> Tensor:
         """``-P (1 - r)^gamma log r``."""
         if self._focal is not None:
             return self._focal.value(s, p)
-        _, _, one_minus_r, log_r = self._pieces(s)
-        return -p * one_minus_r.pow(self.gamma) * log_r
+        _, one_minus_r, log_r = self._pieces(s)
+        return torch.mul(self._powers(one_minus_r)[1], log_r) * -p
 
     def grad(self, s: Tensor, p: Tensor) -> Tensor:
-        """``-P (1 - r)^g e^s [1/r - g log(r)/(1 - r)]``; 0 where the clip binds."""
+        """``-P e^s [(1 - r)^g / r - g (1 - r)^{g-1} log r]``; 0 where the clip binds.
+
+        For ``g >= 1`` both products are 0 where the clip binds (no ratio, no mask); below 1
+        the bracket is written with the ratio ``log(r) / (1 - r)`` (see the module docstring).
+        """
         if self._focal is not None:
             return self._focal.grad(s, p)
-        e, r, one_minus_r, log_r = self._pieces(s)
-        return _shifted_gradient(
-            e, r, one_minus_r, log_r, one_minus_r.pow(self.gamma), self.gamma, p
-        )
+        e, one_minus_r, log_r = self._pieces(s)
+        lower, pw = self._powers(one_minus_r)
+        if lower is None:
+            return _shifted_gradient(e, one_minus_r, log_r, pw, self.gamma, p)
+        inverse_r = torch.sub(1.0, one_minus_r).reciprocal()
+        return (lower * log_r * self.gamma - pw * inverse_r) * e * p
 
     def value_and_grad(self, s: Tensor, p: Tensor) -> tuple[Tensor, Tensor]:
-        """``F`` and ``G`` sharing ``e^s``, ``r``, ``log r`` and ``(1 - r)^gamma``."""
+        """``F`` and ``G`` sharing ``e^s``, ``1 - r``, ``log r`` and the powers of ``1 - r``.
+
+        For ``g >= 1`` outside autograd: :meth:`value` and :meth:`grad`'s operations in the
+        same order, updating the temporaries in place (fewer passes and allocations on the
+        binary engine's hot path), so the numbers are the same.
+        """
         if self._focal is not None:
             return self._focal.value_and_grad(s, p)
-        e, r, one_minus_r, log_r = self._pieces(s)
-        pw = power(one_minus_r, self.gamma)
+        if self.gamma < 1 or not no_graph(s, p):
+            return self.value(s, p), self.grad(s, p)
+        e = s.clamp(min=S_FLOOR).exp_()
+        one_minus_r = torch.sub(1 - self.shift, e).clamp_(min=0.0)
+        log_r = torch.neg(one_minus_r).log1p_()
+        inverse_r = torch.sub(1.0, one_minus_r).reciprocal_()
+        lower = power(one_minus_r, self.gamma - 1)
+        pw = one_minus_r.mul_(lower)
         value = torch.mul(pw, log_r).mul_(-p)
-        return value, _shifted_gradient(e, r, one_minus_r, log_r, pw, self.gamma, p)
+        grad = lower.mul_(log_r).mul_(self.gamma).sub_(pw.mul_(inverse_r))
+        return value, grad.mul_(e).mul_(p)
 
     def kernel_params(self) -> tuple[float, ...]:
         """``(gamma, shift)``."""
@@ -103,15 +131,15 @@ class ShiftedFocalTerm(Term):
 
 
 def _shifted_gradient(
-    e: Tensor, r: Tensor, one_minus_r: Tensor, log_r: Tensor, power: Tensor, gamma: float, p: Tensor
+    e: Tensor, one_minus_r: Tensor, log_r: Tensor, power: Tensor, gamma: float, p: Tensor
 ) -> Tensor:
-    """``G = -P (1 - r)^g e [1/r - g log(r)/(1 - r)]``, 0 where ``1 - r = 0`` (the clip binds).
+    """``G = -P (1 - r)^g e [1/r - g log(r)/(1 - r)]`` for ``g < 1``; 0 where the clip binds.
 
     ``log(r) / (1 - r)`` is ``0 / 0`` only where the clip binds; there ``(1 - r)^g = 0`` for
     ``g > 0`` and the clip's ``dr/ds = 0`` is applied by a mask for ``g = 0``.
     """
     ratio = torch.div(log_r, one_minus_r).nan_to_num_(nan=-1.0)
-    bracket = torch.sub(torch.reciprocal(r), ratio, alpha=gamma)
+    bracket = torch.sub(torch.reciprocal(1 - one_minus_r), ratio, alpha=gamma)
     g = bracket.mul_(e).mul_(power).mul_(-p)
     if gamma == 0:
         g = torch.where(one_minus_r > 0, g, torch.zeros_like(g))
