@@ -102,6 +102,7 @@ def test_every_term_class_declares_its_kernel_when_defined():
         class Undeclared(Term):
             def value(self, s, p):
                 return -p * s
+
     public = [getattr(crossent.terms, n) for n in crossent.terms.__all__]
     classes = [c for c in public if inspect.isclass(c) and issubclass(c, Term) and c is not Term]
     assert len(classes) >= 14

@@ -142,6 +142,29 @@ def test_extreme_logits_stay_finite(dtype):
     torch.testing.assert_close(loss.double(), want, rtol=2e-2, atol=1e-3)
 
 
+@pytest.mark.parametrize("gamma_pos", [0.0, 1.0])
+def test_infinite_logits_give_the_limits_and_leave_the_other_elements_alone(gamma_pos):
+    # Hard labels pick each element's term; a block with an infinite logit takes a select
+    # instead of the exact lerp, so the finite elements must not change with it.
+    inf = math.inf
+    z = torch.tensor([[inf, -inf, inf, -inf, 0.3, -1.2]], dtype=torch.float64)
+    y = torch.tensor([[0.0, 0.0, 1.0, 1.0, 1.0, 0.0]], dtype=torch.float64)
+    z.requires_grad_()
+    losses = asymmetric_loss(z, y, gamma_pos=gamma_pos, reduction="none")
+    (grad,) = torch.autograd.grad(losses.sum(), z)
+    p_m = 1 - 0.05  # p = 1 for z = inf: the shifted probability of the negative
+    want = [-(p_m**4) * math.log(1 - p_m), 0.0, 0.0, inf]
+    torch.testing.assert_close(losses[0, :4].detach(), torch.tensor(want, dtype=torch.float64))
+    assert bool((grad[0, :3] == 0).all())
+    finite_z = z.detach()[:, 4:].clone().requires_grad_()
+    finite = asymmetric_loss(finite_z, y[:, 4:], gamma_pos=gamma_pos, reduction="none")
+    (finite_grad,) = torch.autograd.grad(finite.sum(), finite_z)
+    assert torch.equal(losses[:, 4:].detach(), finite.detach())
+    assert torch.equal(grad[:, 4:], finite_grad)
+    want_finite = reference(finite_z.detach(), y[:, 4:], gamma_pos, reduction="none")
+    torch.testing.assert_close(finite.detach(), want_finite)
+
+
 def test_module_equals_the_function_and_the_registry_builds_it():
     z, y = data()
     weight = torch.rand(5, dtype=torch.float64)

@@ -234,9 +234,7 @@ def test_distillation_with_zero_classes_gives_zeros():
 
 @pytest.mark.parametrize("name", ["cross_entropy", "nll_loss"])
 @pytest.mark.parametrize("target", [[0, 0], [-100, -100]])
-def test_mean_over_zero_weight_gives_zero_gradients_to_a_weight_that_requires_grad(
-    name, target
-):
+def test_mean_over_zero_weight_gives_zero_gradients_to_a_weight_that_requires_grad(name, target):
     # every kept target weighs 0 (or none is kept): loss 0 and gradients 0, not 0 * inf = nan
     x = torch.randn(2, 3, dtype=torch.float64, requires_grad=True)
     w = torch.tensor([0.0, 1.0, 1.0], dtype=torch.float64, requires_grad=True)

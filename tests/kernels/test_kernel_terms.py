@@ -37,9 +37,7 @@ DISTILL_TERMS = [
     terms.ReverseKLTerm(),
     terms.JensenShannonTerm(),
     # mixed KL: mix forward + (1 - mix) reverse
-    terms.WeightedSumTerm(
-        [(0.3, terms.ForwardKLTerm()), (0.7, terms.ReverseKLTerm())]
-    ),
+    terms.WeightedSumTerm([(0.3, terms.ForwardKLTerm()), (0.7, terms.ReverseKLTerm())]),
 ]
 
 

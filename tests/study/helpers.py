@@ -45,6 +45,8 @@ def tiny_toml(folder):
     path = folder / "tiny.toml"
     path.write_text(TINY_TOML, encoding="utf-8")
     return path
+
+
 def tiny_ner_raw(**overrides):
     """A tagging study small enough to train in about a second per run."""
     raw = {

@@ -146,7 +146,9 @@ class _BinaryProblem:
         """``F(s, 1)`` and ``G(s, 1)`` of the true label's term at its log-probability ``s``.
 
         One term for both outcomes: evaluated once. Two (the asymmetric loss): each is
-        evaluated on the block and the true label's is kept.
+        evaluated on the block and the true label's is kept: ``lerp(negative's, positive's,
+        y)`` picks one of them exactly where both are finite (``y`` is 0 or 1; the terms are
+        finite at a finite ``s``), a select where some ``s`` is infinite (``0 * inf``).
         """
         one = torch.ones((), dtype=s.dtype, device=s.device)
 
@@ -157,6 +159,10 @@ class _BinaryProblem:
         if self.negative_term is self.term:
             return f, g
         f0, g0 = evaluate(self.negative_term)
+        low, high = torch.aminmax(s)
+        if bool(torch.isfinite(low) & torch.isfinite(high)):
+            f0 = _writable(f0, s.shape).lerp_(f, y)
+            return f0, None if g0 is None else _writable(g0, s.shape).lerp_(g, y)
         negative = y == 0
         f = torch.where(negative, f0, f)
         return f, None if g is None else torch.where(negative, g0, g)
@@ -210,6 +216,16 @@ class _BinaryProblem:
 
     def none_factor(self, grad_output: Tensor, grad: Tensor) -> Tensor:
         return grad_output
+
+
+def _writable(t: Tensor, shape: torch.Size) -> Tensor:
+    """A term's output as a tensor of ``shape`` that may be updated in place.
+
+    Terms return fresh tensors, but a value may be a broadcast (a constant gradient).
+    """
+    if t.shape == shape and t.is_contiguous():
+        return t
+    return t.expand(shape).clone(memory_format=torch.contiguous_format)
 
 
 def _is_hard(y: Tensor) -> bool:
