@@ -97,13 +97,16 @@ class _BinaryProblem:
         zero_balance = self.balance is not None and 0.0 in self.balance
         return self.weight is not None or self.pos_weight is not None or zero_balance
 
-    def _block(self, z: Tensor, rows: slice, want_grad: bool) -> tuple[Tensor, Tensor | None]:
+    def _block(
+        self, z: Tensor, rows: slice, grad_out: Tensor | None = None, scale: float = 1.0
+    ) -> Tensor:
+        """The block's per-element losses; with ``grad_out``, ``scale * dl/dz`` written there."""
         cdt = compute_dtype(z.dtype)
         x = z[rows].to(cdt)
         y = self.target[rows].to(cdt)
         a0, a1 = self._factors(rows, z.shape, cdt)
         if self.hard_labels_allowed and _is_hard(y):
-            return self._hard_block(x, y, a0, a1, want_grad)
+            return self._hard_block(x, y, a0, a1, grad_out, scale)
         if self.label_smoothing:
             y = y * (1 - self.label_smoothing) + self.label_smoothing / 2
         # log(sigmoid(z)) and log(1 - sigmoid(z)) = log(sigmoid(-z)), both stable.
@@ -112,8 +115,8 @@ class _BinaryProblem:
         f1 = value_where_target(positive, s1, y)
         f0 = value_where_target(negative, s0, 1 - y)
         loss = weighted(a1, f1) + weighted(a0, f0)
-        if not want_grad:
-            return loss, None
+        if grad_out is None:
+            return loss
         g1, g0 = positive.grad(s1, y), negative.grad(s0, 1 - y)
         if positive.vanishes_where_target_zero:
             g1 = torch.where(y == 0, torch.zeros_like(g1), g1)
@@ -121,24 +124,28 @@ class _BinaryProblem:
             g0 = torch.where(y == 1, torch.zeros_like(g0), g0)
         # dl/dz = a1 G1(s1, y) e^{s0} - a0 G0(s0, 1-y) e^{s1},  e^{s0} = sigmoid(-z)
         grad = weighted(a1, g1) * torch.exp(s0) - weighted(a0, g0) * torch.exp(s1)
-        return loss, grad
+        torch.mul(grad, scale, out=grad_out)
+        return loss
 
     def _hard_block(
-        self, x: Tensor, y: Tensor, a0: Tensor, a1: Tensor, want_grad: bool
-    ) -> tuple[Tensor, Tensor | None]:
+        self, x: Tensor, y: Tensor, a0: Tensor, a1: Tensor, grad_out: Tensor | None, scale: float
+    ) -> Tensor:
         """A block with 0/1 labels: only the true label's term (see the module docstring)."""
         sign = y.mul(2).sub_(1)
         u = x * sign  # the true label's logit
         s = F.logsigmoid(u)
-        f, g = self._true_label_terms(s, y, want_grad)
+        f, g = self._true_label_terms(s, y, grad_out is not None)
         if self._has_factors():
             a = a0 if a0 is a1 else torch.lerp(a0.broadcast_to(y.shape), a1, y)
             f = weighted(a, f) if self._factors_may_vanish() else f * a
             g = None if g is None else g * a
         if g is None:
-            return f, None
-        # sigma(-u) = 1 - sigma(u): the probability of the other label
-        return f, u.neg_().sigmoid_().mul_(g).mul_(sign)  # g may be a broadcast
+            return f
+        # sigma(-u) = 1 - sigma(u): the probability of the other label; g may be a broadcast
+        other = u.neg_().sigmoid_().mul_(g)
+        zero = torch.zeros((), dtype=other.dtype, device=other.device)
+        torch.addcmul(zero, other, sign, value=scale, out=grad_out)  # scale * sign * other
+        return f
 
     def _true_label_terms(
         self, s: Tensor, y: Tensor, want_grad: bool
@@ -185,13 +192,11 @@ class _BinaryProblem:
 
         def work(i: int) -> None:
             block = blocks[i]  # a 0-dim input: all of it (...)
-            loss, g = self._block(z, block, want_grad)
+            loss = self._block(z, block, None if grad is None else grad[block], scale)
             if losses is not None:
                 losses[block] = loss
             else:
                 sums[i] = loss.sum()
-            if g is not None:
-                torch.mul(g, scale, out=grad[block])
 
         run_blocks(range(len(blocks)), work)
         if losses is not None:
@@ -203,7 +208,7 @@ class _BinaryProblem:
 
     def differentiable(self, z: Tensor) -> Tensor:
         general = dataclasses.replace(self, hard_labels_allowed=False)  # graph-safe ops
-        loss, _ = general._block(z, slice(None) if z.dim() else ..., want_grad=False)
+        loss = general._block(z, slice(None) if z.dim() else ...)
         if self.reduction == "none":
             return loss
         return self._reduce_total(loss.sum(), loss.numel())

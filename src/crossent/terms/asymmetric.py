@@ -102,7 +102,7 @@ class ShiftedFocalTerm(Term):
         if lower is None:
             return _shifted_gradient(e, one_minus_r, log_r, pw, self.gamma, p)
         inverse_r = torch.sub(1.0, one_minus_r).reciprocal()
-        return (lower * log_r * self.gamma - pw * inverse_r) * e * p
+        return torch.addcmul(pw * inverse_r, lower, log_r, value=-self.gamma) * e * -p
 
     def value_and_grad(self, s: Tensor, p: Tensor) -> tuple[Tensor, Tensor]:
         """``F`` and ``G`` sharing ``e^s``, ``1 - r``, ``log r`` and the powers of ``1 - r``.
@@ -122,8 +122,8 @@ class ShiftedFocalTerm(Term):
         lower = power(one_minus_r, self.gamma - 1)
         pw = one_minus_r.mul_(lower)
         value = torch.mul(pw, log_r).mul_(-p)
-        grad = lower.mul_(log_r).mul_(self.gamma).sub_(pw.mul_(inverse_r))
-        return value, grad.mul_(e).mul_(p)
+        grad = pw.mul_(inverse_r).addcmul_(lower, log_r, value=-self.gamma)
+        return value, grad.mul_(e).mul_(-p)
 
     def kernel_params(self) -> tuple[float, ...]:
         """``(gamma, shift)``."""
