@@ -1,11 +1,8 @@
-"""The Hugging Face section of docs/integrations.md runs; the module's doctests pass; importing
-crossent imports no framework."""
+"""The Hugging Face section of docs/integrations.md runs; the module's doctests pass."""
 
 import doctest
-import subprocess
-import sys
 
-from tests.integrations import hf_helpers as h
+from tests.integrations import hf_helpers  # noqa: F401  (offline hub; skips without transformers)
 from tests.integrations.docs_blocks import DOC, section_blocks
 
 
@@ -25,14 +22,3 @@ def test_module_doctests_pass():
 
     result = doctest.testmod(hf)
     assert result.attempted >= 3 and result.failed == 0
-
-
-def test_importing_crossent_imports_no_framework():
-    assert h.transformers  # the frameworks are installed, so the check means something
-    code = (
-        "import sys, crossent, crossent.integrations, crossent.nn, crossent.calibration\n"
-        "print(sorted({m.split('.')[0] for m in sys.modules} & "
-        "{'transformers', 'accelerate', 'tokenizers', 'lightning', 'pytorch_lightning'}))"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
