@@ -40,8 +40,8 @@ from crossent.study.train import (
     _known_good_inputs,
     _optimizer,
     _temperature_scaling,
-    is_converged,
     minimum_loss,
+    with_training_record,
 )
 
 #: Sentences per forward pass when predicting.
@@ -197,14 +197,7 @@ def train_tagging_run(config: dict[str, Any]) -> dict[str, Any]:
         minimum = minimum_loss(config["loss"], loss_fn.loss_fn, data.num_classes)
     else:
         minimum = span_minimum_loss(loss_fn, data.y_train)
-    if minimum is not None:
-        history["train_loss_excess"] = [v - minimum for v in history["train_loss"]]
-    result = _evaluate(config, data, model)
-    result["metrics"]["min_train_loss"] = minimum
-    result["metrics"]["converged"] = is_converged(history["train_loss"], minimum)
-    result["history"] = history
-    result["class_names"] = data.tag_names
-    return result
+    return with_training_record(_evaluate(config, data, model), history, minimum, data.tag_names)
 
 
 # ---------------------------------------------------------------- preflight

@@ -267,6 +267,27 @@ def _evaluate(config: dict[str, Any], data: RunData, model: nn.Module) -> dict[s
     return {"metrics": metrics, "arrays": arrays}
 
 
+def with_training_record(
+    result: dict[str, Any],
+    history: dict[str, list[float]],
+    minimum: float | None,
+    class_names: list[str],
+) -> dict[str, Any]:
+    """A run's evaluated ``result`` completed with how it trained.
+
+    Adds the loss's minimum (``min_train_loss``) and convergence to the metrics, the excess
+    of each epoch's training loss over that minimum to ``history`` (where it is known), the
+    history itself and the class names.
+    """
+    if minimum is not None:
+        history["train_loss_excess"] = [v - minimum for v in history["train_loss"]]
+    result["metrics"]["min_train_loss"] = minimum
+    result["metrics"]["converged"] = is_converged(history["train_loss"], minimum)
+    result["history"] = history
+    result["class_names"] = class_names
+    return result
+
+
 def train_run(config: dict[str, Any]) -> dict[str, Any]:
     """Train and evaluate one resolved run config.
 
@@ -296,11 +317,4 @@ def train_run(config: dict[str, Any]) -> dict[str, Any]:
     with _known_good_inputs():
         history = _train(config, data, model, loss_fn)
     minimum = minimum_loss(config["loss"], loss_fn, data.num_classes)
-    if minimum is not None:
-        history["train_loss_excess"] = [v - minimum for v in history["train_loss"]]
-    result = _evaluate(config, data, model)
-    result["metrics"]["min_train_loss"] = minimum
-    result["metrics"]["converged"] = is_converged(history["train_loss"], minimum)
-    result["history"] = history
-    result["class_names"] = data.class_names
-    return result
+    return with_training_record(_evaluate(config, data, model), history, minimum, data.class_names)
