@@ -111,3 +111,16 @@ def run_child(script: str, args: list[str], env_extra: dict[str, str]) -> dict:
     result = json.loads(out.stdout.strip().splitlines()[-1])
     result["loadavg_before_after"] = [load_before, [round(x, 2) for x in os.getloadavg()]]
     return result
+
+
+def timing_fields(timed: dict, memory: dict[str, int]) -> dict:
+    """A result record's measured part: a timing child's output (``run_child`` of a child that
+    printed ``interleaved_times`` as ``times`` and ``environment()`` as ``env``) and each side's
+    peak extra bytes."""
+    return {
+        "times_s": timed["times"],
+        "median_s": {side: median(times) for side, times in timed["times"].items()},
+        "peak_extra_bytes": memory,
+        "loadavg_before_after": timed["loadavg_before_after"],
+        "environment": timed["env"],
+    }

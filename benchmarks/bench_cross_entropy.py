@@ -118,11 +118,7 @@ def main() -> None:
                         "env": name,
                         "shape": [n, k],
                         "label_smoothing": eps,
-                        "times_s": timed["times"],
-                        "median_s": {s: _measure.median(v) for s, v in timed["times"].items()},
-                        "peak_extra_bytes": memory,
-                        "loadavg_before_after": timed["loadavg_before_after"],
-                        "environment": timed["env"],
+                        **_measure.timing_fields(timed, memory),
                     }
                     records.append(rec)
                     print_row(rec)

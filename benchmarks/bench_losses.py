@@ -208,11 +208,7 @@ def main() -> None:
                 "condition": condition,
                 "shape": list(shape),
                 "threads": args.threads,
-                "times_s": timed["times"],
-                "median_s": {s: _measure.median(v) for s, v in timed["times"].items()},
-                "peak_extra_bytes": memory,
-                "loadavg_before_after": timed["loadavg_before_after"],
-                "environment": timed["env"],
+                **_measure.timing_fields(timed, memory),
             }
             records.append(rec)
             print_row(rec)
