@@ -114,6 +114,10 @@ def test_bad_tagging_studies_are_refused_before_anything_is_stored(finished, tmp
         study={"name": "bad-noise"}, noise={"kind": "span-type", "rates": [0.2]}
     )
     _refused(span_noise_on_digits, db, "noise", "kind")
+    resampled = tiny_ner_raw(
+        study={"name": "bad-sampler"}, losses=[{"loss": "ce", "sampler": "class_balanced"}]
+    )
+    _refused(resampled, db, "losses[0]", "Expected sampler 'none' for a tagging study")
     # the finished study is untouched
     with Store(db) as store:
         assert len(store.runs("ner-tiny", status="finished")) == 16

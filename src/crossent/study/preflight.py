@@ -8,6 +8,7 @@ every run.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from crossent.study.config import StudyConfig, StudyConfigError
@@ -60,6 +61,18 @@ def preflight(config: StudyConfig, runs: list[dict[str, Any]]) -> None:
         build_model(clean["model"], tuple(data.x_train.shape[1:]), data.num_classes)
     except (ValueError, TypeError) as err:
         raise StudyConfigError("model", str(err)) from None
+    check_each_loss(config, runs, lambda loss: make_loss(loss, data.y_train, data.num_classes))
+
+
+def check_each_loss(
+    config: Any, runs: list[dict[str, Any]], build: Callable[[dict[str, Any]], object]
+) -> None:
+    """Call ``build`` once on each distinct loss of ``runs``.
+
+    Raises:
+        StudyConfigError: naming ``losses[i]`` (the arm the loss came from) and the reason,
+            where ``build`` raises ``ValueError`` or ``TypeError``.
+    """
     index = {arm.label: i for i, arm in enumerate(config.losses)}
     built = set()
     for run in runs:
@@ -68,6 +81,6 @@ def preflight(config: StudyConfig, runs: list[dict[str, Any]]) -> None:
             continue
         built.add(key)
         try:
-            make_loss(run["loss"], data.y_train, data.num_classes)
+            build(run["loss"])
         except (ValueError, TypeError) as err:
             raise StudyConfigError(f"losses[{index[run['loss']['label']]}]", str(err)) from None

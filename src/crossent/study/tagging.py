@@ -22,7 +22,6 @@ Batches are sentences; each batch is cut to its longest sentence before the forw
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import numpy as np
@@ -32,6 +31,7 @@ from torch import nn
 from crossent.study import metrics as m
 from crossent.study._reader import StudyConfigError
 from crossent.study.ner_metrics import entity_scores, token_accuracy
+from crossent.study.preflight import check_each_loss
 from crossent.study.taggers import build_tagger
 from crossent.study.tagging_data import TagData, load_token_dataset, noisy_tags, prepare_tag_data
 from crossent.study.token_losses import TokenLoss, make_token_loss, span_minimum_loss
@@ -224,19 +224,11 @@ def _check_model(config: dict[str, Any], dataset: Any) -> None:
 
 def _check_losses(config: Any, runs: list[dict[str, Any]], dataset: Any) -> None:
     """Build every loss once and call it on two training sentences with random logits."""
-    index = {arm.label: i for i, arm in enumerate(config.losses)}
     tags = dataset.train.y[:2]
     logits = torch.randn(*tags.shape, dataset.num_classes)
-    built = set()
-    for run in runs:
-        key = json.dumps(run["loss"], sort_keys=True)
-        if key in built:
-            continue
-        built.add(key)
-        try:
-            make_token_loss(run["loss"], dataset.num_classes)(logits, tags)
-        except (ValueError, TypeError) as err:
-            raise StudyConfigError(f"losses[{index[run['loss']['label']]}]", str(err)) from None
+    check_each_loss(
+        config, runs, lambda loss: make_token_loss(loss, dataset.num_classes)(logits, tags)
+    )
 
 
 def preflight_tagging(config: Any, runs: list[dict[str, Any]]) -> None:
