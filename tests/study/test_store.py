@@ -1,3 +1,4 @@
+import multiprocessing
 import subprocess
 import sys
 import time
@@ -164,3 +165,33 @@ def test_a_failed_transaction_changes_nothing(store):
         db.execute("UPDATE runs SET status = 'failed'")
         raise RuntimeError
     assert {r["status"] for r in store.runs("s")} == {"pending"}
+
+
+def _open_at_once(path, barrier, errors):
+    barrier.wait()
+    try:
+        Store(path).close()
+    except StoreError as err:
+        errors.put(str(err))
+
+
+def test_runners_opening_a_new_store_at_the_same_moment_both_succeed(tmp_path):
+    # SQLite refuses the switch to WAL at once ("database is locked") while the other
+    # process holds the new file; the store waits for it instead (without the wait, 5 of 5
+    # runs of this test failed). Forked processes, released together by a barrier.
+    context = multiprocessing.get_context("fork")
+    errors = context.Queue()
+    for round_ in range(30):
+        path = tmp_path / f"runs{round_}.db"
+        barrier = context.Barrier(2)
+        procs = [
+            context.Process(target=_open_at_once, args=(path, barrier, errors)) for _ in range(2)
+        ]
+        for proc in procs:
+            proc.start()
+        for proc in procs:
+            proc.join(60)
+        assert [proc.exitcode for proc in procs] == [0, 0]
+        assert errors.empty(), errors.get()
+        with Store(path) as store:
+            assert store.integrity() == "ok"

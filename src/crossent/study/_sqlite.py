@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -75,6 +76,24 @@ def connect(path: Path, timeout: float) -> sqlite3.Connection:
     """Open (or create) ``path`` for reading and writing, in autocommit mode."""
     path.parent.mkdir(parents=True, exist_ok=True)
     return sqlite3.connect(path, timeout=timeout, isolation_level=None)
+
+
+def use_wal(db: sqlite3.Connection, timeout: float) -> None:
+    """Switch ``db`` to write-ahead logging, waiting up to ``timeout`` seconds for the file.
+
+    Changing the journal mode needs the file to itself, and SQLite answers "database is
+    locked" at once, without the busy handler, while another connection holds it (two
+    runners opening a new store at the same moment): so the change is retried until then.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as err:
+            if "database is locked" not in str(err) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)
 
 
 def connect_readonly(path: Path, timeout: float) -> sqlite3.Connection:

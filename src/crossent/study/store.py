@@ -54,6 +54,7 @@ from crossent.study._sqlite import (
     connect_readonly,
     quick_check,
     translated,
+    use_wal,
 )
 from crossent.study.grid import canonical_json, run_id
 from crossent.study.owners import owner_alive
@@ -149,7 +150,7 @@ class Store:
             damage = quick_check(self._db) if existed else None
             if damage is not None:
                 raise StoreError(self.path, damage)
-            self._db.execute("PRAGMA journal_mode = WAL")
+            use_wal(self._db, timeout)
             self._db.execute("PRAGMA synchronous = FULL")
             self._db.execute("PRAGMA foreign_keys = ON")
             self._create_schema()
